@@ -1,0 +1,545 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * tcpwhy kernel programs: the TCP connection lifecycle as compact per-socket events.
+ *
+ * Hooks and the call paths they sit on:
+ *   tp_btf/inet_sock_set_state  tcp_set_state()      every state change; also where the
+ *                                                     close event is built when no tcp_close hook loads
+ *   fentry|kprobe/tcp_close     close(2) -> tcp_close()  process context: the closer, before the FIN/RST
+ *   tp_btf/tcp_send_reset       tcp_v4/v6_send_reset(), tcp_send_active_reset()
+ *   tp_btf/tcp_receive_reset    tcp_reset()
+ *   cgroup/setsockopt           setsockopt(2), before the option is applied, every netns
+ *
+ * Userspace chooses which close hook loads (bpf_program__set_autoload) and tells
+ * the programs through rodata.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "tcpwhy/abi.h"
+#include "tcpwhy.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* true when fentry or kprobe on tcp_close builds the close event; set_state then leaves it alone */
+const volatile bool close_from_tcp_close = false;
+/* wake userspace only once this much data waits; otherwise it polls on a short timer */
+const volatile __u64 wakeup_bytes = 1 << 20;
+/* HZ when the kernel config cannot be read (CONFIG_HZ resolves to 0) */
+const volatile __u32 fallback_hz = 250;
+
+extern int CONFIG_HZ __kconfig __weak;
+
+/* Written by every program, read by userspace (ring_reader). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by userspace before load */
+} events SEC(".maps");
+
+/* Events that could not be emitted, by enum tcpwhy_drop_reason. Written here, read by userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TCPWHY_DROP__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+/* Events emitted, by enum tcpwhy_event_type. Written here, read by userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} emitted SEC(".maps");
+
+/*
+ * Owner and options per socket. Created at the first state change or setsockopt,
+ * cloned into accepted children (BPF_F_CLONE: they inherit the listener's owner
+ * and options, as the kernel copies the options themselves), freed with the socket.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sock_ctx);
+} sock_ctxs SEC(".maps");
+
+static __always_inline void count(void *map, __u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct tcpwhy_event *reserve_event(__u8 type)
+{
+	struct tcpwhy_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(&drops, TCPWHY_DROP_RINGBUF_FULL);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->ts_ns = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline void submit_event(struct tcpwhy_event *e)
+{
+	__u8 type = e->type;
+	/* A wake-up per event costs ~10 us on a VM; userspace polls instead. */
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										      : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+	count(&emitted, type & 7);
+}
+
+static __always_inline __u32 jiffies_delta_ms(__u32 now, __u32 then)
+{
+	__u32 hz = CONFIG_HZ ? CONFIG_HZ : fallback_hz;
+	__u32 delta = now - then;
+	if ((__s32)delta < 0) /* a timestamp from the future: none recorded yet */
+		return 0;
+	return (__u64)delta * 1000 / (hz ? hz : 250);
+}
+
+static __always_inline __u32 sk_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* Addresses of a full socket. The local port comes from inet_sport: skc_num is 0 at close. */
+static __always_inline void fill_addrs_from_sock(struct tcpwhy_event *e, const struct sock *sk)
+{
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (e->family == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)e->laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->raddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(e->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(e->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+	e->lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+/* Timewait and request sockets have only sock_common: the local port is skc_num there. */
+static __always_inline void fill_addrs_from_common(struct tcpwhy_event *e, const struct sock *sk)
+{
+	fill_addrs_from_sock(e, sk);
+	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+}
+
+/* Addresses of the segment that triggered a reset, seen from the local socket's side. */
+static __always_inline bool fill_addrs_from_skb(struct tcpwhy_event *e, const struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 version = 0;
+	struct tcphdr tcp;
+
+	if (bpf_probe_read_kernel(&version, 1, head + nh))
+		return false;
+	version >>= 4;
+	if (version == 4) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return false;
+		e->family = AF_INET;
+		__builtin_memcpy(e->laddr, &ip.daddr, 4);
+		__builtin_memcpy(e->raddr, &ip.saddr, 4);
+	} else if (version == 6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return false;
+		e->family = AF_INET6;
+		__builtin_memcpy(e->laddr, &ip6.daddr, 16);
+		__builtin_memcpy(e->raddr, &ip6.saddr, 16);
+	} else {
+		return false;
+	}
+	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + th))
+		return false;
+	e->lport = bpf_ntohs(tcp.dest);
+	e->rport = bpf_ntohs(tcp.source);
+	return true;
+}
+
+static __always_inline void record_owner(struct sock_ctx *sc)
+{
+	sc->pid = bpf_get_current_pid_tgid() >> 32;
+	sc->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(sc->comm, sizeof(sc->comm));
+	sc->flags |= SC_OWNER_KNOWN;
+}
+
+static __always_inline void fill_owner(struct tcpwhy_event *e, const struct sock_ctx *sc)
+{
+	if (!sc)
+		return;
+	e->opts = sc->opts;
+	if (!(sc->flags & SC_OWNER_KNOWN))
+		return;
+	e->pid = sc->pid;
+	e->cgroup_id = sc->cgroup_id;
+	__builtin_memcpy(e->comm, sc->comm, sizeof(e->comm));
+	e->flags |= TCPWHY_F_OWNER_KNOWN;
+	if (sc->flags & SC_RST_RECEIVED)
+		e->flags |= TCPWHY_F_RST_RECEIVED;
+}
+
+static __always_inline struct sock_ctx *sock_ctx_of(const struct sock *sk, bool create)
+{
+	struct sock_ctx *sc =
+		bpf_sk_storage_get(&sock_ctxs, (void *)sk, 0, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	if (!sc && create)
+		count(&drops, TCPWHY_DROP_STORAGE_FAILED);
+	return sc;
+}
+
+static __always_inline __u32 unread_bytes(const struct tcp_sock *tp)
+{
+	return BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
+}
+
+static __always_inline __u32 idle_rx_ms(const struct tcp_sock *tp)
+{
+	return jiffies_delta_ms((__u32)bpf_jiffies64(), BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));
+}
+
+/* The close event: idle times, bytes and unread data, before the FIN or RST leaves. */
+static __always_inline void emit_close(const struct sock *sk, struct sock_ctx *sc, __u64 cookie,
+				       __u8 old_state, __u8 new_state)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	struct tcpwhy_event *e;
+	__u32 now = (__u32)bpf_jiffies64();
+
+	if (sc) {
+		if (sc->flags & SC_CLOSE_EMITTED)
+			return;
+		sc->flags |= SC_CLOSE_EMITTED;
+	}
+	e = reserve_event(TCPWHY_EV_CLOSE);
+	if (!e)
+		return;
+	e->cookie = cookie;
+	e->netns = sk_netns(sk);
+	fill_addrs_from_sock(e, sk);
+	if (sc) {
+		fill_owner(e, sc);
+	} else {
+		/* kprobe: no socket storage there, but tcp_close() runs in the closer's context */
+		e->pid = bpf_get_current_pid_tgid() >> 32;
+		e->cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		e->flags |= TCPWHY_F_OWNER_KNOWN;
+	}
+	e->close.idle_rx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));
+	e->close.idle_tx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, lsndtime));
+	e->close.unread_bytes = unread_bytes(tp);
+	e->close.old_state = old_state;
+	e->close.new_state = new_state;
+	e->close.bytes_rx = BPF_CORE_READ(tp, bytes_received);
+	e->close.bytes_tx = BPF_CORE_READ(tp, bytes_acked);
+	if (new_state == TCP_CLOSE)
+		e->flags |= TCPWHY_F_ABORT;
+	submit_event(e);
+}
+
+/* Transitions the local side makes when it closes; ->CLOSE after a received RST is the peer's doing. */
+static __always_inline bool is_local_close(int oldstate, int newstate, const struct sock_ctx *sc)
+{
+	if (oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1)
+		return true;
+	if (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK)
+		return true;
+	if (newstate == TCP_CLOSE && (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT))
+		return !sc || !(sc->flags & SC_RST_RECEIVED);
+	return false;
+}
+
+/* Transitions only a process makes (connect, listen, close): the task on the CPU owns the socket. */
+static __always_inline bool in_owner_context(int oldstate, int newstate, const struct tcp_sock *tp)
+{
+	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)
+		return true;
+	if ((oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) ||
+	    (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK))
+		return true;
+	/* abort by close(2) with unread data; timers and received RSTs leave none */
+	return newstate == TCP_CLOSE && oldstate == TCP_ESTABLISHED && unread_bytes(tp) > 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct tcpwhy_event *e;
+	struct sock_ctx *sc;
+
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	sc = sock_ctx_of(sk, true);
+	if (sc && in_owner_context(oldstate, newstate, (const struct tcp_sock *)sk))
+		record_owner(sc);
+	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc))
+		emit_close(sk, sc, bpf_get_socket_cookie((void *)sk), oldstate, newstate);
+
+	e = reserve_event(TCPWHY_EV_STATE);
+	if (!e)
+		return 0;
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->netns = sk_netns(sk);
+	fill_addrs_from_sock(e, sk);
+	fill_owner(e, sc);
+	e->state.old_state = oldstate;
+	e->state.new_state = newstate;
+	submit_event(e);
+	return 0;
+}
+
+/* tcp_close(): the closing process, before tcp_close() changes state or purges the queue. */
+static __always_inline bool closes_connection(const struct sock *sk, int *state)
+{
+	*state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	return *state == TCP_ESTABLISHED || *state == TCP_CLOSE_WAIT;
+}
+
+static __always_inline __u8 state_after_close(int state, const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	if (unread_bytes(tp) > 0)
+		return TCP_CLOSE;
+	return state == TCP_ESTABLISHED ? TCP_FIN_WAIT1 : TCP_LAST_ACK;
+}
+
+SEC("fentry/tcp_close")
+int BPF_PROG(fentry_tcp_close, struct sock *sk, long timeout)
+{
+	struct sock_ctx *sc;
+	int state;
+
+	if (!closes_connection(sk, &state))
+		return 0;
+	sc = sock_ctx_of(sk, true);
+	if (sc)
+		record_owner(sc);
+	emit_close(sk, sc, bpf_get_socket_cookie(sk), state, state_after_close(state, sk));
+	return 0;
+}
+
+SEC("kprobe/tcp_close")
+int BPF_KPROBE(kprobe_tcp_close, struct sock *sk)
+{
+	int state;
+
+	if (!closes_connection(sk, &state))
+		return 0;
+	/* kprobes get neither socket storage nor the cookie helper: read the cookie set_state generated */
+	emit_close(sk, NULL, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), state,
+		   state_after_close(state, sk));
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct tcpwhy_event *e;
+	struct sock_ctx *sc = NULL;
+	int reason = -1;
+
+	/* The reason argument arrived with enum sk_rst_reason (6.10); its numbering varies by kernel. */
+	if (bpf_core_type_exists(enum sk_rst_reason))
+		reason = (int)ctx[2];
+
+	e = reserve_event(TCPWHY_EV_RESET_SENT);
+	if (!e)
+		return 0;
+	e->reset.reason = reason;
+	if (reason < 0)
+		e->flags |= TCPWHY_F_REASON_INFERRED;
+	if (skb) {
+		e->flags |= TCPWHY_F_HAS_SKB;
+		fill_addrs_from_skb(e, skb);
+		if (!sk) {
+			e->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+		}
+	}
+	if (sk) {
+		__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		e->cookie = bpf_get_socket_cookie((void *)sk);
+		e->netns = sk_netns(sk);
+		e->reset.sk_state = state;
+		if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV) {
+			e->reset.sk_kind = state == TCP_TIME_WAIT ? TCPWHY_SK_TIMEWAIT : TCPWHY_SK_REQUEST;
+			if (!skb)
+				fill_addrs_from_common(e, sk);
+		} else {
+			const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+			e->reset.sk_kind = TCPWHY_SK_FULL;
+			if (!skb)
+				fill_addrs_from_sock(e, sk);
+			sc = sock_ctx_of(sk, false);
+			fill_owner(e, sc);
+			e->reset.unread_bytes = unread_bytes(tp);
+			e->reset.idle_rx_ms = idle_rx_ms(tp);
+		}
+	} else {
+		e->reset.sk_kind = TCPWHY_SK_NONE;
+	}
+	submit_event(e);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(handle_receive_reset, struct sock *sk)
+{
+	struct tcpwhy_event *e;
+	struct sock_ctx *sc = sock_ctx_of(sk, true);
+
+	if (sc)
+		sc->flags |= SC_RST_RECEIVED;
+	e = reserve_event(TCPWHY_EV_RESET_RECV);
+	if (!e)
+		return 0;
+	e->cookie = bpf_get_socket_cookie(sk);
+	e->netns = sk_netns(sk);
+	fill_addrs_from_sock(e, sk);
+	fill_owner(e, sc);
+	e->reset.sk_kind = TCPWHY_SK_FULL;
+	e->reset.sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->reset.reason = -1;
+	e->reset.unread_bytes = unread_bytes((const struct tcp_sock *)sk);
+	e->reset.idle_rx_ms = idle_rx_ms((const struct tcp_sock *)sk);
+	submit_event(e);
+	return 0;
+}
+
+/* Which option this is, as a TCPWHY_OPT_* bit, or -1 when tcpwhy does not watch it. */
+static __always_inline int watched_option(int level, int optname)
+{
+	if (level == SOL_SOCKET) {
+		switch (optname) {
+		case SO_KEEPALIVE: return TCPWHY_OPT_SO_KEEPALIVE;
+		case SO_LINGER: return TCPWHY_OPT_SO_LINGER;
+		case SO_RCVTIMEO_OLD:
+		case SO_RCVTIMEO_NEW: return TCPWHY_OPT_SO_RCVTIMEO;
+		case SO_SNDTIMEO_OLD:
+		case SO_SNDTIMEO_NEW: return TCPWHY_OPT_SO_SNDTIMEO;
+		}
+	} else if (level == SOL_TCP) {
+		switch (optname) {
+		case TCP_KEEPIDLE: return TCPWHY_OPT_TCP_KEEPIDLE;
+		case TCP_KEEPINTVL: return TCPWHY_OPT_TCP_KEEPINTVL;
+		case TCP_KEEPCNT: return TCPWHY_OPT_TCP_KEEPCNT;
+		case TCP_USER_TIMEOUT: return TCPWHY_OPT_TCP_USER_TIMEOUT;
+		case TCP_LINGER2: return TCPWHY_OPT_TCP_LINGER2;
+		case TCP_DEFER_ACCEPT: return TCPWHY_OPT_TCP_DEFER_ACCEPT;
+		}
+	}
+	return -1;
+}
+
+/* Runs before the kernel applies the option, so a value the kernel then rejects is recorded too. */
+SEC("cgroup/setsockopt")
+int handle_setsockopt(struct bpf_sockopt *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	void *optval = ctx->optval;
+	void *optval_end = ctx->optval_end;
+	struct tcpwhy_event *e;
+	struct sock_ctx *sc;
+	__s64 value = 0, value2 = 0;
+	int opt;
+
+	/* The program sees only the first page of a large value; let the kernel use the original. */
+	if (ctx->optlen > PAGE_SIZE) {
+		ctx->optlen = 0;
+		return 1;
+	}
+	if (!sk || sk->protocol != IPPROTO_TCP)
+		return 1;
+	opt = watched_option(ctx->level, ctx->optname);
+	if (opt < 0)
+		return 1;
+
+	if (opt == TCPWHY_OPT_SO_LINGER) {
+		struct { int onoff; int linger; } *l = optval;
+		if ((void *)(l + 1) > optval_end)
+			return 1;
+		value = l->onoff;
+		value2 = l->linger;
+	} else if (opt == TCPWHY_OPT_SO_RCVTIMEO || opt == TCPWHY_OPT_SO_SNDTIMEO) {
+		/* old and new timeval layouts are two 64-bit words on 64-bit kernels */
+		__s64 *tv = optval;
+		if ((void *)(tv + 2) > optval_end)
+			return 1;
+		value = tv[0] * 1000000 + tv[1];
+	} else {
+		int *v = optval;
+		if ((void *)(v + 1) > optval_end)
+			return 1;
+		value = *v;
+	}
+
+	sc = bpf_sk_storage_get(&sock_ctxs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!sc) {
+		count(&drops, TCPWHY_DROP_STORAGE_FAILED);
+	} else {
+		record_owner(sc);
+		sc->opts.set_mask |= 1u << opt;
+		switch (opt) {
+		case TCPWHY_OPT_SO_KEEPALIVE: sc->opts.keepalive = value != 0; break;
+		case TCPWHY_OPT_SO_LINGER:
+			sc->opts.linger_onoff = value != 0;
+			sc->opts.linger_s = value2;
+			break;
+		case TCPWHY_OPT_SO_RCVTIMEO: sc->opts.rcvtimeo_us = value; break;
+		case TCPWHY_OPT_SO_SNDTIMEO: sc->opts.sndtimeo_us = value; break;
+		case TCPWHY_OPT_TCP_KEEPIDLE: sc->opts.keepidle_s = value; break;
+		case TCPWHY_OPT_TCP_KEEPINTVL: sc->opts.keepintvl_s = value; break;
+		case TCPWHY_OPT_TCP_KEEPCNT: sc->opts.keepcnt = value; break;
+		case TCPWHY_OPT_TCP_USER_TIMEOUT: sc->opts.user_timeout_ms = value; break;
+		case TCPWHY_OPT_TCP_LINGER2: sc->opts.linger2_s = value; break;
+		case TCPWHY_OPT_TCP_DEFER_ACCEPT: sc->opts.defer_accept_s = value; break;
+		}
+	}
+
+	e = reserve_event(TCPWHY_EV_SETSOCKOPT);
+	if (!e)
+		return 1;
+	{
+		/* bpf_get_socket_cookie is not offered here: read the cookie a tracing hook generated */
+		const struct sock *ksk = (const struct sock *)sk;
+		e->cookie = BPF_CORE_READ(ksk, __sk_common.skc_cookie.counter);
+		e->netns = sk_netns(ksk);
+	}
+	e->family = sk->family;
+	/* context fields allow only 4-byte loads */
+	if (sk->family == AF_INET) {
+		((__u32 *)e->laddr)[0] = sk->src_ip4;
+		((__u32 *)e->raddr)[0] = sk->dst_ip4;
+	} else {
+		((__u32 *)e->laddr)[0] = sk->src_ip6[0];
+		((__u32 *)e->laddr)[1] = sk->src_ip6[1];
+		((__u32 *)e->laddr)[2] = sk->src_ip6[2];
+		((__u32 *)e->laddr)[3] = sk->src_ip6[3];
+		((__u32 *)e->raddr)[0] = sk->dst_ip6[0];
+		((__u32 *)e->raddr)[1] = sk->dst_ip6[1];
+		((__u32 *)e->raddr)[2] = sk->dst_ip6[2];
+		((__u32 *)e->raddr)[3] = sk->dst_ip6[3];
+	}
+	e->lport = sk->src_port;
+	e->rport = bpf_ntohs(sk->dst_port);
+	e->sockopt.level = ctx->level;
+	e->sockopt.optname = ctx->optname;
+	e->sockopt.value = value;
+	e->sockopt.value2 = value2;
+	fill_owner(e, sc);
+	submit_event(e);
+	return 1;
+}

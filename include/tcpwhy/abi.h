@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The kernel <-> userspace event ABI of tcpwhy: the one header both bpf/ and src/ include.
+ *
+ * Conventions: fixed-width fields only; times are CLOCK_MONOTONIC nanoseconds
+ * (bpf_ktime_get_ns); addresses are in network byte order (IPv4 in the first 4
+ * bytes); ports are in host byte order; units are in field names.
+ * Every layout change bumps TCPWHY_ABI_VERSION; src/bpf/event_decode.cpp checks
+ * sizes and offsets with static_assert.
+ */
+#ifndef TCPWHY_ABI_H
+#define TCPWHY_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define TCPWHY_ABI_VERSION 1
+#define TCPWHY_COMM_LEN 16
+
+enum tcpwhy_event_type {
+	TCPWHY_EV_STATE = 1,      /* inet_sock_set_state */
+	TCPWHY_EV_CLOSE = 2,      /* the local side closed or aborted the connection */
+	TCPWHY_EV_RESET_SENT = 3, /* tcp_send_reset / tcp_send_active_reset / stateless reset */
+	TCPWHY_EV_RESET_RECV = 4, /* tcp_receive_reset */
+	TCPWHY_EV_SETSOCKOPT = 5, /* a timeout-related socket option was set */
+};
+
+/* Why an event could not be emitted; per-CPU counters indexed by this. */
+enum tcpwhy_drop_reason {
+	TCPWHY_DROP_RINGBUF_FULL = 0,
+	TCPWHY_DROP_STORAGE_FAILED = 1,
+	TCPWHY_DROP__MAX = 2,
+};
+
+/* Bits of tcpwhy_event.flags */
+enum tcpwhy_event_flag {
+	TCPWHY_F_OWNER_KNOWN = 1 << 0,     /* pid/comm/cgroup_id came from process context */
+	TCPWHY_F_ABORT = 1 << 1,           /* close: the socket went straight to CLOSE (RST, not FIN) */
+	TCPWHY_F_REASON_INFERRED = 1 << 2, /* reset: the kernel gave no reason; userspace infers one */
+	TCPWHY_F_HAS_SKB = 1 << 3,         /* reset: a segment triggered it (addresses from the segment) */
+	TCPWHY_F_RST_RECEIVED = 1 << 4,    /* the socket had received a RST before this event */
+};
+
+/* What kind of socket a reset was sent for */
+enum tcpwhy_sk_kind {
+	TCPWHY_SK_NONE = 0,     /* no socket: stateless reply */
+	TCPWHY_SK_FULL = 1,     /* a full socket */
+	TCPWHY_SK_TIMEWAIT = 2, /* a timewait socket (keeps the full socket's cookie) */
+	TCPWHY_SK_REQUEST = 3,  /* a request socket (SYN_RECV mini socket) */
+};
+
+/* Socket options tcpwhy remembers; bit positions in tcpwhy_sockopts.set_mask */
+enum tcpwhy_opt {
+	TCPWHY_OPT_SO_KEEPALIVE = 0,
+	TCPWHY_OPT_SO_LINGER = 1,
+	TCPWHY_OPT_SO_RCVTIMEO = 2,
+	TCPWHY_OPT_SO_SNDTIMEO = 3,
+	TCPWHY_OPT_TCP_KEEPIDLE = 4,
+	TCPWHY_OPT_TCP_KEEPINTVL = 5,
+	TCPWHY_OPT_TCP_KEEPCNT = 6,
+	TCPWHY_OPT_TCP_USER_TIMEOUT = 7,
+	TCPWHY_OPT_TCP_LINGER2 = 8,
+	TCPWHY_OPT_TCP_DEFER_ACCEPT = 9,
+	TCPWHY_OPT__MAX = 10,
+};
+
+/* The options a process set on a socket, as last set (only bits in set_mask are meaningful). */
+struct tcpwhy_sockopts {
+	__u32 set_mask;
+	__u32 keepidle_s;
+	__u32 keepintvl_s;
+	__u32 keepcnt;
+	__u32 user_timeout_ms;
+	__s32 linger2_s;
+	__u32 defer_accept_s;
+	__u8 keepalive;
+	__u8 linger_onoff;
+	__u16 pad0;
+	__s32 linger_s;
+	__u32 pad1;
+	__u64 rcvtimeo_us;
+	__u64 sndtimeo_us;
+};
+
+struct tcpwhy_state_data {
+	__u8 old_state; /* TCP_* numbering (include/net/tcp_states.h) */
+	__u8 new_state;
+	__u8 pad[6];
+};
+
+struct tcpwhy_close_data {
+	__u32 idle_rx_ms;   /* since data last arrived (icsk_ack.lrcvtime), jiffies resolution */
+	__u32 idle_tx_ms;   /* since data was last sent (lsndtime) */
+	__u32 unread_bytes; /* rcv_nxt - copied_seq */
+	__u8 old_state;     /* state the close left */
+	__u8 new_state;
+	__u8 pad[2];
+	__u64 bytes_rx;
+	__u64 bytes_tx;
+};
+
+struct tcpwhy_reset_data {
+	__s32 reason;       /* kernel enum sk_rst_reason value, -1 when the kernel has none */
+	__u8 sk_kind;       /* enum tcpwhy_sk_kind */
+	__u8 sk_state;      /* TCP_* state of the socket when the reset left / arrived */
+	__u8 pad[2];
+	__u32 unread_bytes; /* full sockets: rcv_nxt - copied_seq */
+	__u32 idle_rx_ms;   /* full sockets: since data last arrived */
+};
+
+struct tcpwhy_setsockopt_data {
+	__s32 level;   /* SOL_SOCKET or IPPROTO_TCP */
+	__s32 optname;
+	__s64 value;   /* int options; linger: onoff; timeouts: microseconds */
+	__s64 value2;  /* linger: seconds */
+};
+
+struct tcpwhy_event {
+	__u64 ts_ns;     /* CLOCK_MONOTONIC */
+	__u64 cookie;    /* socket cookie; 0 when no socket */
+	__u64 cgroup_id; /* owner's cgroup v2 id (0 unknown) */
+	__u32 netns;     /* network namespace inode */
+	__u32 pid;       /* owner's tgid (0 unknown) */
+	char comm[TCPWHY_COMM_LEN];
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;
+	__u16 rport;
+	__u8 type;   /* enum tcpwhy_event_type */
+	__u8 family; /* AF_INET / AF_INET6 */
+	__u16 flags; /* enum tcpwhy_event_flag */
+	union {
+		struct tcpwhy_state_data state;
+		struct tcpwhy_close_data close;
+		struct tcpwhy_reset_data reset;
+		struct tcpwhy_setsockopt_data sockopt;
+	};
+	struct tcpwhy_sockopts opts; /* options in force on the socket (close, reset, setsockopt) */
+};
+
+#endif /* TCPWHY_ABI_H */

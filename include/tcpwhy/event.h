@@ -1,0 +1,135 @@
+// The decoded event: what the correlator, the JSONL trace and every printer share.
+// Nothing here knows about BPF; src/bpf/event_decode.cpp turns the kernel ABI
+// (tcpwhy/abi.h) into this, and src/core/jsonl.cpp reads it back from a trace.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tcpwhy {
+
+enum class EventType : uint8_t { state = 1, close = 2, reset_sent = 3, reset_recv = 4, setsockopt = 5 };
+
+std::string_view to_string(EventType type);
+std::optional<EventType> event_type_from_string(std::string_view name);
+
+// TCP states, kernel numbering (include/net/tcp_states.h).
+enum class TcpState : uint8_t {
+    unknown = 0,
+    established = 1,
+    syn_sent = 2,
+    syn_recv = 3,
+    fin_wait1 = 4,
+    fin_wait2 = 5,
+    time_wait = 6,
+    close = 7,
+    close_wait = 8,
+    last_ack = 9,
+    listen = 10,
+    closing = 11,
+    new_syn_recv = 12,
+};
+
+std::string_view to_string(TcpState state);  // "ESTABLISHED", ...
+std::optional<TcpState> tcp_state_from_string(std::string_view name);
+
+// What kind of socket a reset was sent for.
+enum class SockKind : uint8_t { none = 0, full = 1, timewait = 2, request = 3 };
+std::string_view to_string(SockKind kind);  // "none", "full", "timewait", "request"
+std::optional<SockKind> sock_kind_from_string(std::string_view name);
+
+// An IPv4 or IPv6 address in network byte order (IPv4 in the first four bytes).
+struct IpAddr {
+    uint8_t family = 0;  // 4 or 6; 0 = none
+    std::array<uint8_t, 16> bytes{};
+
+    static std::optional<IpAddr> parse(std::string_view text);
+    std::string to_string() const;
+    bool operator==(const IpAddr&) const = default;
+};
+
+// Timeout-related socket options a process set, as last set. Only fields whose
+// bit is in set_mask were set; the rest are kernel defaults tcpwhy did not see.
+enum class SockOpt : uint8_t {
+    so_keepalive = 0,
+    so_linger = 1,
+    so_rcvtimeo = 2,
+    so_sndtimeo = 3,
+    tcp_keepidle = 4,
+    tcp_keepintvl = 5,
+    tcp_keepcnt = 6,
+    tcp_user_timeout = 7,
+    tcp_linger2 = 8,
+    tcp_defer_accept = 9,
+};
+inline constexpr int kSockOptCount = 10;
+std::string_view to_string(SockOpt opt);  // "SO_KEEPALIVE", "TCP_USER_TIMEOUT", ...
+std::optional<SockOpt> sock_opt_from_string(std::string_view name);
+
+struct SockOpts {
+    uint32_t set_mask = 0;
+    bool keepalive = false;
+    bool linger_onoff = false;
+    int32_t linger_s = 0;
+    uint32_t keepidle_s = 0;
+    uint32_t keepintvl_s = 0;
+    uint32_t keepcnt = 0;
+    uint32_t user_timeout_ms = 0;
+    int32_t linger2_s = 0;
+    uint32_t defer_accept_s = 0;
+    uint64_t rcvtimeo_us = 0;
+    uint64_t sndtimeo_us = 0;
+
+    bool has(SockOpt opt) const { return set_mask & (1u << static_cast<int>(opt)); }
+    // The option's value in the unit its name implies (seconds, ms, us, count, 0/1).
+    int64_t value(SockOpt opt) const;
+    void set(SockOpt opt, int64_t value);
+    bool operator==(const SockOpts&) const = default;
+};
+
+struct Event {
+    EventType type = EventType::state;
+    uint64_t ts_ns = 0;      // CLOCK_MONOTONIC nanoseconds
+    uint64_t cookie = 0;     // socket cookie; 0 = no socket
+    uint32_t netns = 0;      // network namespace inode
+    IpAddr laddr, raddr;     // from the local socket's point of view
+    uint16_t lport = 0, rport = 0;
+    bool lb = false;         // raddr is in a load-balancer range (set by the consumer)
+
+    // Owner, recorded in process context; pid 0 = unknown.
+    uint32_t pid = 0;
+    std::string comm;
+    uint64_t cgroup_id = 0;
+
+    // state; close also fills these (the transition the close made)
+    TcpState old_state = TcpState::unknown;
+    TcpState new_state = TcpState::unknown;
+
+    // close
+    uint32_t idle_rx_ms = 0;    // since data last arrived (close; also reset_sent/recv on full sockets)
+    uint32_t idle_tx_ms = 0;    // since data was last sent (close)
+    uint32_t unread_bytes = 0;  // close; reset_sent/recv on full sockets
+    uint64_t bytes_rx = 0, bytes_tx = 0;
+    bool abort = false;         // close went straight to CLOSE (an RST, not a FIN)
+    bool rst_received = false;  // the socket had received an RST before this event
+
+    // reset_sent / reset_recv
+    std::string reason;            // kernel sk_rst_reason name without prefix, e.g. "TCP_ABORT_ON_DATA"
+    bool reason_inferred = false;  // the kernel gave none; tcpwhy inferred it from state
+    SockKind sk_kind = SockKind::none;
+    TcpState sk_state = TcpState::unknown;
+    bool has_skb = false;          // a received segment triggered the reset
+
+    // setsockopt
+    std::string level;    // "SOL_SOCKET", "IPPROTO_TCP"
+    std::string optname;  // "SO_LINGER", ...
+    int64_t value = 0;    // int options; linger: onoff; timeouts: microseconds
+    int64_t value2 = 0;   // linger: seconds
+
+    SockOpts opts;  // options in force on the socket
+};
+
+}  // namespace tcpwhy

@@ -1,0 +1,42 @@
+// The JSON Lines trace: tcpwhy's postmortem format (schema: docs/trace-format.md).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "tcpwhy/event.h"
+
+namespace tcpwhy {
+
+inline constexpr int kTraceVersion = 1;
+
+// First line of a trace file: where and when it was recorded.
+struct TraceHeader {
+    int v = kTraceVersion;
+    std::string tool = "tcpwhy";
+    std::string hostname;
+    std::string kernel;
+    std::string clock = "CLOCK_MONOTONIC";
+    uint64_t mono_start_ns = 0;  // CLOCK_MONOTONIC at start; with wall_start_ns maps ts_ns to wall time
+    uint64_t wall_start_ns = 0;  // CLOCK_REALTIME at start
+    std::string lb_ranges;
+};
+
+std::string to_json_line(const Event& event);         // one line, no newline
+std::string to_json_line(const TraceHeader& header);  // "type":"header"
+
+enum class LineKind { event, header, bad, unsupported_version };
+
+struct ParsedLine {
+    LineKind kind = LineKind::bad;
+    Event event;
+    TraceHeader header;
+    std::string error;  // for bad / unsupported_version
+};
+
+// Parses one line. Unknown fields are ignored; a missing or wrong-typed required
+// field, or text that is not a JSON object, is `bad`.
+ParsedLine parse_json_line(std::string_view line);
+
+}  // namespace tcpwhy

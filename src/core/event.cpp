@@ -1,0 +1,110 @@
+#include "tcpwhy/event.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+
+namespace tcpwhy {
+namespace {
+
+constexpr std::array<std::string_view, 6> kEventTypeNames = {"", "state", "close", "reset_sent", "reset_recv",
+                                                             "setsockopt"};
+constexpr std::array<std::string_view, 13> kStateNames = {
+    "UNKNOWN",   "ESTABLISHED", "SYN_SENT",   "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",
+    "CLOSE",     "CLOSE_WAIT",  "LAST_ACK",   "LISTEN",   "CLOSING",   "NEW_SYN_RECV"};
+constexpr std::array<std::string_view, 4> kSockKindNames = {"none", "full", "timewait", "request"};
+constexpr std::array<std::string_view, kSockOptCount> kSockOptNames = {
+    "SO_KEEPALIVE",  "SO_LINGER",      "SO_RCVTIMEO", "SO_SNDTIMEO",      "TCP_KEEPIDLE",
+    "TCP_KEEPINTVL", "TCP_KEEPCNT",    "TCP_USER_TIMEOUT", "TCP_LINGER2", "TCP_DEFER_ACCEPT"};
+
+template <typename Enum, size_t N>
+std::optional<Enum> find_name(const std::array<std::string_view, N>& names, std::string_view name, size_t first = 0) {
+    for (size_t i = first; i < N; ++i)
+        if (names[i] == name) return static_cast<Enum>(i);
+    return std::nullopt;
+}
+
+template <size_t N>
+std::string_view name_at(const std::array<std::string_view, N>& names, size_t i, std::string_view fallback) {
+    return i < N ? names[i] : fallback;
+}
+
+}  // namespace
+
+std::string_view to_string(EventType type) { return name_at(kEventTypeNames, static_cast<size_t>(type), "?"); }
+std::optional<EventType> event_type_from_string(std::string_view name) {
+    return find_name<EventType>(kEventTypeNames, name, 1);
+}
+
+std::string_view to_string(TcpState state) { return name_at(kStateNames, static_cast<size_t>(state), "UNKNOWN"); }
+std::optional<TcpState> tcp_state_from_string(std::string_view name) {
+    return find_name<TcpState>(kStateNames, name);
+}
+
+std::string_view to_string(SockKind kind) { return name_at(kSockKindNames, static_cast<size_t>(kind), "none"); }
+std::optional<SockKind> sock_kind_from_string(std::string_view name) {
+    return find_name<SockKind>(kSockKindNames, name);
+}
+
+std::string_view to_string(SockOpt opt) { return name_at(kSockOptNames, static_cast<size_t>(opt), "?"); }
+std::optional<SockOpt> sock_opt_from_string(std::string_view name) { return find_name<SockOpt>(kSockOptNames, name); }
+
+std::optional<IpAddr> IpAddr::parse(std::string_view text) {
+    if (text.empty() || text.size() > INET6_ADDRSTRLEN) return std::nullopt;
+    std::string s(text);
+    IpAddr addr;
+    if (inet_pton(AF_INET, s.c_str(), addr.bytes.data()) == 1) {
+        addr.family = 4;
+        return addr;
+    }
+    if (inet_pton(AF_INET6, s.c_str(), addr.bytes.data()) == 1) {
+        addr.family = 6;
+        return addr;
+    }
+    return std::nullopt;
+}
+
+std::string IpAddr::to_string() const {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (family == 4) inet_ntop(AF_INET, bytes.data(), buf, sizeof(buf));
+    else if (family == 6) inet_ntop(AF_INET6, bytes.data(), buf, sizeof(buf));
+    else return "-";
+    return buf;
+}
+
+int64_t SockOpts::value(SockOpt opt) const {
+    switch (opt) {
+    case SockOpt::so_keepalive: return keepalive;
+    case SockOpt::so_linger: return linger_onoff ? linger_s : -1;
+    case SockOpt::so_rcvtimeo: return static_cast<int64_t>(rcvtimeo_us);
+    case SockOpt::so_sndtimeo: return static_cast<int64_t>(sndtimeo_us);
+    case SockOpt::tcp_keepidle: return keepidle_s;
+    case SockOpt::tcp_keepintvl: return keepintvl_s;
+    case SockOpt::tcp_keepcnt: return keepcnt;
+    case SockOpt::tcp_user_timeout: return user_timeout_ms;
+    case SockOpt::tcp_linger2: return linger2_s;
+    case SockOpt::tcp_defer_accept: return defer_accept_s;
+    }
+    return 0;
+}
+
+void SockOpts::set(SockOpt opt, int64_t v) {
+    set_mask |= 1u << static_cast<int>(opt);
+    switch (opt) {
+    case SockOpt::so_keepalive: keepalive = v != 0; break;
+    case SockOpt::so_linger:
+        linger_onoff = v >= 0;
+        linger_s = static_cast<int32_t>(v < 0 ? 0 : v);
+        break;
+    case SockOpt::so_rcvtimeo: rcvtimeo_us = static_cast<uint64_t>(v); break;
+    case SockOpt::so_sndtimeo: sndtimeo_us = static_cast<uint64_t>(v); break;
+    case SockOpt::tcp_keepidle: keepidle_s = static_cast<uint32_t>(v); break;
+    case SockOpt::tcp_keepintvl: keepintvl_s = static_cast<uint32_t>(v); break;
+    case SockOpt::tcp_keepcnt: keepcnt = static_cast<uint32_t>(v); break;
+    case SockOpt::tcp_user_timeout: user_timeout_ms = static_cast<uint32_t>(v); break;
+    case SockOpt::tcp_linger2: linger2_s = static_cast<int32_t>(v); break;
+    case SockOpt::tcp_defer_accept: defer_accept_s = static_cast<uint32_t>(v); break;
+    }
+}
+
+}  // namespace tcpwhy
