@@ -513,10 +513,14 @@ int handle_setsockopt(struct bpf_sockopt *ctx)
 	if (!e)
 		return 1;
 	{
-		/* bpf_get_socket_cookie is not offered here: read the cookie a tracing hook generated */
-		const struct sock *ksk = (const struct sock *)sk;
-		e->cookie = BPF_CORE_READ(ksk, __sk_common.skc_cookie.counter);
-		e->netns = sk_netns(ksk);
+		/* Neither bpf_get_socket_cookie nor pointer arithmetic on the context's socket is
+		 * allowed here. The kernel's context (struct bpf_sockopt_kern) starts with the real
+		 * struct sock *: read that pointer as a plain value, then the fields through it. */
+		const struct sock *ksk = NULL;
+		if (!bpf_probe_read_kernel(&ksk, sizeof(ksk), ctx) && ksk) {
+			e->cookie = BPF_CORE_READ(ksk, __sk_common.skc_cookie.counter);
+			e->netns = sk_netns(ksk);
+		}
 	}
 	e->family = sk->family;
 	/* context fields allow only 4-byte loads */

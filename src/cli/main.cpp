@@ -1,1 +1,95 @@
-int main() { return 0; }
+// tcpwhy: why do TCP connections on this node end the way they do?
+#include <csignal>
+#include <cstdarg>
+#include <cstring>
+#include <atomic>
+#include <iostream>
+
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+
+namespace tcpwhy::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void on_stop_signal(int) { g_stop.store(true); }
+
+}  // namespace
+
+bool stop_requested() { return g_stop.load(); }
+
+void install_stop_handlers() {
+    struct sigaction sa{};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: a blocking poll returns EINTR at once
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+namespace {
+bool g_libbpf_verbose = false;
+
+int libbpf_log(enum libbpf_print_level level, const char* format, va_list args) {
+    if (level != LIBBPF_WARN && !g_libbpf_verbose) return 0;
+    if (level == LIBBPF_WARN && !g_libbpf_verbose && strstr(format, "failed to load") == nullptr) return 0;
+    fputs("libbpf: ", stderr);
+    return vfprintf(stderr, format, args);
+}
+}  // namespace
+
+void set_libbpf_verbose(bool verbose) {
+    g_libbpf_verbose = verbose;
+    libbpf_set_print(libbpf_log);
+}
+
+void print_error(const std::string& problem, const std::string& fix) {
+    fmt::print(stderr, "tcpwhy: {}\n", problem);
+    if (!fix.empty()) fmt::print(stderr, "  fix: {}\n", fix);
+}
+
+}  // namespace tcpwhy::cli
+
+int main(int argc, char** argv) {
+    using namespace tcpwhy::cli;
+    set_libbpf_verbose(false);
+    CLI::App app{
+        "tcpwhy traces the lifecycle of every TCP connection on this node with eBPF and explains its\n"
+        "resets: which backend closed an idle keep-alive connection the load balancer still used,\n"
+        "after how long, and what to change.\n\n"
+        "Start with `tcpwhy doctor` (can this kernel be traced?), then `tcpwhy trace`.",
+        "tcpwhy"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", "tcpwhy 0.1.0");
+    app.footer("Exit codes: 0 ok, 1 tracing failed, 2 bad input.\nDocs: README.md, docs/trace-format.md");
+
+    std::vector<std::pair<CLI::App*, Runner>> commands;
+    auto add = [&](Runner (*register_fn)(CLI::App&)) {
+        size_t before = app.get_subcommands({}).size();
+        Runner runner = register_fn(app);
+        commands.emplace_back(app.get_subcommands({}).at(before), std::move(runner));
+    };
+    add(add_doctor);
+    add(add_trace);
+    add(add_report);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForAllHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::CallForVersion& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        print_error(e.what(), "see `tcpwhy --help` or `tcpwhy <command> --help`");
+        return kExitUsage;
+    }
+    for (auto& [sub, run] : commands)
+        if (sub->parsed()) return run();
+    return kExitUsage;
+}

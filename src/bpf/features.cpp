@@ -1,0 +1,127 @@
+#include "bpf/features.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "bpf/fd.h"
+
+namespace tcpwhy {
+namespace {
+
+constexpr int kCapNetAdmin = 12;
+constexpr int kCapSysAdmin = 21;
+constexpr int kCapPerfmon = 38;
+constexpr int kCapBpf = 39;
+
+uint64_t effective_caps() {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line))
+        if (line.rfind("CapEff:", 0) == 0) return std::stoull(line.substr(7), nullptr, 16);
+    return 0;
+}
+
+std::optional<std::string> mount_point_of(const std::string& fstype) {
+    std::ifstream mounts("/proc/self/mounts");
+    std::string line;
+    while (std::getline(mounts, line)) {
+        std::istringstream fields(line);
+        std::string dev, dir, type;
+        fields >> dev >> dir >> type;
+        if (type == fstype) return dir;
+    }
+    return std::nullopt;
+}
+
+struct BtfDeleter {
+    void operator()(btf* b) const { btf__free(b); }
+};
+using BtfPtr = std::unique_ptr<btf, BtfDeleter>;
+
+// Loads and attaches an empty fentry program on tcp_close: the only reliable test,
+// since some kernels accept the load and refuse the attach, others refuse the load.
+bool probe_fentry(const btf* vmlinux, std::string& why_not) {
+    int func_id = btf__find_by_name_kind(vmlinux, "tcp_close", BTF_KIND_FUNC);
+    if (func_id < 0) {
+        why_not = "tcp_close not in kernel BTF";
+        return false;
+    }
+    bpf_insn insns[2] = {};
+    insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 0
+    insns[1].code = BPF_JMP | BPF_EXIT;
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_TRACE_FENTRY,
+                .attach_btf_id = static_cast<__u32>(func_id));
+    Fd prog(bpf_prog_load(BPF_PROG_TYPE_TRACING, "tcpwhy_probe", "GPL", insns, 2, &opts));
+    if (!prog) {
+        why_not = fmt::format("load refused: {}", strerror(errno));
+        return false;
+    }
+    Fd link(bpf_raw_tracepoint_open(nullptr, prog.get()));
+    if (!link) {
+        why_not = fmt::format("attach refused: {}", strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+bool probe_kprobe(std::string& why_not) {
+    if (!std::filesystem::exists("/sys/bus/event_source/devices/kprobe/type")) {
+        why_not = "kernel built without kprobes (no kprobe PMU)";
+        return false;
+    }
+    std::ifstream syms("/proc/kallsyms");
+    std::string line;
+    while (std::getline(syms, line))
+        if (line.size() > 12 && line.ends_with(" tcp_close")) return true;
+    why_not = "tcp_close not in /proc/kallsyms";
+    return false;
+}
+
+}  // namespace
+
+KernelFeatures probe_kernel_features() {
+    KernelFeatures f;
+    utsname u{};
+    if (uname(&u) == 0) f.release = u.release;
+    f.btf = std::filesystem::exists("/sys/kernel/btf/vmlinux");
+    f.kernel_config = std::filesystem::exists("/proc/config.gz") ||
+                      std::filesystem::exists("/boot/config-" + f.release);
+    f.root = geteuid() == 0;
+    uint64_t caps = effective_caps();
+    auto has = [caps](int cap) { return (caps >> cap) & 1; };
+    f.cap_bpf = has(kCapBpf);
+    f.cap_perfmon = has(kCapPerfmon);
+    f.cap_sys_admin = has(kCapSysAdmin);
+    f.cap_net_admin = has(kCapNetAdmin);
+    f.cgroup2_path = mount_point_of("cgroup2");
+    f.tracefs_path = mount_point_of("tracefs");
+
+    BtfPtr vmlinux(f.btf ? btf__load_vmlinux_btf() : nullptr);
+    if (vmlinux) {
+        f.sk_rst_reason = btf__find_by_name_kind(vmlinux.get(), "sk_rst_reason", BTF_KIND_ENUM) > 0;
+        if (f.can_trace()) {
+            f.fentry = probe_fentry(vmlinux.get(), f.fentry_why_not);
+        } else {
+            f.fentry_why_not = "not probed: no CAP_BPF/CAP_PERFMON";
+        }
+    } else {
+        f.fentry_why_not = "no kernel BTF";
+    }
+    f.kprobe = probe_kprobe(f.kprobe_why_not);
+    return f;
+}
+
+}  // namespace tcpwhy

@@ -1,0 +1,80 @@
+// Loads tcpwhy's kernel programs, attaches each hook by the best path this kernel
+// allows, and hands decoded events to the caller. Everything it creates (programs,
+// links, maps, the ring buffer) is released when the Tracer is destroyed; nothing is pinned.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bpf/features.h"
+#include "tcpwhy/event.h"
+
+namespace tcpwhy {
+
+// A failure tcpwhy cannot trace through; what() is one line naming the problem, fix() the remedy.
+class TracerError : public std::runtime_error {
+public:
+    TracerError(const std::string& problem, std::string fix) : std::runtime_error(problem), fix_(std::move(fix)) {}
+    const std::string& fix() const { return fix_; }
+
+private:
+    std::string fix_;
+};
+
+struct TracerOptions {
+    size_t ring_bytes = 8u << 20;     // ring buffer size (power of two)
+    uint64_t wakeup_bytes = 1u << 20;  // the kernel wakes the reader only past this fill level
+    bool allow_fentry = true;          // let tests and `--attach tracepoint` force the tracepoint path
+    bool allow_kprobe = true;
+};
+
+// How one hook was attached on this kernel, and why the better paths were not used.
+struct HookStatus {
+    std::string hook;      // "state", "close", "reset_sent", "reset_recv", "setsockopt"
+    std::string attached;  // e.g. "tp_btf/inet_sock_set_state"; empty when none
+    std::vector<std::string> passed_over;  // "fentry/tcp_close: load refused: Operation not permitted"
+};
+
+struct KernelCounters {
+    std::array<uint64_t, 8> emitted{};  // by EventType value
+    uint64_t dropped_ringbuf_full = 0;
+    uint64_t dropped_storage = 0;
+    uint64_t dropped() const { return dropped_ringbuf_full + dropped_storage; }
+};
+
+class Tracer {
+public:
+    using Sink = std::function<void(const Event&)>;
+
+    // Probes the kernel, loads and attaches. Throws TracerError when tracing cannot work.
+    static std::unique_ptr<Tracer> start(const TracerOptions& options = {});
+    ~Tracer();
+    Tracer(const Tracer&) = delete;
+    Tracer& operator=(const Tracer&) = delete;
+
+    // Waits up to timeout_ms (the kernel does not wake us per event), then hands every
+    // waiting event to sink. Returns the number of events consumed.
+    size_t poll(int timeout_ms, const Sink& sink);
+
+    KernelCounters counters() const;
+    const std::vector<HookStatus>& hooks() const { return hooks_; }
+    const KernelFeatures& features() const { return features_; }
+    // "tp_btf" / "fentry" / "kprobe": the attach path in use for the close hook.
+    std::string attach_summary() const;
+
+    struct Impl;  // libbpf objects; opaque outside tracer.cpp
+
+private:
+    explicit Tracer(std::unique_ptr<Impl> impl, KernelFeatures features, std::vector<HookStatus> hooks);
+
+    std::unique_ptr<Impl> impl_;
+    KernelFeatures features_;
+    std::vector<HookStatus> hooks_;
+};
+
+}  // namespace tcpwhy

@@ -1,0 +1,224 @@
+// `tcpwhy trace`: stream every TCP connection's lifecycle events on this node.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+
+#include "bpf/tracer.h"
+#include "cli/commands.h"
+#include "tcpwhy/cidr.h"
+#include "tcpwhy/format.h"
+#include "tcpwhy/jsonl.h"
+#include "tcpwhy/netns.h"
+
+namespace tcpwhy::cli {
+namespace {
+
+struct TraceArgs {
+    bool json = false;
+    std::string output;
+    double duration_s = 0;
+    std::string lb_ranges{kGcpLbRanges};
+    bool only_lb = false;
+    int port = -1;
+    std::string netns;
+    int pid = -1;
+    bool tracepoints_only = false;
+    bool verbose = false;
+};
+
+struct Filter {
+    CidrSet lb;
+    bool only_lb = false;
+    std::optional<uint16_t> port;
+    std::optional<uint32_t> netns;
+    std::optional<uint32_t> pid;
+
+    bool keep(const Event& e) const {
+        if (only_lb && !e.lb) return false;
+        if (port && e.lport != *port && e.rport != *port) return false;
+        if (netns && e.netns != *netns) return false;
+        if (pid && e.pid != *pid) return false;
+        return true;
+    }
+};
+
+std::string hostname() {
+    std::array<char, 256> buf{};
+    gethostname(buf.data(), buf.size() - 1);
+    return buf.data();
+}
+
+struct Totals {
+    std::array<uint64_t, 8> by_type{};
+    uint64_t shown = 0;
+    uint64_t filtered = 0;
+    uint64_t write_errors = 0;
+};
+
+void print_summary(const Totals& totals, const KernelCounters& kernel) {
+    uint64_t received = 0;
+    for (auto n : totals.by_type) received += n;
+    fmt::print(stderr,
+               "tcpwhy: {} events (state {}, close {}, reset_sent {}, reset_recv {}, setsockopt {}); {} shown, {} "
+               "filtered out\n",
+               received, totals.by_type[1], totals.by_type[2], totals.by_type[3], totals.by_type[4], totals.by_type[5],
+               totals.shown, totals.filtered);
+    fmt::print(stderr, "tcpwhy: dropped {} events in the kernel (ring buffer full {}, socket storage {}){}\n",
+               kernel.dropped(), kernel.dropped_ringbuf_full, kernel.dropped_storage,
+               kernel.dropped() ? " -- raise --ring-mb" : "");
+    if (totals.write_errors) fmt::print(stderr, "tcpwhy: {} trace lines could not be written\n", totals.write_errors);
+}
+
+int run_trace(const TraceArgs& args, size_t ring_mb) {
+    set_libbpf_verbose(args.verbose);
+
+    Filter filter;
+    std::string error;
+    auto lb = CidrSet::parse_list(args.lb_ranges, &error);
+    if (!lb) {
+        print_error("--lb-ranges: " + error, "give comma-separated CIDRs, e.g. 130.211.0.0/22,35.191.0.0/16");
+        return kExitUsage;
+    }
+    filter.lb = *lb;
+    filter.only_lb = args.only_lb;
+    if (args.port >= 0) filter.port = static_cast<uint16_t>(args.port);
+    if (args.pid >= 0) filter.pid = static_cast<uint32_t>(args.pid);
+    if (!args.netns.empty()) {
+        filter.netns = resolve_netns(args.netns, &error);
+        if (!filter.netns) {
+            print_error(error);
+            return kExitUsage;
+        }
+    }
+    if (ring_mb == 0 || (ring_mb & (ring_mb - 1))) {
+        print_error(fmt::format("--ring-mb {} is not a power of two", ring_mb), "use 1, 2, 4, 8, 16, ...");
+        return kExitUsage;
+    }
+
+    std::ofstream out_file;
+    if (!args.output.empty()) {
+        out_file.open(args.output, std::ios::out | std::ios::trunc);
+        if (!out_file) {
+            print_error(fmt::format("cannot write trace file {}: {}", args.output, strerror(errno)),
+                        "choose a writable path for -o");
+            return kExitUsage;
+        }
+    }
+
+    install_stop_handlers();
+    std::unique_ptr<Tracer> tracer;
+    try {
+        TracerOptions options;
+        options.ring_bytes = ring_mb << 20;
+        options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
+        tracer = Tracer::start(options);
+    } catch (const TracerError& e) {
+        print_error(e.what(), e.fix());
+        return kExitFailure;
+    }
+
+    WallClock clock = WallClock::now();
+    if (out_file) {
+        TraceHeader header;
+        utsname u{};
+        uname(&u);
+        header.hostname = hostname();
+        header.kernel = u.release;
+        header.mono_start_ns = clock.mono_ns;
+        header.wall_start_ns = clock.wall_ns;
+        header.lb_ranges = filter.lb.to_string();
+        out_file << to_json_line(header) << '\n';
+    }
+    fmt::print(stderr, "tcpwhy: tracing TCP on {} (close via {}; LB ranges {}). Ctrl-C to stop.\n",
+               tracer->features().release, tracer->attach_summary(), filter.lb.to_string());
+    if (!args.json) fmt::print("{}\n", format_event_header());
+    std::fflush(stdout);
+
+    Totals totals;
+    uint64_t drops_seen = 0;
+    // duration 0 means "until stopped": a deadline far beyond any run
+    auto deadline = std::chrono::steady_clock::now() +
+                    (args.duration_s > 0 ? std::chrono::milliseconds(static_cast<int64_t>(args.duration_s * 1000))
+                                         : std::chrono::hours(24 * 365 * 10));
+    auto next_drop_check = std::chrono::steady_clock::now();
+    auto sink = [&](const Event& raw) {
+        Event e = raw;
+        e.lb = filter.lb.contains(e.raddr);
+        totals.by_type[static_cast<size_t>(e.type) & 7]++;
+        if (!filter.keep(e)) {
+            totals.filtered++;
+            return;
+        }
+        totals.shown++;
+        if (out_file) {
+            out_file << to_json_line(e) << '\n';
+            if (!out_file) {
+                totals.write_errors++;
+                out_file.clear();
+            }
+        }
+        if (args.json) fmt::print("{}\n", to_json_line(e));
+        else fmt::print("{}\n", format_event_line(e, clock));
+    };
+
+    while (!stop_requested()) {
+        auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) break;
+        tracer->poll(25, sink);
+        std::fflush(stdout);
+        if (now >= next_drop_check) {
+            next_drop_check = now + std::chrono::seconds(1);
+            auto dropped = tracer->counters().dropped();
+            if (dropped > drops_seen) {
+                fmt::print(stderr, "tcpwhy: WARNING {} events dropped in the kernel so far (ring buffer full)\n",
+                           dropped);
+                drops_seen = dropped;
+            }
+        }
+    }
+    tracer->poll(0, sink);  // what arrived before the stop
+    std::fflush(stdout);
+    if (out_file) out_file.flush();
+    print_summary(totals, tracer->counters());
+    return kExitOk;
+}
+
+}  // namespace
+
+Runner add_trace(CLI::App& app) {
+    auto* sub = app.add_subcommand(
+        "trace",
+        "Stream TCP connection lifecycle events: state changes, local closes (with how long the\n"
+        "connection sat idle), resets sent (with the kernel's reason) and received, and\n"
+        "timeout-related setsockopt calls. Addresses are from the local socket's side.\n\n"
+        "Examples:\n"
+        "  tcpwhy trace --only-lb                 # only peers in the LB ranges\n"
+        "  tcpwhy trace --netns pod --port 8080   # one namespace (ip netns name) and port\n"
+        "  tcpwhy trace -o /tmp/t.jsonl --duration 60   # record a trace for `tcpwhy report`");
+    auto args = std::make_shared<TraceArgs>();
+    auto ring_mb = std::make_shared<size_t>(8);
+    sub->add_flag("--json", args->json, "Print JSON Lines on stdout instead of aligned text");
+    sub->add_option("-o,--output", args->output, "Also write the JSONL trace (postmortem format) to FILE");
+    sub->add_option("--duration", args->duration_s, "Stop after S seconds (default: until Ctrl-C/SIGTERM)")
+        ->check(CLI::NonNegativeNumber);
+    sub->add_option("--lb-ranges", args->lb_ranges, "Load-balancer source ranges (CIDR,...)")->capture_default_str();
+    sub->add_flag("--only-lb", args->only_lb, "Show only connections whose peer is in an LB range");
+    sub->add_option("--port", args->port, "Show only connections with this local or remote port")
+        ->check(CLI::Range(0, 65535));
+    sub->add_option("--netns", args->netns, "Show only this network namespace (inode, or name from `ip netns`)");
+    sub->add_option("--pid", args->pid, "Show only sockets owned by this process")->check(CLI::NonNegativeNumber);
+    sub->add_option("--ring-mb", *ring_mb, "Ring buffer size in MiB (power of two)")->capture_default_str();
+    sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
+    sub->add_flag("-v,--verbose", args->verbose, "Show libbpf's log (verifier output on load failures)");
+    return [args, ring_mb] { return run_trace(*args, *ring_mb); };
+}
+
+}  // namespace tcpwhy::cli

@@ -1,0 +1,31 @@
+// Subcommands register their options on the CLI and return what runs them.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace tcpwhy::cli {
+
+// Exit codes every subcommand shares.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;  // tracing failed at run time (kernel refused, I/O error)
+inline constexpr int kExitUsage = 2;    // bad input: flags, CIDRs, files, namespaces
+
+using Runner = std::function<int()>;
+
+Runner add_doctor(CLI::App& app);
+Runner add_trace(CLI::App& app);
+Runner add_report(CLI::App& app);
+
+// One-line error on stderr: "tcpwhy: <problem>" and, when given, "  fix: <remedy>".
+void print_error(const std::string& problem, const std::string& fix = {});
+
+// libbpf's own log: only load failures unless verbose (then the verifier log too).
+void set_libbpf_verbose(bool verbose);
+
+// Set by SIGINT/SIGTERM; long-running commands poll it.
+bool stop_requested();
+void install_stop_handlers();
+
+}  // namespace tcpwhy::cli
