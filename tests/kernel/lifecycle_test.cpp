@@ -1,0 +1,270 @@
+// Real sockets in namespaces this test makes; asserts the exact events tcpwhy's kernel programs emit.
+#include "harness.h"
+
+using namespace tcpwhy;
+using namespace tcpwhy::test;
+
+namespace {
+
+constexpr uint16_t kPort = 8080;
+
+bool same_conn(const Event& e, uint16_t lport, uint16_t rport) { return e.lport == lport && e.rport == rport; }
+
+uint16_t local_port(const Fd& fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    getsockname(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+    return ntohs(ss.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
+                                         : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+}
+
+// One accepted connection lb -> pod:8080 with a request and a response exchanged.
+struct Connection {
+    Fd client, server;
+    uint16_t client_port = 0;
+};
+
+Connection open_connection(const LbAndPod& net, const Fd& listener) {
+    Connection c;
+    c.client = net.lb.enter([] { return tcp_connect_v4(LbAndPod::kPodAddr, kPort); });
+    c.server = accept_one(listener);
+    c.client_port = local_port(c.client);
+    send_all(c.client, "GET / HTTP/1.1\r\nHost: pod\r\n\r\n");
+    REQUIRE(recv_some(c.server).size() == 29);
+    send_all(c.server, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    REQUIRE_FALSE(recv_some(c.client).empty());
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("server-side orderly close: close event with idle time, owner and netns") {
+    TCPWHY_REQUIRE_ROOT();
+    LbAndPod net;
+    uint32_t pod_ns = net.pod.inode();
+    EventCollector events([&](const Event& e) { return e.netns == pod_ns || e.netns == net.lb.inode(); });
+    Fd listener = net.pod.enter([] { return tcp_listen_v4(LbAndPod::kPodAddr, kPort); });
+    auto conn = open_connection(net, listener);
+
+    sleep_ms(300);
+    conn.server.reset();  // the backend closes first
+
+    auto closes = events.wait_for([&](const Event& e) {
+        return e.type == EventType::close && same_conn(e, kPort, conn.client_port);
+    });
+    INFO(events.dump());
+    REQUIRE(closes.size() == 1);
+    const Event& close = closes[0];
+    CHECK(close.old_state == TcpState::established);
+    CHECK(close.new_state == TcpState::fin_wait1);
+    CHECK_FALSE(close.abort);
+    CHECK(close.netns == pod_ns);
+    CHECK(close.laddr.to_string() == LbAndPod::kPodAddr);
+    CHECK(close.raddr.to_string() == LbAndPod::kLbAddr);
+    CHECK(close.idle_rx_ms >= 290);
+    CHECK(close.idle_rx_ms <= 400);
+    CHECK(close.idle_tx_ms >= 290);
+    CHECK(close.idle_tx_ms <= 400);
+    CHECK(close.unread_bytes == 0);
+    CHECK(close.bytes_rx == 29);
+    CHECK(close.bytes_tx == 38);
+    CHECK(close.pid == static_cast<uint32_t>(getpid()));
+    CHECK(close.comm == "kernel_tests");
+    CHECK(close.cookie != 0);
+
+    // the peer sees the FIN: its socket goes ESTABLISHED -> CLOSE_WAIT, in the lb namespace
+    auto peer = events.wait_for([&](const Event& e) {
+        return e.type == EventType::state && e.new_state == TcpState::close_wait &&
+               same_conn(e, conn.client_port, kPort);
+    });
+    REQUIRE(peer.size() == 1);
+    CHECK(peer[0].netns == net.lb.inode());
+    // state changes of the server socket share its cookie
+    auto server_states = events.matching([&](const Event& e) {
+        return e.type == EventType::state && e.cookie == close.cookie;
+    });
+    REQUIRE(server_states.size() >= 3);  // SYN_RECV->ESTABLISHED, ESTABLISHED->FIN_WAIT1, ...
+}
+
+TEST_CASE("client-side orderly close: the server's close leaves CLOSE_WAIT") {
+    TCPWHY_REQUIRE_ROOT();
+    LbAndPod net;
+    EventCollector events([&](const Event& e) { return e.netns == net.pod.inode(); });
+    Fd listener = net.pod.enter([] { return tcp_listen_v4(LbAndPod::kPodAddr, kPort); });
+    auto conn = open_connection(net, listener);
+
+    conn.client.reset();
+    REQUIRE(recv_some(conn.server).empty());  // EOF
+    conn.server.reset();
+
+    auto closes = events.wait_for([&](const Event& e) {
+        return e.type == EventType::close && same_conn(e, kPort, conn.client_port);
+    });
+    INFO(events.dump());
+    REQUIRE(closes.size() == 1);
+    CHECK(closes[0].old_state == TcpState::close_wait);
+    CHECK(closes[0].new_state == TcpState::last_ack);
+    CHECK_FALSE(closes[0].abort);
+    // no reset in an orderly close
+    sleep_ms(100);
+    CHECK(events.matching(of_type(EventType::reset_sent)).empty());
+}
+
+TEST_CASE("server close with unread data: abort and TCP_ABORT_ON_CLOSE reset") {
+    TCPWHY_REQUIRE_ROOT();
+    LbAndPod net;
+    EventCollector events([&](const Event& e) { return e.netns == net.pod.inode(); });
+    Fd listener = net.pod.enter([] { return tcp_listen_v4(LbAndPod::kPodAddr, kPort); });
+    auto conn = open_connection(net, listener);
+
+    send_all(conn.client, std::string(123, 'x'));
+    sleep_ms(50);  // arrives, unread
+    conn.server.reset();
+
+    auto resets = events.wait_for(of_type(EventType::reset_sent));
+    INFO(events.dump());
+    REQUIRE(resets.size() == 1);
+    auto closes = events.matching(of_type(EventType::close));
+    REQUIRE(closes.size() == 1);
+    CHECK(closes[0].abort);
+    CHECK(closes[0].new_state == TcpState::close);
+    CHECK(closes[0].unread_bytes == 123);
+    const Event& rst = resets[0];
+    CHECK(rst.reason == "TCP_ABORT_ON_CLOSE");
+    CHECK_FALSE(rst.reason_inferred);
+    CHECK(rst.sk_kind == SockKind::full);
+    CHECK(rst.cookie == closes[0].cookie);
+    CHECK(rst.lport == kPort);
+    CHECK(rst.rport == conn.client_port);
+    CHECK(rst.raddr.to_string() == LbAndPod::kLbAddr);
+    CHECK(rst.unread_bytes == 123);
+}
+
+TEST_CASE("SO_LINGER {1,0} close: setsockopt event, abort, TCP_STATE reset carrying the option") {
+    TCPWHY_REQUIRE_ROOT();
+    LbAndPod net;
+    EventCollector events([&](const Event& e) { return e.netns == net.pod.inode(); });
+    Fd listener = net.pod.enter([] { return tcp_listen_v4(LbAndPod::kPodAddr, kPort); });
+    auto conn = open_connection(net, listener);
+
+    linger lg{1, 0};
+    REQUIRE(setsockopt(conn.server.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+    conn.server.reset();
+
+    auto resets = events.wait_for(of_type(EventType::reset_sent));
+    INFO(events.dump());
+    REQUIRE(resets.size() == 1);
+    auto opts = events.matching(of_type(EventType::setsockopt));
+    REQUIRE(opts.size() == 1);
+    CHECK(opts[0].optname == "SO_LINGER");
+    CHECK(opts[0].level == "SOL_SOCKET");
+    CHECK(opts[0].value == 1);
+    CHECK(opts[0].value2 == 0);
+    CHECK(opts[0].pid == static_cast<uint32_t>(getpid()));
+    CHECK(opts[0].cookie == resets[0].cookie);
+    CHECK(opts[0].lport == kPort);
+    CHECK(opts[0].rport == conn.client_port);
+
+    CHECK(resets[0].reason == "TCP_STATE");
+    CHECK(resets[0].rport == conn.client_port);
+    CHECK(resets[0].opts.has(SockOpt::so_linger));
+    CHECK(resets[0].opts.linger_onoff);
+    CHECK(resets[0].opts.linger_s == 0);
+    auto closes = events.matching(of_type(EventType::close));
+    REQUIRE(closes.size() == 1);
+    CHECK(closes[0].abort);
+    CHECK(closes[0].unread_bytes == 0);
+    CHECK(closes[0].rport == conn.client_port);
+}
+
+TEST_CASE("keep-alive race: idle close by the backend, the next request is reset") {
+    TCPWHY_REQUIRE_ROOT();
+    LbAndPod net;
+    EventCollector events([&](const Event& e) { return e.netns == net.pod.inode(); });
+    Fd listener = net.pod.enter([] { return tcp_listen_v4(LbAndPod::kPodAddr, kPort); });
+    auto conn = open_connection(net, listener);
+
+    constexpr int kIdleMs = 500;
+    sleep_ms(kIdleMs);
+    conn.server.reset();  // the backend's idle timeout fires
+    // the load balancer does not know yet: its next request arrives after the FIN
+    send_all(conn.client, "GET /next HTTP/1.1\r\nHost: pod\r\n\r\n");
+
+    auto resets = events.wait_for(of_type(EventType::reset_sent));
+    INFO(events.dump());
+    REQUIRE(resets.size() == 1);
+    auto closes = events.matching(of_type(EventType::close));
+    REQUIRE(closes.size() == 1);
+    const Event& close = closes[0];
+    CHECK(close.new_state == TcpState::fin_wait1);
+    CHECK(close.idle_rx_ms >= kIdleMs - 10);
+    CHECK(close.idle_rx_ms <= kIdleMs + 100);
+
+    const Event& rst = resets[0];
+    CHECK(rst.cookie == close.cookie);  // also for a timewait socket
+    bool race_reason = rst.reason == "TCP_ABORT_ON_DATA" || rst.reason == "TCP_TIMEWAIT_SOCKET";
+    CHECK(race_reason);
+    CHECK(rst.lport == kPort);
+    CHECK(rst.rport == conn.client_port);
+    CHECK(rst.laddr.to_string() == LbAndPod::kPodAddr);
+    CHECK(rst.raddr.to_string() == LbAndPod::kLbAddr);
+    CHECK(rst.netns == net.pod.inode());
+}
+
+TEST_CASE("SYN to a closed port: socketless NO_SOCKET reset with addresses from the segment") {
+    TCPWHY_REQUIRE_ROOT();
+    LbAndPod net;
+    EventCollector events([&](const Event& e) { return e.netns == net.pod.inode(); });
+    net.lb.enter([] {
+        Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        auto sa = v4(LbAndPod::kPodAddr, 9);
+        CHECK(connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == -1);
+        CHECK(errno == ECONNREFUSED);
+        return 0;
+    });
+    auto resets = events.wait_for(of_type(EventType::reset_sent));
+    INFO(events.dump());
+    REQUIRE(resets.size() == 1);
+    CHECK(resets[0].reason == "NO_SOCKET");
+    CHECK(resets[0].sk_kind == SockKind::none);
+    CHECK(resets[0].cookie == 0);
+    CHECK(resets[0].has_skb);
+    CHECK(resets[0].laddr.to_string() == LbAndPod::kPodAddr);
+    CHECK(resets[0].lport == 9);
+    CHECK(resets[0].raddr.to_string() == LbAndPod::kLbAddr);
+    CHECK(resets[0].rport != 0);
+}
+
+TEST_CASE("IPv6 on loopback: states, close and reset with IPv6 addresses") {
+    TCPWHY_REQUIRE_ROOT();
+    Netns ns("v6");
+    EventCollector events([&](const Event& e) { return e.netns == ns.inode(); });
+    auto [client, server] = ns.enter([] {
+        Fd listener(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_in6 sa{};
+        sa.sin6_family = AF_INET6;
+        sa.sin6_port = htons(8443);
+        sa.sin6_addr = in6addr_loopback;
+        REQUIRE(bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+        REQUIRE(listen(listener.get(), 4) == 0);
+        Fd c(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        REQUIRE(connect(c.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+        return std::pair(std::move(c), accept_one(listener));
+    });
+    send_all(client, "hello");
+    sleep_ms(20);
+    server.reset();  // unread data: abort + reset
+
+    auto resets = events.wait_for(of_type(EventType::reset_sent));
+    INFO(events.dump());
+    REQUIRE(resets.size() == 1);
+    CHECK(resets[0].laddr.family == 6);
+    CHECK(resets[0].laddr.to_string() == "::1");
+    CHECK(resets[0].raddr.to_string() == "::1");
+    CHECK(resets[0].lport == 8443);
+    CHECK(resets[0].reason == "TCP_ABORT_ON_CLOSE");
+    auto closes = events.matching(of_type(EventType::close));
+    REQUIRE(closes.size() == 1);
+    CHECK(closes[0].laddr.to_string() == "::1");
+    CHECK(closes[0].unread_bytes == 5);
+}
