@@ -1,0 +1,147 @@
+// The tcpwhy binary as a user runs it: exit codes, errors, doctor, and trace --json / -o.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "harness.h"
+#include "tcpwhy/jsonl.h"
+
+using namespace tcpwhy;
+using namespace tcpwhy::test;
+
+namespace {
+
+struct Result {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string temp_path(const char* name) { return fmt::format("/tmp/tcpwhy-test-{}-{}", getpid(), name); }
+
+Result run_tcpwhy(const std::string& args) {
+    std::string out = temp_path("out"), err = temp_path("err");
+    int status = std::system(fmt::format("{} {} >{} 2>{}", TCPWHY_BINARY, args, out, err).c_str());
+    Result r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+    unlink(out.c_str());
+    unlink(err.c_str());
+    return r;
+}
+
+size_t line_count(const std::string& text) { return std::count(text.begin(), text.end(), '\n'); }
+
+}  // namespace
+
+TEST_CASE("bad input: one clear line and exit 2") {
+    auto unknown = run_tcpwhy("trace --no-such-flag");
+    CHECK(unknown.exit_code == 2);
+    CHECK(unknown.err.rfind("tcpwhy: ", 0) == 0);
+    CHECK(unknown.err.find("--no-such-flag") != std::string::npos);
+
+    auto cidr = run_tcpwhy("trace --lb-ranges 130.211.0.0/33");
+    CHECK(cidr.exit_code == 2);
+    CHECK(cidr.err.find("prefix length") != std::string::npos);
+    CHECK(line_count(cidr.err) <= 2);  // the problem, and the fix
+
+    auto host_bits = run_tcpwhy("trace --lb-ranges 130.211.1.0/22");
+    CHECK(host_bits.exit_code == 2);
+    CHECK(host_bits.err.find("did you mean 130.211.0.0/22") != std::string::npos);
+
+    auto netns = run_tcpwhy("trace --netns no-such-namespace-here");
+    CHECK(netns.exit_code == 2);
+    CHECK(netns.err.find("does not exist") != std::string::npos);
+
+    auto port = run_tcpwhy("trace --port 70000");
+    CHECK(port.exit_code == 2);
+
+    auto nothing = run_tcpwhy("");
+    CHECK(nothing.exit_code == 2);
+
+    auto help = run_tcpwhy("trace --help");
+    CHECK(help.exit_code == 0);
+    CHECK(help.out.find("--lb-ranges") != std::string::npos);
+}
+
+TEST_CASE("doctor reports the attach path of every hook") {
+    TCPWHY_REQUIRE_ROOT();
+    auto r = run_tcpwhy("doctor");
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("state        tp_btf/inet_sock_set_state") != std::string::npos);
+    CHECK(r.out.find("reset_sent   tp_btf/tcp_send_reset") != std::string::npos);
+    CHECK(r.out.find("setsockopt   cgroup/setsockopt") != std::string::npos);
+    CHECK(r.out.find("result: OK") != std::string::npos);
+}
+
+TEST_CASE("trace --json and -o: lb is true only for peers in the LB ranges") {
+    TCPWHY_REQUIRE_ROOT();
+    Netns ns("cli");
+    std::string trace_file = temp_path("trace.jsonl"), out = temp_path("json"), err = temp_path("stderr");
+    pid_t child = fork();
+    if (child == 0) {
+        auto cmd = fmt::format("exec {} trace --json --netns {} --lb-ranges 127.0.0.2/32 -o {} >{} 2>{}",
+                               TCPWHY_BINARY, ns.name(), trace_file, out, err);
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+        _exit(127);
+    }
+    for (int i = 0; i < 300 && slurp(err).find("tracing TCP") == std::string::npos; ++i) sleep_ms(20);
+    REQUIRE(slurp(err).find("tracing TCP") != std::string::npos);
+
+    ns.enter([] {
+        Fd listener = tcp_listen_v4("127.0.0.1", 7070);
+        for (const char* from : {"127.0.0.2", "127.0.0.3"}) {
+            Fd c(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            auto src = v4(from, 0);
+            REQUIRE(bind(c.get(), reinterpret_cast<sockaddr*>(&src), sizeof(src)) == 0);
+            auto dst = v4("127.0.0.1", 7070);
+            REQUIRE(connect(c.get(), reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) == 0);
+            Fd s = accept_one(listener);
+            s.reset();  // server closes first: a close event on the server side
+        }
+        return 0;
+    });
+    sleep_ms(300);
+    kill(child, SIGTERM);
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    std::string stderr_text = slurp(err);
+    INFO(stderr_text);
+    CHECK(stderr_text.find("dropped 0 events") != std::string::npos);
+
+    auto check_lines = [&](const std::string& text, bool expect_header) {
+        std::istringstream lines(text);
+        std::string line;
+        int closes_lb = 0, closes_other = 0, headers = 0;
+        while (std::getline(lines, line)) {
+            auto parsed = parse_json_line(line);
+            if (parsed.kind == LineKind::header) {
+                headers++;
+                CHECK(parsed.header.lb_ranges == "127.0.0.2/32");
+                continue;
+            }
+            REQUIRE(parsed.kind == LineKind::event);
+            const Event& e = parsed.event;
+            CHECK(e.netns == ns.inode());
+            CHECK(e.lb == (e.raddr.to_string() == "127.0.0.2"));
+            if (e.type == EventType::close && e.lport == 7070) (e.lb ? closes_lb : closes_other)++;
+        }
+        CHECK(headers == (expect_header ? 1 : 0));
+        CHECK(closes_lb == 1);
+        CHECK(closes_other == 1);
+    };
+    check_lines(slurp(out), false);
+    check_lines(slurp(trace_file), true);
+    unlink(trace_file.c_str());
+    unlink(out.c_str());
+    unlink(err.c_str());
+}
