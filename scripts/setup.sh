@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs tcpwhy's build and test dependencies (Debian packages only) and builds it into build/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake pkg-config
+  clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
+  libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
+  iproute2 procps
+)
+if [ "$(id -u)" -eq 0 ]; then
+  missing=()
+  for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+else
+  echo "setup: not root; assuming the packages are installed (${packages[*]})" >&2
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)"
+echo "setup: built build/tcpwhy"

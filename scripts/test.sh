@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up (packages, build) and runs every test: unit tests, then the kernel tests (root:
+# real BPF programs, real sockets in network namespaces the tests create and delete).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test: not root: kernel tests will report SKIPPED; run as root to run them" >&2
+fi
+ctest --test-dir build --output-on-failure --timeout 300
