@@ -1,5 +1,9 @@
 #include "tcpwhy/jsonl.h"
 
+#include <limits>
+#include <stdexcept>
+#include <type_traits>
+
 #include <nlohmann/json.hpp>
 
 namespace tcpwhy {
@@ -26,10 +30,25 @@ SockOpts opts_from_json(const json& j) {
     return opts;
 }
 
+struct FieldError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// A missing field takes the fallback; a present one must fit the type exactly
+// (nlohmann would turn -5 into 4294967291 for an unsigned field).
 template <typename T>
 T get_or(const json& j, const char* key, T fallback) {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) return fallback;
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        if (!it->is_number_integer()) throw FieldError(std::string("field ") + key + " is not an integer");
+        if constexpr (std::is_unsigned_v<T>) {
+            if (it->is_number_unsigned() ? it->get<uint64_t>() > std::numeric_limits<T>::max() : it->get<int64_t>() < 0)
+                throw FieldError(std::string("field ") + key + " is out of range");
+        } else if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+            throw FieldError(std::string("field ") + key + " is out of range");
+        }
+    }
     return it->get<T>();
 }
 
@@ -146,7 +165,8 @@ ParsedLine parse_json_line(std::string_view line) {
         }
         Event& e = out.event;
         e.type = *type;
-        e.ts_ns = j.at("ts_ns").get<uint64_t>();
+        if (!j.contains("ts_ns")) throw FieldError("no ts_ns field");
+        e.ts_ns = get_or<uint64_t>(j, "ts_ns", 0);
         e.cookie = get_or<uint64_t>(j, "cookie", 0);
         e.netns = get_or<uint32_t>(j, "netns", 0);
         if (auto a = IpAddr::parse(get_or<std::string>(j, "laddr", ""))) e.laddr = *a;
@@ -178,6 +198,9 @@ ParsedLine parse_json_line(std::string_view line) {
         if (auto it = j.find("opts"); it != j.end()) e.opts = opts_from_json(*it);
         out.kind = LineKind::event;
     } catch (const json::exception& ex) {
+        out.kind = LineKind::bad;
+        out.error = ex.what();
+    } catch (const FieldError& ex) {
         out.kind = LineKind::bad;
         out.error = ex.what();
     }

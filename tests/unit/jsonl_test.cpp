@@ -1,0 +1,131 @@
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "tcpwhy/jsonl.h"
+
+using namespace tcpwhy;
+
+namespace {
+
+Event sample_close() {
+    Event e;
+    e.type = EventType::close;
+    e.ts_ns = 1'000'000'123;
+    e.cookie = 8193;
+    e.netns = 4026532281u;
+    e.laddr = *IpAddr::parse("10.56.5.6");
+    e.raddr = *IpAddr::parse("130.211.0.143");
+    e.lport = 8080;
+    e.rport = 40001;
+    e.lb = true;
+    e.pid = 4242;
+    e.comm = "node";
+    e.cgroup_id = 99;
+    e.old_state = TcpState::established;
+    e.new_state = TcpState::fin_wait1;
+    e.idle_rx_ms = 6004;
+    e.idle_tx_ms = 6001;
+    e.bytes_rx = 512;
+    e.bytes_tx = 2048;
+    e.opts.set(SockOpt::so_keepalive, 1);
+    e.opts.set(SockOpt::tcp_keepidle, 60);
+    return e;
+}
+
+}  // namespace
+
+TEST_CASE("JSON encoding carries the documented fields") {
+    auto j = nlohmann::json::parse(to_json_line(sample_close()));
+    CHECK(j["v"] == 1);
+    CHECK(j["type"] == "close");
+    CHECK(j["ts_ns"] == 1'000'000'123);
+    CHECK(j["cookie"] == 8193);
+    CHECK(j["laddr"] == "10.56.5.6");
+    CHECK(j["lport"] == 8080);
+    CHECK(j["raddr"] == "130.211.0.143");
+    CHECK(j["rport"] == 40001);
+    CHECK(j["lb"] == true);
+    CHECK(j["pid"] == 4242);
+    CHECK(j["comm"] == "node");
+    CHECK(j["idle_rx_ms"] == 6004);
+    CHECK(j["idle_tx_ms"] == 6001);
+    CHECK(j["unread_bytes"] == 0);
+    CHECK(j["abort"] == false);
+    CHECK(j["old_state"] == "ESTABLISHED");
+    CHECK(j["new_state"] == "FIN_WAIT1");
+    CHECK(j["opts"]["SO_KEEPALIVE"] == 1);
+    CHECK(j["opts"]["TCP_KEEPIDLE"] == 60);
+    CHECK_FALSE(j.contains("reason"));
+}
+
+TEST_CASE("JSON round trip: every event type") {
+    Event close = sample_close();
+    auto parsed = parse_json_line(to_json_line(close));
+    REQUIRE(parsed.kind == LineKind::event);
+    const Event& e = parsed.event;
+    CHECK(e.type == EventType::close);
+    CHECK(e.ts_ns == close.ts_ns);
+    CHECK(e.cookie == close.cookie);
+    CHECK(e.netns == close.netns);
+    CHECK(e.laddr == close.laddr);
+    CHECK(e.raddr == close.raddr);
+    CHECK(e.idle_rx_ms == 6004);
+    CHECK(e.opts == close.opts);
+    CHECK(e.comm == "node");
+
+    Event reset;
+    reset.type = EventType::reset_sent;
+    reset.reason = "TCP_ABORT_ON_DATA";
+    reset.sk_kind = SockKind::timewait;
+    reset.sk_state = TcpState::time_wait;
+    reset.laddr = *IpAddr::parse("2600:2d00:1:b029::1");
+    reset.raddr = *IpAddr::parse("::1");
+    auto r = parse_json_line(to_json_line(reset));
+    REQUIRE(r.kind == LineKind::event);
+    CHECK(r.event.reason == "TCP_ABORT_ON_DATA");
+    CHECK(r.event.sk_kind == SockKind::timewait);
+    CHECK(r.event.sk_state == TcpState::time_wait);
+    CHECK(r.event.laddr.to_string() == "2600:2d00:1:b029::1");
+
+    Event opt;
+    opt.type = EventType::setsockopt;
+    opt.level = "SOL_SOCKET";
+    opt.optname = "SO_LINGER";
+    opt.value = 1;
+    opt.value2 = 0;
+    auto o = parse_json_line(to_json_line(opt));
+    REQUIRE(o.kind == LineKind::event);
+    CHECK(o.event.optname == "SO_LINGER");
+    CHECK(o.event.value == 1);
+    CHECK(o.event.value2 == 0);
+}
+
+TEST_CASE("header line round trip") {
+    TraceHeader h;
+    h.hostname = "node-1";
+    h.kernel = "6.18.44";
+    h.mono_start_ns = 5;
+    h.wall_start_ns = 1700000000000000000ull;
+    h.lb_ranges = "130.211.0.0/22";
+    auto p = parse_json_line(to_json_line(h));
+    REQUIRE(p.kind == LineKind::header);
+    CHECK(p.header.hostname == "node-1");
+    CHECK(p.header.wall_start_ns == 1700000000000000000ull);
+    CHECK(p.header.lb_ranges == "130.211.0.0/22");
+}
+
+TEST_CASE("bad lines: not JSON, no version, future version, wrong types; unknown fields ignored") {
+    CHECK(parse_json_line("garbage").kind == LineKind::bad);
+    CHECK(parse_json_line("[1,2]").kind == LineKind::bad);
+    CHECK(parse_json_line(R"({"type":"close","ts_ns":1})").kind == LineKind::bad);
+    auto future = parse_json_line(R"({"v":2,"type":"close","ts_ns":1})");
+    CHECK(future.kind == LineKind::unsupported_version);
+    CHECK(future.error.find("version 2") != std::string::npos);
+    CHECK(parse_json_line(R"({"v":1,"type":"close","ts_ns":"soon"})").kind == LineKind::bad);
+    CHECK(parse_json_line(R"({"v":1,"type":"teleport","ts_ns":1})").kind == LineKind::bad);
+    CHECK(parse_json_line(R"({"v":1,"type":"close","ts_ns":1,"idle_rx_ms":-5})").kind == LineKind::bad);
+    CHECK(parse_json_line(R"({"v":1,"type":"close")").kind == LineKind::bad);  // truncated
+    auto extra = parse_json_line(R"({"v":1,"type":"state","ts_ns":7,"future_field":{"x":1}})");
+    REQUIRE(extra.kind == LineKind::event);
+    CHECK(extra.event.ts_ns == 7);
+}
