@@ -10,6 +10,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -18,8 +19,8 @@ namespace tcpwhy {
 
 class DurationHistogram {
 public:
-    static constexpr int kLinearBuckets = 16;    // 0..15 ms, one bucket each
-    static constexpr int kSubBucketBits = 4;     // 16 sub-buckets per power of two
+    static constexpr int kLinearBuckets = 16;  // 0..15 ms, one bucket each
+    static constexpr int kSubBucketBits = 4;   // 16 sub-buckets per power of two
     static constexpr int kBucketCount = kLinearBuckets + (32 - kSubBucketBits) * (1 << kSubBucketBits);
     static constexpr size_t kExactSamples = 64;  // kept verbatim until there are more
 

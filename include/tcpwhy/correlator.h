@@ -1,0 +1,257 @@
+// The correlator: decoded events in, connection lifecycles, backend timeout
+// profiles and findings out. No BPF and no I/O, so `tcpwhy trace` (live), `tcpwhy
+// report` (replay) and the unit tests drive the same code and get the same answers.
+// Rules, evidence and memory bounds: docs/correlator.md.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tcpwhy/cidr.h"
+#include "tcpwhy/event.h"
+#include "tcpwhy/histogram.h"
+
+namespace tcpwhy {
+
+// ---- classifications ------------------------------------------------------
+
+// Why a reset happened. Order is the display order of findings of equal weight.
+enum class ResetKind : uint8_t {
+    idle_close_race = 0,         // the backend closed an idle connection; the peer's data crossed the close
+    close_with_unread_data = 1,  // closed with unread data (or data after the FIN) on a connection that was not idle
+    linger_abort = 2,            // close() with SO_LINGER {1,0}
+    no_listener = 3,             // a segment for which this host had no socket (SYN to a closed port, ...)
+    timewait_data = 4,           // data to a TIME_WAIT socket that was not a backend idle close
+    keepalive_timeout = 5,       // keep-alive probes went unanswered
+    user_timeout = 6,            // TCP_USER_TIMEOUT expired
+    peer_reset = 7,              // the peer reset the connection (reset received)
+    other = 8,                   // anything else; the evidence names the kernel reason
+};
+inline constexpr int kResetKindCount = 9;
+std::string_view to_string(ResetKind kind);
+
+// What a finding is about: a reset kind, or a backend that closes idle
+// connections sooner than the load balancer would (a race waiting to happen).
+enum class FindingKind : uint8_t {
+    idle_close_race = 0,
+    close_with_unread_data,
+    linger_abort,
+    no_listener,
+    timewait_data,
+    keepalive_timeout,
+    user_timeout,
+    peer_reset,
+    other,
+    idle_timeout_below_lb,
+};
+std::string_view to_string(FindingKind kind);
+constexpr FindingKind finding_kind(ResetKind kind) { return static_cast<FindingKind>(kind); }
+
+// ---- configuration --------------------------------------------------------
+
+// A load balancer tcpwhy knows: its source ranges (when they are fixed and public)
+// and how long it keeps an idle backend connection open.
+struct LbPreset {
+    std::string_view name;           // as given to --lb
+    std::string_view description;    // "Google Cloud HTTP(S) load balancer"
+    std::string_view ranges;         // empty: no fixed public ranges; needs --lb-ranges
+    uint32_t idle_timeout_s = 0;     // 0: no load balancer
+    std::string_view reset_symptom;  // what clients of the LB see when a race reset happens
+};
+std::span<const LbPreset> lb_presets();
+const LbPreset* find_lb_preset(std::string_view name);
+
+// A default-constructed config has no load balancer (like --lb none); the CLI's
+// default, gcp, is CorrelatorConfig::defaults().
+struct CorrelatorConfig {
+    std::string lb_name = "none";
+    std::string lb_description = "no load balancer";
+    std::string lb_reset_symptom = "clients see a reset or an empty reply";
+    CidrSet lb_ranges;
+    // No ranges known (aws-*/azure without --lb-ranges): every peer that is not a
+    // loopback address counts as a load-balancer peer. With `none` no peer does.
+    bool lb_any_non_loopback_peer = false;
+    uint32_t lb_idle_timeout_s = 0;  // 0: no load balancer
+
+    // A local close counts as an idle close when the connection had been quiet at
+    // least this long, or at least half the backend's usual close time (see docs).
+    uint32_t idle_threshold_ms = 1000;
+
+    // Memory and time bounds.
+    uint64_t stale_after_ns = 3600ull * 1'000'000'000;     // an open connection with no event this long is dropped
+    uint64_t closed_retention_ns = 65ull * 1'000'000'000;  // a locally closed one is kept this long (TIME_WAIT is 60 s)
+    uint64_t local_abort_window_ns = 100ull * 1'000'000;   // a reset_recv this close to our abort-on-data reset is ours
+    size_t max_live_connections = 262'144;                 // hard cap; the least recently active are evicted past it
+    size_t max_backends = 4096;                            // further backends are folded into one overflow backend
+    size_t recent_connections_per_kind = 16;  // per backend and reset kind: ring of recent reset connections
+    size_t max_connections_per_finding = 10;  // how many of them a finding lists
+    uint64_t live_update_interval_ns = 10ull * 1'000'000'000;
+    bool split_backends_by_laddr = false;  // key backends by (netns, port, laddr) instead of (netns, port)
+
+    // From the CLI options: --lb PRESET, --lb-ranges LIST, --lb-idle-timeout SECONDS.
+    // Returns nullopt and sets *error on an unknown preset or a bad range list.
+    static std::optional<CorrelatorConfig> from_options(std::string_view preset,
+                                                        std::optional<std::string_view> ranges = std::nullopt,
+                                                        std::optional<uint32_t> idle_timeout_s = std::nullopt,
+                                                        std::string* error = nullptr);
+    // --lb gcp with its ranges and timeout: what `tcpwhy` uses when given no option.
+    static CorrelatorConfig defaults();
+    // "gcp (130.211.0.0/22,..., idle timeout 600 s)" for headers and logs.
+    std::string describe_lb() const;
+};
+
+// ---- results --------------------------------------------------------------
+
+enum class OpenKind : uint8_t { unknown, accepted, connected };
+enum class FirstClose : uint8_t { unknown, local, remote };
+enum class EndKind : uint8_t { open, orderly, reset_sent, reset_received, expired };
+std::string_view to_string(OpenKind kind);
+std::string_view to_string(FirstClose kind);
+std::string_view to_string(EndKind kind);
+
+// One connection's lifecycle as the correlator understood it.
+struct ConnectionRecord {
+    uint64_t cookie = 0;
+    uint32_t netns = 0;
+    IpAddr laddr, raddr;
+    uint16_t lport = 0, rport = 0;
+    bool lb_peer = false;
+    OpenKind opened = OpenKind::unknown;
+    FirstClose first_close = FirstClose::unknown;
+    EndKind end = EndKind::open;
+    bool aborted = false;      // the local side closed with an RST
+    uint64_t first_ts_ns = 0;  // first event seen
+    uint64_t close_ts_ns = 0;  // local close (0: none seen)
+    uint64_t end_ts_ns = 0;    // reached CLOSE (0: not yet)
+    uint64_t last_ts_ns = 0;
+    uint32_t idle_before_close_ms = 0;  // the quiet time before the local close
+    uint32_t unread_at_close = 0;
+    uint64_t bytes_rx = 0, bytes_tx = 0;
+    std::optional<ResetKind> reset;  // the classification, when it was reset
+    std::string reset_reason;        // kernel reason of the reset sent, if any
+    std::string evidence;            // why the correlator chose `reset`
+
+    std::string four_tuple() const;  // "raddr:rport->laddr:lport"
+};
+
+// Which backend: a listening port in a network namespace (inbound), or for the
+// local side of outgoing connections, the remote service port (outbound).
+struct BackendId {
+    uint32_t netns = 0;
+    uint16_t port = 0;
+    bool outbound = false;
+    IpAddr laddr;     // last local address seen (part of the key only with split_backends_by_laddr)
+    std::string pod;  // from set_netns_name(); empty when unknown
+};
+
+struct IdleStats {
+    uint64_t samples = 0;
+    uint32_t p50_ms = 0, p90_ms = 0, max_ms = 0;
+    bool exact = true;  // false: percentiles are bucket estimates (±3%)
+};
+
+struct SockOptChange {
+    uint64_t ts_ns = 0;
+    uint32_t pid = 0;
+    std::string comm;
+    std::string optname;  // "SO_LINGER", "TCP_USER_TIMEOUT", ...
+    int64_t value = 0, value2 = 0;
+    std::optional<int64_t> previous;  // the value it replaced, when known
+    std::string describe() const;     // "SO_LINGER {1,0}", "TCP_USER_TIMEOUT 5000 ms (was 30000)"
+};
+
+struct BackendProfile {
+    BackendId id;
+    std::string comm;  // process seen owning its sockets (most recent)
+    uint32_t pid = 0;
+    uint64_t connections_lb = 0, connections_other = 0, live_connections = 0;
+    uint64_t closed_local_first = 0, closed_remote_first = 0, aborted_local = 0;
+    IdleStats idle_close;                                       // idle closes by the backend
+    std::vector<std::pair<uint32_t, uint64_t>> idle_histogram;  // (bucket low ms, count)
+    std::array<uint64_t, kResetKindCount> resets_lb{};          // by kind, to load-balancer peers
+    std::array<uint64_t, kResetKindCount> resets_other{};       // by kind, to other peers
+    SockOpts opts;                                              // timeout options seen in force on its sockets
+    std::vector<SockOptChange> opt_changes;                     // when they were set or changed (bounded)
+
+    std::string label() const;  // "pod web-1 (node, port 8080)" / "netns 4026532 (node, port 8080)"
+};
+
+struct Finding {
+    FindingKind kind = FindingKind::other;
+    BackendProfile backend;
+    uint64_t count = 0;                    // resets of this kind (idle closes for idle_timeout_below_lb)
+    std::vector<std::string> connections;  // four_tuple() of recent affected connections, newest first
+    std::optional<IdleStats> observed_idle_close;
+    std::string lb_range;  // the LB range the affected peers matched ("" when none)
+    uint32_t lb_idle_timeout_s = 0;
+    std::string summary;                // the verdict, one paragraph
+    std::vector<std::string> evidence;  // the most recent reset's evidence, linked option changes
+    std::string advice;
+    uint64_t first_ts_ns = 0, last_ts_ns = 0;
+};
+
+struct CorrelatorCounts {
+    std::array<uint64_t, 6> events_by_type{};  // indexed by EventType
+    uint64_t events = 0;
+    uint64_t connections = 0;          // distinct connections seen
+    uint64_t live_connections = 0;     // in memory now
+    uint64_t expired_stale = 0;        // open, silent for stale_after
+    uint64_t evicted_over_cap = 0;     // pushed out by max_live_connections
+    uint64_t backends_overflowed = 0;  // connections folded into the overflow backend
+    uint64_t ignored_events = 0;       // events with nothing to attach to (cookie 0 and no address)
+    uint64_t local_reset_recv = 0;     // reset_recv caused by our own abort (not a peer reset)
+    std::array<uint64_t, kResetKindCount> resets{};
+};
+
+// ---- the correlator -------------------------------------------------------
+
+class Correlator {
+public:
+    explicit Correlator(CorrelatorConfig config = CorrelatorConfig::defaults());
+    ~Correlator();
+    Correlator(Correlator&&) noexcept;
+    Correlator& operator=(Correlator&&) noexcept;
+    Correlator(const Correlator&) = delete;
+    Correlator& operator=(const Correlator&) = delete;
+
+    void on_event(const Event& event);
+    // Settles what time alone decides (pending reset_recv, retention, stale state)
+    // as of now_ns (CLOCK_MONOTONIC). Call about once a second live, or every few
+    // thousand events on replay.
+    void expire(uint64_t now_ns);
+    // End of input: settle everything still pending. The state stays queryable.
+    void finish();
+
+    std::vector<Finding> findings() const;
+    std::vector<BackendProfile> backends() const;
+    // Connections with this peer, live or recently reset, oldest first.
+    std::vector<ConnectionRecord> connections_with_peer(const IpAddr& raddr, uint16_t rport) const;
+    CorrelatorCounts counts() const;
+    const CorrelatorConfig& config() const;
+
+    // Lines for `tcpwhy trace`: one when a finding is first reached, then at most one
+    // per finding every live_update_interval_ns while its count grows.
+    std::vector<std::string> take_live_updates(uint64_t now_ns);
+
+    // Keep the full record (with evidence) of every reset connection with this peer,
+    // beyond the per-backend ring; `report --conn` sets it before replaying.
+    void watch_peer(const IpAddr& raddr, uint16_t rport);
+
+    // Names a network namespace (pod or `ip netns` name) for findings and tables.
+    void set_netns_name(uint32_t netns, std::string name);
+
+    // Bytes of live state one connection costs (the hash map node aside); <= 256.
+    static size_t live_connection_bytes();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tcpwhy

@@ -1,0 +1,90 @@
+// `tcpwhy report TRACE...`: replay JSONL traces through the correlator and print
+// findings, backends and counts (text or JSON), or one connection's timeline.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tcpwhy/correlator.h"
+#include "tcpwhy/jsonl.h"
+
+namespace tcpwhy {
+
+// Exit codes of run_report().
+inline constexpr int kReportOk = 0;
+inline constexpr int kReportIoError = 1;     // a file could not be opened or read
+inline constexpr int kReportInputError = 2;  // not a trace, unknown schema version, bad option value
+
+struct ReportOptions {
+    std::vector<std::string> inputs;            // trace files, plain or gzip; "-" is stdin. Replayed in this order.
+    bool json = false;                          // --json
+    std::optional<std::string> conn;            // --conn RADDR:RPORT ("[v6]:port" for IPv6): print that timeline
+    std::string lb_preset = "gcp";              // --lb gcp|aws-alb|aws-nlb|azure|none
+    std::optional<std::string> lb_ranges;       // --lb-ranges CIDR,...
+    std::optional<uint32_t> lb_idle_timeout_s;  // --lb-idle-timeout SECONDS
+    uint32_t idle_threshold_ms = 1000;          // --idle-threshold MS
+};
+
+// Runs the report; writes results to out and warnings/errors to err.
+int run_report(const ReportOptions& options, std::ostream& out, std::ostream& err);
+
+// ---- building blocks (used by run_report, `tcpwhy trace` and tests) ----------
+
+// Reads one trace, a line at a time (memory does not grow with its length).
+// gzip is detected by content, so plain and compressed files read the same way.
+class TraceReader {
+public:
+    // Opens path ("-" for stdin). On failure, returns nullptr and sets *error.
+    static std::unique_ptr<TraceReader> open(const std::string& path, std::string* error);
+    ~TraceReader();
+    TraceReader(const TraceReader&) = delete;
+    TraceReader& operator=(const TraceReader&) = delete;
+
+    // Next non-empty line (without the newline), or nullopt at end of file or on a
+    // read error (see error()). The view is valid until the next call.
+    std::optional<std::string_view> next_line();
+    uint64_t line_number() const { return line_number_; }
+    const std::string& error() const { return error_; }
+    const std::string& name() const { return name_; }
+
+private:
+    TraceReader(void* gz, std::string name);
+    void* gz_;  // gzFile; void* keeps zlib.h out of this header
+    std::string name_;
+    std::string line_;
+    std::string error_;
+    uint64_t line_number_ = 0;
+};
+
+struct ReplayStats {
+    uint64_t events = 0;
+    uint64_t bad_lines = 0;
+    std::string first_bad;  // "file:line: reason"
+    uint64_t first_ts_ns = 0, last_ts_ns = 0;
+    std::vector<TraceHeader> headers;
+    std::vector<std::string> warnings;  // e.g. a truncated gzip stream (what was read is used)
+};
+
+// Replays the inputs into on_event (and correlator expiry). Returns kReportOk, or an
+// error code with *error set: a file that does not start like a tcpwhy trace, or a
+// schema version this tcpwhy does not read, is kReportInputError.
+int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator,
+                  const std::function<void(const Event&)>& also, ReplayStats& stats, std::string* error);
+
+// "130.211.0.143:51234" or "[2600:2d00:1:b029::5]:51234".
+std::optional<std::pair<IpAddr, uint16_t>> parse_peer(std::string_view text);
+
+// Renderers.
+void render_text_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out);
+void render_json_report(const Correlator& correlator, std::ostream& out);
+// One connection's timeline: its events (either side of it, as traced) in time order
+// and the correlator's verdict.
+void render_timeline(const IpAddr& raddr, uint16_t rport, std::vector<Event> events,
+                     const std::vector<ConnectionRecord>& records, std::ostream& out);
+
+}  // namespace tcpwhy

@@ -1,0 +1,792 @@
+#include "tcpwhy/correlator.h"
+
+#include <algorithm>
+#include <deque>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "correlator/addr.h"
+#include "correlator/advice.h"
+#include "correlator/classify.h"
+
+namespace tcpwhy {
+namespace {
+
+constexpr uint16_t kOverflowBackendPort = 0;
+constexpr size_t kMaxOptChangesPerBackend = 16;
+constexpr size_t kMaxUnattributedOptChanges = 256;
+constexpr uint64_t kEndedGraceNs = 2'000'000'000;  // late events of a connection that ended without TIME_WAIT
+constexpr uint8_t kLbRangeUnknown = UINT8_MAX;     // an LB peer in range index >= 255
+constexpr size_t kMaxWatchedRecords = 1000;        // watch_peer(): a port reused that often is enough
+
+// Everything the correlator keeps per connection while it lives. The cookie is the
+// map key. Fixed-size, no heap: strings (evidence) exist only for reset ones.
+struct LiveConn {
+    uint64_t first_ts_ns = 0, last_ts_ns = 0, close_ts_ns = 0, end_ts_ns = 0;
+    uint64_t pending_peer_reset_ts_ns = 0;  // a reset_recv waiting to be told apart from our own abort
+    uint64_t local_abort_ts_ns = 0;         // when we reset it on data after our FIN
+    uint64_t bytes_rx = 0, bytes_tx = 0;
+    IpAddr laddr, raddr;
+    uint32_t netns = 0;
+    uint32_t backend = 0;  // index into Impl::backends
+    uint32_t idle_gap_ms = 0, unread_at_close = 0;
+    uint16_t lport = 0, rport = 0;
+    TcpState state = TcpState::unknown;
+    TcpState state_at_peer_reset = TcpState::unknown;
+    TcpState close_from_state = TcpState::unknown;
+    OpenKind opened = OpenKind::unknown;
+    FirstClose first_close = FirstClose::unknown;
+    EndKind end = EndKind::open;
+    ResetKind reset_kind = ResetKind::other;
+    uint8_t lb_range = 0;  // 1 + index of the LB range holding raddr; 0: none matched
+    bool lb_peer = false;
+    bool local_close_seen = false;
+    bool idle_close = false;
+    bool aborted = false;
+    bool reset_counted = false;  // one reset verdict per connection
+    bool ended = false;
+};
+static_assert(sizeof(LiveConn) <= 256, "live state per connection must stay within 256 bytes");
+
+struct BackendKey {
+    uint32_t netns = 0;
+    uint16_t port = 0;
+    bool outbound = false;
+    IpAddr laddr;  // zero unless split_backends_by_laddr
+    bool operator==(const BackendKey&) const = default;
+};
+
+struct BackendKeyHash {
+    size_t operator()(const BackendKey& k) const {
+        uint64_t h = (uint64_t{k.netns} << 17) ^ (uint64_t{k.port} << 1) ^ uint64_t { k.outbound };
+        for (auto b : k.laddr.bytes) h = h * 1099511628211ull ^ b;
+        return std::hash<uint64_t>{}(h);
+    }
+};
+
+struct ResetTally {
+    uint64_t lb = 0, other = 0;
+    uint64_t first_ts_ns = 0, last_ts_ns = 0;
+    uint8_t last_lb_range = 0;
+    std::string last_evidence;
+    std::deque<ConnectionRecord> recent;  // newest at the back, bounded
+};
+
+struct Backend {
+    BackendId id;
+    std::string comm;
+    uint32_t pid = 0;
+    uint64_t connections_lb = 0, connections_other = 0, live = 0;
+    uint64_t closed_local_first = 0, closed_remote_first = 0, aborted_local = 0;
+    DurationHistogram idle_closes;   // closes judged idle: the profile findings quote
+    DurationHistogram local_closes;  // every local close of an open connection: base of the relative idle bar
+    std::array<ResetTally, kResetKindCount> resets;
+    SockOpts opts;
+    std::deque<SockOptChange> opt_changes;
+};
+
+// A setsockopt on a socket the correlator cannot place yet (no cookie, e.g.
+// before connect), kept per process so findings can still link it.
+struct UnattributedChange {
+    uint32_t netns = 0;
+    SockOptChange change;
+};
+
+OpenKind opened_by(const Event& e) {
+    if (e.type != EventType::state) return OpenKind::unknown;
+    if (e.old_state == TcpState::syn_sent || e.new_state == TcpState::syn_sent) return OpenKind::connected;
+    // A child socket's first state change is LISTEN -> SYN_RECV (kernel 6.18), then
+    // SYN_RECV -> ESTABLISHED.
+    if (e.old_state == TcpState::listen || e.old_state == TcpState::syn_recv || e.old_state == TcpState::new_syn_recv)
+        return OpenKind::accepted;
+    return OpenKind::unknown;
+}
+
+// The listening socket itself: it starts or stops listening. (A child socket's
+// LISTEN -> SYN_RECV is a connection, not a listener.)
+bool is_listener_event(const Event& e) {
+    return e.type == EventType::state &&
+           (e.new_state == TcpState::listen || (e.old_state == TcpState::listen && e.new_state == TcpState::close));
+}
+
+uint64_t listener_key(uint32_t netns, uint16_t port) { return (uint64_t{netns} << 16) | port; }
+
+uint64_t abs_diff(uint64_t a, uint64_t b) { return a > b ? a - b : b - a; }
+
+std::string format_duration_ms(uint64_t ms) {
+    if (ms < 1000) return fmt::format("{} ms", ms);
+    if (ms < 120'000) return fmt::format("{:.1f} s", ms / 1000.0);
+    return fmt::format("{:.0f} s", ms / 1000.0);
+}
+
+IdleStats idle_stats_of(const DurationHistogram& h) {
+    return {h.count(), h.percentile(0.5), h.percentile(0.9), h.max(), h.exact()};
+}
+
+void push_bounded(auto& ring, auto&& item, size_t bound) {
+    ring.push_back(std::forward<decltype(item)>(item));
+    while (ring.size() > bound) ring.pop_front();
+}
+
+}  // namespace
+
+struct Correlator::Impl {
+    CorrelatorConfig config;
+    std::unordered_map<uint64_t, LiveConn> conns;  // by socket cookie
+    std::deque<Backend> backends;                  // stable addresses; indices in LiveConn
+    std::unordered_map<BackendKey, uint32_t, BackendKeyHash> backend_index;
+    std::optional<uint32_t> overflow_backend;
+    std::unordered_set<uint64_t> listening_ports;              // listener_key(netns, port)
+    std::unordered_map<uint64_t, uint32_t> listener_backends;  // listener cookie -> backend
+    std::unordered_map<uint32_t, std::string> netns_names;
+    std::deque<UnattributedChange> unattributed_changes;
+    std::optional<std::pair<IpAddr, uint16_t>> watched_peer;
+    std::vector<ConnectionRecord> watched_records;
+    CorrelatorCounts counts;
+
+    struct Announcement {
+        uint64_t count = 0;
+        uint64_t ts_ns = 0;
+    };
+    std::unordered_map<uint64_t, Announcement> announced;  // (backend << 8 | finding kind)
+
+    explicit Impl(CorrelatorConfig c) : config(std::move(c)) {}
+
+    // ---- peers and backends ----
+
+    uint8_t lb_range_of(const IpAddr& peer) const {
+        const Cidr* range = config.lb_ranges.match(peer);
+        if (!range) return 0;
+        auto index = static_cast<size_t>(range - config.lb_ranges.ranges().data());
+        return index + 1 < kLbRangeUnknown ? static_cast<uint8_t>(index + 1) : kLbRangeUnknown;
+    }
+
+    bool is_lb_peer(const IpAddr& peer, uint8_t range) const {
+        if (range) return true;
+        return config.lb_any_non_loopback_peer && peer.family != 0 && !addr::is_loopback(peer);
+    }
+
+    std::string lb_range_text(uint8_t range) const {
+        const auto& ranges = config.lb_ranges.ranges();
+        if (range && range != kLbRangeUnknown && range <= ranges.size()) return ranges[range - 1].to_string();
+        if (range == kLbRangeUnknown) return config.lb_ranges.to_string();
+        return config.lb_any_non_loopback_peer ? "any" : "";
+    }
+
+    bool is_outbound(OpenKind opened, uint32_t netns, uint16_t lport, uint16_t rport) const {
+        if (opened != OpenKind::unknown) return opened == OpenKind::connected;
+        // Opened before tracing began: a known listener decides; otherwise the
+        // higher port is taken to be the ephemeral one.
+        if (listening_ports.contains(listener_key(netns, lport))) return false;
+        return lport > rport;
+    }
+
+    uint32_t backend_for(uint32_t netns, uint16_t service_port, bool outbound, const IpAddr& laddr) {
+        BackendKey key{netns, service_port, outbound, config.split_backends_by_laddr ? laddr : IpAddr{}};
+        if (auto it = backend_index.find(key); it != backend_index.end()) return it->second;
+        if (backends.size() >= config.max_backends) {
+            ++counts.backends_overflowed;
+            if (!overflow_backend) overflow_backend = add_backend(BackendKey{0, kOverflowBackendPort, false, {}});
+            return *overflow_backend;
+        }
+        uint32_t index = add_backend(key);
+        backend_index.emplace(key, index);
+        return index;
+    }
+
+    uint32_t add_backend(const BackendKey& key) {
+        Backend& b = backends.emplace_back();
+        b.id = BackendId{key.netns, key.port, key.outbound, key.laddr, {}};
+        return static_cast<uint32_t>(backends.size() - 1);
+    }
+
+    void note_owner(Backend& b, const Event& e) {
+        if (e.pid == 0) return;
+        b.pid = e.pid;
+        if (b.comm != e.comm) b.comm = e.comm;
+    }
+
+    void note_opts_in_force(Backend& b, const SockOpts& opts) {
+        if (opts.set_mask == 0) return;
+        for (int i = 0; i < kSockOptCount; ++i) {
+            auto opt = static_cast<SockOpt>(i);
+            if (opts.has(opt)) b.opts.set(opt, opts.value(opt));
+        }
+    }
+
+    // ---- connections ----
+
+    LiveConn& connection_for(uint64_t cookie, const Event& e) {
+        auto [it, inserted] = conns.try_emplace(cookie);
+        LiveConn& c = it->second;
+        if (!inserted) {
+            fill_missing_addresses(c, e);
+            return c;
+        }
+        ++counts.connections;
+        c.first_ts_ns = e.ts_ns;
+        c.netns = e.netns;
+        c.laddr = e.laddr;
+        c.raddr = e.raddr;
+        c.lport = e.lport;
+        c.rport = e.rport;
+        c.opened = opened_by(e);
+        c.lb_range = lb_range_of(e.raddr);
+        c.lb_peer = is_lb_peer(e.raddr, c.lb_range);
+        bool outbound = is_outbound(c.opened, e.netns, e.lport, e.rport);
+        c.backend = backend_for(e.netns, outbound ? e.rport : e.lport, outbound, e.laddr);
+        Backend& b = backends[c.backend];
+        if (!outbound && e.laddr.family) b.id.laddr = e.laddr;
+        ++(c.lb_peer ? b.connections_lb : b.connections_other);
+        ++b.live;
+        // Element references survive both rehashing and erasing other elements.
+        if (conns.size() > config.max_live_connections) evict_least_recent(cookie);
+        return c;
+    }
+
+    // SO_LINGER {1,0} zeroes the remote port before some events: keep what we knew.
+    static void fill_missing_addresses(LiveConn& c, const Event& e) {
+        if (c.rport == 0 && e.rport != 0) c.rport = e.rport;
+        if (c.raddr.family == 0 && e.raddr.family != 0) c.raddr = e.raddr;
+    }
+
+    void mark_ended(LiveConn& c, uint64_t ts_ns) {
+        if (c.ended) return;
+        c.ended = true;
+        c.end_ts_ns = ts_ns;
+        if (c.end == EndKind::open) c.end = EndKind::orderly;
+        --backends[c.backend].live;
+    }
+
+    void drop(std::unordered_map<uint64_t, LiveConn>::iterator it) {
+        LiveConn& c = it->second;
+        settle_peer_reset(it->first, c);
+        if (!c.ended) --backends[c.backend].live;
+        conns.erase(it);
+    }
+
+    // Past the cap, drop the least recently active eighth (amortised: one sort per
+    // cap/8 new connections), never the connection being inserted.
+    void evict_least_recent(uint64_t keep_cookie) {
+        size_t target = config.max_live_connections - config.max_live_connections / 8;
+        std::vector<std::pair<uint64_t, uint64_t>> by_age;  // (last_ts, cookie)
+        by_age.reserve(conns.size());
+        for (const auto& [cookie, c] : conns)
+            if (cookie != keep_cookie) by_age.emplace_back(std::max(c.last_ts_ns, c.first_ts_ns), cookie);
+        size_t excess = conns.size() > target ? conns.size() - target : 0;
+        excess = std::min(excess, by_age.size());
+        std::nth_element(by_age.begin(), by_age.begin() + static_cast<std::ptrdiff_t>(excess), by_age.end());
+        for (size_t i = 0; i < excess; ++i) {
+            drop(conns.find(by_age[i].second));
+            ++counts.evicted_over_cap;
+        }
+    }
+
+    ConnectionRecord record_of(uint64_t cookie, const LiveConn& c) const {
+        ConnectionRecord r;
+        r.cookie = cookie;
+        r.netns = c.netns;
+        r.laddr = c.laddr;
+        r.raddr = c.raddr;
+        r.lport = c.lport;
+        r.rport = c.rport;
+        r.lb_peer = c.lb_peer;
+        r.opened = c.opened;
+        r.first_close = c.first_close;
+        r.end = c.end;
+        r.aborted = c.aborted;
+        r.first_ts_ns = c.first_ts_ns;
+        r.close_ts_ns = c.close_ts_ns;
+        r.end_ts_ns = c.end_ts_ns;
+        r.last_ts_ns = c.last_ts_ns;
+        r.idle_before_close_ms = c.idle_gap_ms;
+        r.unread_at_close = c.unread_at_close;
+        r.bytes_rx = c.bytes_rx;
+        r.bytes_tx = c.bytes_tx;
+        if (c.reset_counted) r.reset = c.reset_kind;
+        return r;
+    }
+
+    // ---- verdicts ----
+
+    void count_reset(uint32_t backend, ConnectionRecord record, classify::Verdict verdict, uint8_t lb_range,
+                     uint64_t ts_ns) {
+        auto kind = static_cast<size_t>(verdict.kind);
+        ++counts.resets[kind];
+        ResetTally& tally = backends[backend].resets[kind];
+        ++(record.lb_peer ? tally.lb : tally.other);
+        if (tally.first_ts_ns == 0) tally.first_ts_ns = ts_ns;
+        tally.last_ts_ns = ts_ns;
+        if (record.lb_peer) tally.last_lb_range = lb_range;
+        tally.last_evidence = verdict.evidence;
+        record.reset = verdict.kind;
+        record.evidence = std::move(verdict.evidence);
+        if (watched_peer && watched_records.size() < kMaxWatchedRecords &&
+            addr::same_endpoint(record.raddr, record.rport, watched_peer->first, watched_peer->second))
+            watched_records.push_back(record);
+        push_bounded(tally.recent, std::move(record), config.recent_connections_per_kind);
+    }
+
+    void settle_peer_reset(uint64_t cookie, LiveConn& c) {
+        if (c.pending_peer_reset_ts_ns == 0) return;
+        uint64_t ts = c.pending_peer_reset_ts_ns;
+        c.pending_peer_reset_ts_ns = 0;
+        if (c.reset_counted) return;  // we had reset it ourselves
+        Event as_received;
+        as_received.sk_state = c.state_at_peer_reset;
+        auto verdict = classify::classify_reset_received(as_received, c.state_at_peer_reset, c.first_close);
+        c.reset_counted = true;
+        c.reset_kind = verdict.kind;
+        if (c.end == EndKind::open || c.end == EndKind::orderly) c.end = EndKind::reset_received;
+        count_reset(c.backend, record_of(cookie, c), std::move(verdict), c.lb_range, ts);
+    }
+
+    void settle_if_due(uint64_t cookie, LiveConn& c, uint64_t now_ns) {
+        if (c.pending_peer_reset_ts_ns && now_ns > c.pending_peer_reset_ts_ns + config.local_abort_window_ns)
+            settle_peer_reset(cookie, c);
+    }
+
+    // ---- event handlers ----
+
+    void on_state(LiveConn& c, const Event& e) {
+        if (c.opened == OpenKind::unknown) c.opened = opened_by(e);
+        c.state = e.new_state;
+        Backend& b = backends[c.backend];
+        if (c.first_close == FirstClose::unknown) {
+            if (e.old_state == TcpState::established && e.new_state == TcpState::close_wait) {
+                c.first_close = FirstClose::remote;
+                ++b.closed_remote_first;
+            } else if (e.old_state == TcpState::established && e.new_state == TcpState::fin_wait1) {
+                c.first_close = FirstClose::local;
+                ++b.closed_local_first;
+            }
+        }
+        if (e.new_state == TcpState::close) mark_ended(c, e.ts_ns);
+    }
+
+    void on_close(LiveConn& c, const Event& e) {
+        Backend& b = backends[c.backend];
+        c.local_close_seen = true;
+        c.close_ts_ns = e.ts_ns;
+        c.close_from_state = e.old_state;
+        c.aborted = e.abort;
+        c.unread_at_close = e.unread_bytes;
+        c.bytes_rx = e.bytes_rx;
+        c.bytes_tx = e.bytes_tx;
+        c.idle_gap_ms = classify::idle_gap_ms(e);
+        if (e.abort) ++b.aborted_local;
+        if (c.first_close == FirstClose::unknown) {
+            c.first_close = e.old_state == TcpState::close_wait ? FirstClose::remote : FirstClose::local;
+            ++(c.first_close == FirstClose::local ? b.closed_local_first : b.closed_remote_first);
+        }
+        // Only a close of an open connection can be the backend's idle timeout; after
+        // the peer's FIN the peer was the one that gave up.
+        if (e.old_state == TcpState::established) {
+            uint32_t bar = classify::idle_bar_ms(config.idle_threshold_ms, b.local_closes);
+            c.idle_close = c.idle_gap_ms >= bar;
+            b.local_closes.add(c.idle_gap_ms);
+            if (c.idle_close) b.idle_closes.add(c.idle_gap_ms);
+        }
+        c.state = e.new_state;
+        if (e.new_state == TcpState::close) mark_ended(c, e.ts_ns);
+    }
+
+    classify::CloseFacts close_facts(const LiveConn& c) const {
+        return {c.local_close_seen, c.idle_close,       c.aborted,    c.idle_gap_ms,
+                c.unread_at_close,  c.close_from_state, c.close_ts_ns};
+    }
+
+    void on_reset_sent(uint64_t cookie, LiveConn& c, const Event& e) {
+        if (classify::is_abort_on_data(e)) {
+            c.local_abort_ts_ns = e.ts_ns;
+            if (c.pending_peer_reset_ts_ns &&
+                abs_diff(c.pending_peer_reset_ts_ns, e.ts_ns) <= config.local_abort_window_ns) {
+                c.pending_peer_reset_ts_ns = 0;
+                ++counts.local_reset_recv;
+            }
+        }
+        if (c.reset_counted) return;  // a retransmitted segment earns another RST: one verdict per connection
+        const Backend& b = backends[c.backend];
+        uint32_t bar = classify::idle_bar_ms(config.idle_threshold_ms, b.local_closes);
+        auto verdict = classify::classify_reset_sent(e, close_facts(c), bar);
+        c.reset_counted = true;
+        c.reset_kind = verdict.kind;
+        c.end = EndKind::reset_sent;
+        ConnectionRecord record = record_of(cookie, c);
+        record.reset_reason = e.reason;
+        count_reset(c.backend, std::move(record), std::move(verdict), c.lb_range, e.ts_ns);
+    }
+
+    void on_reset_recv(LiveConn& c, const Event& e) {
+        if (c.local_abort_ts_ns && abs_diff(c.local_abort_ts_ns, e.ts_ns) <= config.local_abort_window_ns) {
+            ++counts.local_reset_recv;
+            return;
+        }
+        if (c.pending_peer_reset_ts_ns || c.reset_counted) return;
+        c.pending_peer_reset_ts_ns = e.ts_ns;
+        c.state_at_peer_reset = e.sk_state != TcpState::unknown ? e.sk_state : c.state;
+    }
+
+    // A reset with no socket behind it: nothing to look up, classify from the segment.
+    void on_stateless_reset(const Event& e) {
+        uint8_t range = lb_range_of(e.raddr);
+        bool outbound = is_outbound(OpenKind::unknown, e.netns, e.lport, e.rport);
+        uint32_t backend = backend_for(e.netns, outbound ? e.rport : e.lport, outbound, e.laddr);
+        ConnectionRecord record;
+        record.netns = e.netns;
+        record.laddr = e.laddr;
+        record.raddr = e.raddr;
+        record.lport = e.lport;
+        record.rport = e.rport;
+        record.lb_peer = is_lb_peer(e.raddr, range);
+        record.first_ts_ns = record.last_ts_ns = record.end_ts_ns = e.ts_ns;
+        record.end = EndKind::reset_sent;
+        record.reset_reason = e.reason;
+        auto verdict = classify::classify_reset_sent(e, {}, config.idle_threshold_ms);
+        count_reset(backend, std::move(record), std::move(verdict), range, e.ts_ns);
+    }
+
+    void on_listener(const Event& e) {
+        uint64_t key = listener_key(e.netns, e.lport);
+        uint32_t backend = backend_for(e.netns, e.lport, false, e.laddr);
+        note_owner(backends[backend], e);
+        if (e.new_state == TcpState::listen) {
+            listening_ports.insert(key);
+            if (e.cookie) listener_backends[e.cookie] = backend;
+        } else if (e.cookie) {
+            listener_backends.erase(e.cookie);
+        }
+    }
+
+    std::optional<uint32_t> backend_of_cookie(uint64_t cookie) const {
+        if (cookie == 0) return std::nullopt;
+        if (auto it = conns.find(cookie); it != conns.end()) return it->second.backend;
+        if (auto it = listener_backends.find(cookie); it != listener_backends.end()) return it->second;
+        return std::nullopt;
+    }
+
+    void on_setsockopt(const Event& e) {
+        auto opt = sock_opt_from_string(e.optname);
+        if (!opt) return;  // not a timeout option tcpwhy follows
+        // SockOpts keeps linger as seconds-or-off; the event has {onoff, seconds}.
+        int64_t value = *opt == SockOpt::so_linger ? (e.value ? e.value2 : -1) : e.value;
+        SockOptChange change{e.ts_ns, e.pid, e.comm, e.optname, e.value, e.value2, std::nullopt};
+        if (auto backend = backend_of_cookie(e.cookie)) {
+            Backend& b = backends[*backend];
+            note_owner(b, e);
+            if (b.opts.has(*opt)) {
+                if (b.opts.value(*opt) == value) return;  // not a change
+                change.previous = b.opts.value(*opt);
+            }
+            b.opts.set(*opt, value);
+            push_bounded(b.opt_changes, std::move(change), kMaxOptChangesPerBackend);
+            return;
+        }
+        // Most recent same option by the same process: skip repeats (a client sets
+        // the same options on every socket).
+        for (auto it = unattributed_changes.rbegin(); it != unattributed_changes.rend(); ++it) {
+            if (it->change.pid != e.pid || it->change.optname != e.optname) continue;
+            if (it->change.value == e.value && it->change.value2 == e.value2) return;
+            change.previous = it->change.value;
+            break;
+        }
+        push_bounded(unattributed_changes, UnattributedChange{e.netns, std::move(change)}, kMaxUnattributedOptChanges);
+    }
+
+    void on_event(const Event& e) {
+        ++counts.events;
+        ++counts.events_by_type[std::min<size_t>(static_cast<size_t>(e.type), counts.events_by_type.size() - 1)];
+        if (e.type == EventType::setsockopt) return on_setsockopt(e);
+        if (is_listener_event(e)) return on_listener(e);
+        if (e.cookie == 0) {
+            if (e.type == EventType::reset_sent) return on_stateless_reset(e);
+            ++counts.ignored_events;
+            return;
+        }
+        if (e.type == EventType::reset_sent && e.sk_kind == SockKind::none) return on_stateless_reset(e);
+
+        LiveConn& c = connection_for(e.cookie, e);
+        settle_if_due(e.cookie, c, e.ts_ns);
+        c.last_ts_ns = std::max(c.last_ts_ns, e.ts_ns);
+        Backend& b = backends[c.backend];
+        note_owner(b, e);
+        note_opts_in_force(b, e.opts);
+        switch (e.type) {
+        case EventType::state: on_state(c, e); break;
+        case EventType::close: on_close(c, e); break;
+        case EventType::reset_sent: on_reset_sent(e.cookie, c, e); break;
+        case EventType::reset_recv: on_reset_recv(c, e); break;
+        case EventType::setsockopt: break;
+        }
+    }
+
+    void expire(uint64_t now_ns) {
+        for (auto it = conns.begin(); it != conns.end();) {
+            LiveConn& c = it->second;
+            settle_if_due(it->first, c, now_ns);
+            if (should_drop(c, now_ns)) {
+                if (!c.ended) {
+                    c.end = EndKind::expired;
+                    ++counts.expired_stale;
+                }
+                auto next = std::next(it);
+                drop(it);
+                it = next;
+            } else {
+                ++it;
+            }
+        }
+    }
+
+    bool should_drop(const LiveConn& c, uint64_t now_ns) const {
+        if (c.ended) {
+            // A connection we closed with a FIN lives on as a TIME_WAIT socket that can
+            // still answer late data with a reset (same cookie): keep it that long.
+            bool may_time_wait = c.local_close_seen && !c.aborted;
+            uint64_t retention = may_time_wait ? config.closed_retention_ns : kEndedGraceNs;
+            return now_ns > c.end_ts_ns + retention;
+        }
+        return now_ns > std::max(c.last_ts_ns, c.first_ts_ns) + config.stale_after_ns;
+    }
+
+    // ---- results ----
+
+    BackendProfile profile_of(const Backend& b) const {
+        BackendProfile p;
+        p.id = b.id;
+        if (auto it = netns_names.find(b.id.netns); it != netns_names.end()) p.id.pod = it->second;
+        p.comm = b.comm;
+        p.pid = b.pid;
+        p.connections_lb = b.connections_lb;
+        p.connections_other = b.connections_other;
+        p.live_connections = b.live;
+        p.closed_local_first = b.closed_local_first;
+        p.closed_remote_first = b.closed_remote_first;
+        p.aborted_local = b.aborted_local;
+        p.idle_close = idle_stats_of(b.idle_closes);
+        p.idle_histogram = b.idle_closes.buckets();
+        for (size_t k = 0; k < kResetKindCount; ++k) {
+            p.resets_lb[k] = b.resets[k].lb;
+            p.resets_other[k] = b.resets[k].other;
+        }
+        p.opts = b.opts;
+        p.opt_changes.assign(b.opt_changes.begin(), b.opt_changes.end());
+        for (const auto& u : unattributed_changes)
+            if (b.pid && u.change.pid == b.pid) p.opt_changes.push_back(u.change);
+        std::sort(p.opt_changes.begin(), p.opt_changes.end(),
+                  [](const auto& x, const auto& y) { return x.ts_ns < y.ts_ns; });
+        return p;
+    }
+
+    // Races count only against LB peers when there is a load balancer; without one
+    // (--lb none) every peer of the backend is a client that can hit the race.
+    uint64_t race_count(const Backend& b) const {
+        const ResetTally& t = b.resets[static_cast<size_t>(ResetKind::idle_close_race)];
+        return config.lb_idle_timeout_s > 0 ? t.lb : t.lb + t.other;
+    }
+
+    bool closes_sooner_than_lb(const Backend& b) const {
+        return config.lb_idle_timeout_s > 0 && !b.id.outbound && b.connections_lb > 0 && b.idle_closes.count() > 0 &&
+               b.idle_closes.percentile(0.5) < uint64_t{config.lb_idle_timeout_s} * 1000;
+    }
+
+    static const char* plural(uint64_t n, const char* one, const char* many) { return n == 1 ? one : many; }
+
+    std::string idle_profile_text(const Backend& b) const {
+        return fmt::format("closes idle keep-alive connections after {} (p50 of {} {}, max {})",
+                           format_duration_ms(b.idle_closes.percentile(0.5)), b.idle_closes.count(),
+                           plural(b.idle_closes.count(), "close", "closes"), format_duration_ms(b.idle_closes.max()));
+    }
+
+    std::string lb_keeps_text() const {
+        return fmt::format("the load balancer ({}) keeps them up to {} s", config.lb_name, config.lb_idle_timeout_s);
+    }
+
+    std::string summary_of(FindingKind kind, const BackendProfile& p, const Backend& b, uint64_t count) const {
+        std::string who = p.label();
+        switch (kind) {
+        case FindingKind::idle_close_race: {
+            std::string profile = b.idle_closes.count() ? idle_profile_text(b) : "closed idle connections";
+            std::string lb = config.lb_idle_timeout_s ? "; " + lb_keeps_text() : "";
+            return fmt::format("{} {}{}; {} {} arrived on a closing connection and {} reset ({})", who, profile, lb,
+                               count, plural(count, "request", "requests"), plural(count, "was", "were"),
+                               config.lb_reset_symptom);
+        }
+        case FindingKind::idle_timeout_below_lb:
+            return fmt::format(
+                "{} {}; {}: requests the LB sends on a connection the backend is closing will be reset "
+                "(none seen yet)",
+                who, idle_profile_text(b), lb_keeps_text());
+        default: break;
+        }
+        return fmt::format("{}: {} {} {}", who, count, to_string(kind), plural(count, "reset", "resets"));
+    }
+
+    // A timeout option set before the resets it explains.
+    std::optional<std::string> linked_change(FindingKind kind, const BackendProfile& p, const ResetTally& t) const {
+        auto relevant = [kind](const std::string& name) {
+            switch (kind) {
+            case FindingKind::linger_abort: return name == "SO_LINGER";
+            case FindingKind::user_timeout: return name == "TCP_USER_TIMEOUT";
+            case FindingKind::keepalive_timeout:
+                return name == "SO_KEEPALIVE" || name == "TCP_KEEPIDLE" || name == "TCP_KEEPINTVL" ||
+                       name == "TCP_KEEPCNT";
+            default: return false;
+            }
+        };
+        const SockOptChange* best = nullptr;
+        for (const auto& change : p.opt_changes)
+            if (relevant(change.optname) && change.ts_ns <= t.last_ts_ns) best = &change;
+        if (!best) return std::nullopt;
+        uint64_t n = t.lb + t.other;
+        std::string who =
+            best->comm.empty() ? fmt::format("pid {}", best->pid) : fmt::format("{}[{}]", best->comm, best->pid);
+        std::string when =
+            best->ts_ns <= t.first_ts_ns
+                ? fmt::format("{} before the first of {} {} {}",
+                              format_duration_ms((t.first_ts_ns - best->ts_ns) / 1'000'000), n, to_string(kind),
+                              plural(n, "reset", "resets"))
+                : fmt::format("{} before the latest {} reset",
+                              format_duration_ms((t.last_ts_ns - best->ts_ns) / 1'000'000), to_string(kind));
+        return fmt::format("{} set by {} {}", best->describe(), who, when);
+    }
+
+    std::vector<std::string> recent_connections(const ResetTally& t, bool lb_only) const {
+        std::vector<std::string> out;
+        for (auto it = t.recent.rbegin(); it != t.recent.rend() && out.size() < config.max_connections_per_finding;
+             ++it)
+            if (!lb_only || it->lb_peer) out.push_back(it->four_tuple());
+        return out;
+    }
+
+    Finding make_finding(FindingKind kind, const Backend& b, uint64_t count) const {
+        Finding f;
+        f.kind = kind;
+        f.backend = profile_of(b);
+        f.count = count;
+        f.lb_idle_timeout_s = config.lb_idle_timeout_s;
+        if (b.idle_closes.count()) f.observed_idle_close = idle_stats_of(b.idle_closes);
+        if (kind == FindingKind::idle_timeout_below_lb) {
+            f.lb_range = config.lb_any_non_loopback_peer ? "any" : config.lb_ranges.to_string();
+        } else {
+            const ResetTally& t = b.resets[static_cast<size_t>(kind)];
+            bool lb_only = kind == FindingKind::idle_close_race && config.lb_idle_timeout_s > 0;
+            f.connections = recent_connections(t, lb_only);
+            f.lb_range = lb_range_text(t.last_lb_range);
+            f.first_ts_ns = t.first_ts_ns;
+            f.last_ts_ns = t.last_ts_ns;
+            if (!t.last_evidence.empty()) f.evidence.push_back(t.last_evidence);
+            if (auto link = linked_change(kind, f.backend, t)) f.evidence.push_back(*link);
+        }
+        f.summary = summary_of(kind, f.backend, b, count);
+        f.advice = advice::advice_for({kind, b.comm, config.lb_idle_timeout_s,
+                                       b.idle_closes.count() ? b.idle_closes.percentile(0.5) : 0u, &b.opts});
+        return f;
+    }
+
+    // (backend index, finding) in display order: races, then backends closing
+    // sooner than the LB, then the other kinds by count.
+    std::vector<std::pair<uint32_t, Finding>> indexed_findings() const {
+        std::vector<std::pair<uint32_t, Finding>> out;
+        for (uint32_t i = 0; i < backends.size(); ++i) {
+            const Backend& b = backends[i];
+            if (uint64_t races = race_count(b))
+                out.emplace_back(i, make_finding(FindingKind::idle_close_race, b, races));
+            else if (closes_sooner_than_lb(b))
+                out.emplace_back(i, make_finding(FindingKind::idle_timeout_below_lb, b, b.idle_closes.count()));
+            for (size_t k = 1; k < kResetKindCount; ++k) {
+                uint64_t n = b.resets[k].lb + b.resets[k].other;
+                if (n) out.emplace_back(i, make_finding(static_cast<FindingKind>(k), b, n));
+            }
+        }
+        auto weight = [](FindingKind k) {
+            return k == FindingKind::idle_close_race ? 0 : k == FindingKind::idle_timeout_below_lb ? 1 : 2;
+        };
+        std::stable_sort(out.begin(), out.end(), [&](const auto& x, const auto& y) {
+            if (weight(x.second.kind) != weight(y.second.kind)) return weight(x.second.kind) < weight(y.second.kind);
+            return x.second.count > y.second.count;
+        });
+        return out;
+    }
+};
+
+Correlator::Correlator(CorrelatorConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Correlator::~Correlator() = default;
+Correlator::Correlator(Correlator&&) noexcept = default;
+Correlator& Correlator::operator=(Correlator&&) noexcept = default;
+
+void Correlator::on_event(const Event& event) { impl_->on_event(event); }
+void Correlator::expire(uint64_t now_ns) { impl_->expire(now_ns); }
+
+void Correlator::finish() {
+    for (auto& [cookie, c] : impl_->conns) impl_->settle_peer_reset(cookie, c);
+}
+
+std::vector<Finding> Correlator::findings() const {
+    std::vector<Finding> out;
+    for (auto& [index, finding] : impl_->indexed_findings()) out.push_back(std::move(finding));
+    return out;
+}
+
+std::vector<BackendProfile> Correlator::backends() const {
+    std::vector<BackendProfile> out;
+    out.reserve(impl_->backends.size());
+    for (const auto& b : impl_->backends) out.push_back(impl_->profile_of(b));
+    return out;
+}
+
+std::vector<ConnectionRecord> Correlator::connections_with_peer(const IpAddr& peer, uint16_t rport) const {
+    std::vector<ConnectionRecord> out;
+    auto seen = [&out](uint64_t cookie) {
+        return cookie && std::any_of(out.begin(), out.end(), [cookie](const auto& r) { return r.cookie == cookie; });
+    };
+    // Reset connections first: their records carry the evidence.
+    for (const auto& r : impl_->watched_records)
+        if (addr::same_endpoint(r.raddr, r.rport, peer, rport) && !seen(r.cookie)) out.push_back(r);
+    for (const auto& b : impl_->backends)
+        for (const auto& tally : b.resets)
+            for (const auto& r : tally.recent)
+                if (addr::same_endpoint(r.raddr, r.rport, peer, rport) && !seen(r.cookie)) out.push_back(r);
+    for (const auto& [cookie, c] : impl_->conns)
+        if (addr::same_endpoint(c.raddr, c.rport, peer, rport) && !seen(cookie))
+            out.push_back(impl_->record_of(cookie, c));
+    std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.first_ts_ns < y.first_ts_ns; });
+    return out;
+}
+
+CorrelatorCounts Correlator::counts() const {
+    CorrelatorCounts c = impl_->counts;
+    c.live_connections = impl_->conns.size();
+    return c;
+}
+
+const CorrelatorConfig& Correlator::config() const { return impl_->config; }
+
+std::vector<std::string> Correlator::take_live_updates(uint64_t now_ns) {
+    std::vector<std::string> lines;
+    for (auto& [index, f] : impl_->indexed_findings()) {
+        uint64_t key = (uint64_t{index} << 8) | static_cast<uint64_t>(f.kind);
+        auto [it, first] = impl_->announced.try_emplace(key);
+        Impl::Announcement& a = it->second;
+        if (first) {
+            lines.push_back(fmt::format("finding [{}] {}", to_string(f.kind), f.summary));
+        } else if (f.count > a.count && now_ns >= a.ts_ns + impl_->config.live_update_interval_ns) {
+            lines.push_back(fmt::format("update [{}] {}: {} now (+{})", to_string(f.kind), f.backend.label(), f.count,
+                                        f.count - a.count));
+        } else {
+            continue;
+        }
+        a = {f.count, now_ns};
+    }
+    return lines;
+}
+
+void Correlator::watch_peer(const IpAddr& raddr, uint16_t rport) { impl_->watched_peer = std::pair{raddr, rport}; }
+
+void Correlator::set_netns_name(uint32_t netns, std::string name) { impl_->netns_names[netns] = std::move(name); }
+
+size_t Correlator::live_connection_bytes() { return sizeof(LiveConn); }
+
+}  // namespace tcpwhy

@@ -1,0 +1,192 @@
+// Printers for `tcpwhy report`: text (findings, backends, counts), JSON, and one
+// connection's timeline.
+#include <algorithm>
+#include <map>
+#include <ostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "tcpwhy/report.h"
+
+namespace tcpwhy {
+namespace {
+
+std::string seconds_text(uint64_t ms) {
+    if (ms < 1000) return fmt::format("{} ms", ms);
+    return fmt::format("{:.1f} s", ms / 1000.0);
+}
+
+std::string opts_text(const SockOpts& opts) {
+    std::string out;
+    for (int i = 0; i < kSockOptCount; ++i) {
+        auto opt = static_cast<SockOpt>(i);
+        if (!opts.has(opt)) continue;
+        if (!out.empty()) out += ' ';
+        out += fmt::format("{}={}", to_string(opt), opts.value(opt));
+    }
+    return out.empty() ? "-" : out;
+}
+
+// "idle_close_race 23, peer_reset 2", or "-".
+std::string reset_counts_text(const std::array<uint64_t, kResetKindCount>& counts, int skip = -1) {
+    std::string out;
+    for (int k = 0; k < kResetKindCount; ++k) {
+        if (k == skip || counts[static_cast<size_t>(k)] == 0) continue;
+        if (!out.empty()) out += ", ";
+        out += fmt::format("{} {}", to_string(static_cast<ResetKind>(k)), counts[static_cast<size_t>(k)]);
+    }
+    return out.empty() ? "-" : out;
+}
+
+void render_finding(const Finding& f, int number, std::ostream& out) {
+    out << fmt::format("{}. [{}] {}\n", number, to_string(f.kind), f.summary);
+    for (const auto& line : f.evidence) out << fmt::format("   evidence: {}\n", line);
+    if (!f.connections.empty()) {
+        std::string list;
+        for (const auto& c : f.connections) list += (list.empty() ? "" : ", ") + c;
+        std::string more =
+            f.count > f.connections.size() ? fmt::format(" (most recent {} of {})", f.connections.size(), f.count) : "";
+        out << fmt::format("   connections{}: {}\n", more, list);
+    }
+    out << fmt::format("   fix: {}\n\n", f.advice);
+}
+
+void render_backends(const std::vector<BackendProfile>& backends, std::ostream& out) {
+    out << "Backends\n";
+    if (backends.empty()) {
+        out << "  (none seen)\n\n";
+        return;
+    }
+    constexpr auto kRow = "  {:<12} {:<7} {:<16} {:>7} {:>14} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:<28} {}\n";
+    out << fmt::format(kRow, "NETNS", "PORT", "PROCESS", "PID", "CONNS LB/OTHER", "LIVE", "IDLE", "P50", "P90", "MAX",
+                       "RACES", "OTHER RESETS", "OPTIONS");
+    constexpr int kRace = static_cast<int>(ResetKind::idle_close_race);
+    for (const auto& b : backends) {
+        std::array<uint64_t, kResetKindCount> all{};
+        for (size_t k = 0; k < all.size(); ++k) all[k] = b.resets_lb[k] + b.resets_other[k];
+        std::string netns = b.id.pod.empty() ? std::to_string(b.id.netns) : b.id.pod;
+        std::string port = b.id.outbound ? fmt::format("->{}", b.id.port) : std::to_string(b.id.port);
+        bool idle = b.idle_close.samples > 0;
+        out << fmt::format(kRow, netns, port, b.comm.empty() ? "-" : b.comm, b.pid ? std::to_string(b.pid) : "-",
+                           fmt::format("{}/{}", b.connections_lb, b.connections_other), b.live_connections,
+                           b.idle_close.samples, idle ? seconds_text(b.idle_close.p50_ms) : "-",
+                           idle ? seconds_text(b.idle_close.p90_ms) : "-",
+                           idle ? seconds_text(b.idle_close.max_ms) : "-", all[kRace], reset_counts_text(all, kRace),
+                           opts_text(b.opts));
+    }
+    out << '\n';
+}
+
+void render_counts(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
+    CorrelatorCounts c = correlator.counts();
+    const auto& t = c.events_by_type;
+    out << "Counts\n";
+    out << fmt::format("  events       {} (state {}, close {}, reset_sent {}, reset_recv {}, setsockopt {})\n",
+                       c.events, t[1], t[2], t[3], t[4], t[5]);
+    out << fmt::format("  connections  {} seen, {} in memory, {} expired silent, {} evicted over the cap\n",
+                       c.connections, c.live_connections, c.expired_stale, c.evicted_over_cap);
+    out << fmt::format("  resets       {}\n", reset_counts_text(c.resets));
+    out << fmt::format("  lb           {}\n", correlator.config().describe_lb());
+    if (stats.last_ts_ns > stats.first_ts_ns)
+        out << fmt::format("  trace        {:.1f} s of events\n", (stats.last_ts_ns - stats.first_ts_ns) / 1e9);
+    if (stats.bad_lines)
+        out << fmt::format("  bad lines    {} skipped (first: {})\n", stats.bad_lines, stats.first_bad);
+}
+
+std::string endpoint(const IpAddr& addr, uint16_t port) {
+    return addr.family == 6 ? fmt::format("[{}]:{}", addr.to_string(), port)
+                            : fmt::format("{}:{}", addr.to_string(), port);
+}
+
+std::string owner(const Event& e) { return e.pid ? fmt::format(" by {}[{}]", e.comm, e.pid) : ""; }
+
+std::string describe_event(const Event& e) {
+    switch (e.type) {
+    case EventType::state: return fmt::format("{} -> {}", to_string(e.old_state), to_string(e.new_state));
+    case EventType::close:
+        return fmt::format("{} -> {}{}, idle rx {} ms / tx {} ms, unread {} B, rx {} B, tx {} B{}",
+                           to_string(e.old_state), to_string(e.new_state), e.abort ? " (abort)" : "", e.idle_rx_ms,
+                           e.idle_tx_ms, e.unread_bytes, e.bytes_rx, e.bytes_tx, owner(e));
+    case EventType::reset_sent:
+        return fmt::format("{}{}, socket {} in {}{}", e.reason.empty() ? "no reason" : e.reason,
+                           e.reason_inferred ? " (inferred)" : "", to_string(e.sk_kind), to_string(e.sk_state),
+                           e.has_skb ? ", triggered by a received segment" : "");
+    case EventType::reset_recv: return fmt::format("in {}", to_string(e.sk_state));
+    case EventType::setsockopt:
+        return fmt::format("{} {} = {}{}{}", e.level, e.optname, e.value,
+                           e.optname == "SO_LINGER" ? fmt::format(",{}", e.value2) : "", owner(e));
+    }
+    return "";
+}
+
+}  // namespace
+
+void render_text_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
+    auto findings = correlator.findings();
+    out << "Findings\n";
+    if (findings.empty())
+        out << "  none: no classified resets and no backend closing idle connections before the LB\n\n";
+    int number = 1;
+    for (const auto& f : findings) render_finding(f, number++, out);
+    render_backends(correlator.backends(), out);
+    render_counts(correlator, stats, out);
+}
+
+void render_json_report(const Correlator& correlator, std::ostream& out) {
+    using nlohmann::json;
+    json findings = json::array();
+    for (const auto& f : correlator.findings()) {
+        const BackendId& id = f.backend.id;
+        json backend = {{"netns", id.netns},
+                        {"laddr", id.laddr.family ? id.laddr.to_string() : ""},
+                        {"lport", id.outbound ? 0 : id.port},
+                        {"comm", f.backend.comm}};
+        if (!id.pod.empty()) backend["pod"] = id.pod;
+        if (id.outbound) backend["rport"] = id.port;  // outbound backends are keyed by the remote service port
+        json idle = nullptr;
+        if (f.observed_idle_close)
+            idle = {{"p50", f.observed_idle_close->p50_ms}, {"max", f.observed_idle_close->max_ms}};
+        findings.push_back({{"kind", to_string(f.kind)},
+                            {"backend", std::move(backend)},
+                            {"count", f.count},
+                            {"connections", f.connections},
+                            {"observed_idle_close_ms", std::move(idle)},
+                            {"lb", {{"range", f.lb_range}, {"idle_timeout_s", f.lb_idle_timeout_s}}},
+                            {"advice", f.advice}});
+    }
+    out << json{{"findings", std::move(findings)}}.dump(2) << '\n';
+}
+
+void render_timeline(const IpAddr& raddr, uint16_t rport, std::vector<Event> events,
+                     const std::vector<ConnectionRecord>& records, std::ostream& out) {
+    out << fmt::format("Connection {}\n", endpoint(raddr, rport));
+    if (events.empty() && records.empty()) {
+        out << "  no events in the trace for this peer\n";
+        return;
+    }
+    std::stable_sort(events.begin(), events.end(), [](const Event& a, const Event& b) { return a.ts_ns < b.ts_ns; });
+    uint64_t t0 = events.empty() ? 0 : events.front().ts_ns;
+    // One block per socket: the backend's, and the peer's own when it was traced too.
+    std::map<uint64_t, std::vector<const Event*>> by_cookie;
+    for (const auto& e : events) by_cookie[e.cookie].push_back(&e);
+    for (const auto& [cookie, list] : by_cookie) {
+        const Event& first = *list.front();
+        out << fmt::format("\n  socket {} {}->{} (netns {})\n", cookie, endpoint(first.raddr, first.rport),
+                           endpoint(first.laddr, first.lport), first.netns);
+        for (const Event* e : list)
+            out << fmt::format("    +{:>9.3f} s  {:<10}  {}\n", (e->ts_ns - t0) / 1e9, to_string(e->type),
+                               describe_event(*e));
+        for (const auto& r : records) {
+            if (r.cookie != cookie) continue;
+            out << fmt::format("    opened {}, first close {}, ended {}", to_string(r.opened), to_string(r.first_close),
+                               to_string(r.end));
+            if (r.close_ts_ns)
+                out << fmt::format(", quiet {} before the local close", seconds_text(r.idle_before_close_ms));
+            out << '\n';
+            if (r.reset) out << fmt::format("    verdict: {}: {}\n", to_string(*r.reset), r.evidence);
+        }
+    }
+}
+
+}  // namespace tcpwhy

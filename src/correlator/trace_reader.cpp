@@ -1,0 +1,121 @@
+// Streaming trace input: one line at a time from plain or gzip files and stdin,
+// and the replay loop that feeds a Correlator.
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "tcpwhy/report.h"
+
+namespace tcpwhy {
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+// A longer "line" is not a trace line; keep its start (it fails to parse and is
+// counted as corrupt) instead of letting one line take unbounded memory.
+constexpr size_t kMaxLineBytes = 1024 * 1024;
+// Settle time-driven state every this many events during replay.
+constexpr uint64_t kExpireEveryEvents = 4096;
+
+gzFile as_gz(void* p) { return static_cast<gzFile>(p); }
+
+}  // namespace
+
+std::unique_ptr<TraceReader> TraceReader::open(const std::string& path, std::string* error) {
+    gzFile gz = nullptr;
+    if (path == "-") {
+        int fd = dup(STDIN_FILENO);  // gzclose closes it; stdin stays open
+        if (fd >= 0) gz = gzdopen(fd, "rb");
+        if (!gz && fd >= 0) close(fd);
+    } else {
+        gz = gzopen(path.c_str(), "rb");  // reads plain files transparently
+    }
+    if (!gz) {
+        if (error)
+            *error = fmt::format("{}: {}", path == "-" ? "stdin" : path, errno ? std::strerror(errno) : "cannot open");
+        return nullptr;
+    }
+    gzbuffer(gz, kReadChunk);
+    return std::unique_ptr<TraceReader>(new TraceReader(gz, path == "-" ? "stdin" : path));
+}
+
+TraceReader::TraceReader(void* gz, std::string name) : gz_(gz), name_(std::move(name)) {}
+
+TraceReader::~TraceReader() { gzclose(as_gz(gz_)); }
+
+std::optional<std::string_view> TraceReader::next_line() {
+    char chunk[4096];
+    while (true) {
+        line_.clear();
+        bool got_any = false;
+        while (char* got = gzgets(as_gz(gz_), chunk, sizeof(chunk))) {
+            got_any = true;
+            size_t n = std::strlen(got);
+            bool complete = n > 0 && got[n - 1] == '\n';
+            if (complete) --n;
+            if (line_.size() < kMaxLineBytes) line_.append(got, std::min(n, kMaxLineBytes - line_.size()));
+            if (complete) break;
+        }
+        if (!got_any) {
+            int code = Z_OK;
+            const char* message = gzerror(as_gz(gz_), &code);
+            if (code != Z_OK && code != Z_STREAM_END) error_ = fmt::format("{}: read error: {}", name_, message);
+            return std::nullopt;
+        }
+        ++line_number_;
+        if (!line_.empty() && line_.back() == '\r') line_.pop_back();
+        if (line_.find_first_not_of(" \t") != std::string::npos) return std::string_view(line_);
+    }
+}
+
+int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator,
+                  const std::function<void(const Event&)>& also, ReplayStats& stats, std::string* error) {
+    auto fail = [error](int code, std::string message) {
+        if (error) *error = std::move(message);
+        return code;
+    };
+    uint64_t max_ts = 0;
+    for (const auto& path : inputs) {
+        std::string open_error;
+        auto reader = TraceReader::open(path, &open_error);
+        if (!reader) return fail(kReportIoError, open_error);
+        bool first_line = true;
+        while (auto line = reader->next_line()) {
+            ParsedLine parsed = parse_json_line(*line);
+            auto where = [&] { return fmt::format("{}:{}", reader->name(), reader->line_number()); };
+            if (parsed.kind == LineKind::unsupported_version)
+                return fail(kReportInputError, fmt::format("{}: {}", where(), parsed.error));
+            if (first_line && parsed.kind == LineKind::bad)
+                return fail(kReportInputError,
+                            fmt::format("{}: not a tcpwhy trace (first line: {})", reader->name(), parsed.error));
+            first_line = false;
+            switch (parsed.kind) {
+            case LineKind::header: stats.headers.push_back(std::move(parsed.header)); break;
+            case LineKind::bad:
+                if (stats.bad_lines++ == 0) stats.first_bad = fmt::format("{}: {}", where(), parsed.error);
+                break;
+            case LineKind::event: {
+                const Event& e = parsed.event;
+                ++stats.events;
+                if (stats.first_ts_ns == 0 || e.ts_ns < stats.first_ts_ns) stats.first_ts_ns = e.ts_ns;
+                max_ts = std::max(max_ts, e.ts_ns);
+                correlator.on_event(e);
+                if (also) also(e);
+                if (stats.events % kExpireEveryEvents == 0) correlator.expire(max_ts);
+                break;
+            }
+            case LineKind::unsupported_version: break;  // returned above
+            }
+        }
+        if (!reader->error().empty()) stats.warnings.push_back(reader->error());
+    }
+    stats.last_ts_ns = max_ts;
+    correlator.finish();
+    return kReportOk;
+}
+
+}  // namespace tcpwhy
