@@ -14,6 +14,7 @@
 #include "bpf/tracer.h"
 #include "cli/commands.h"
 #include "tcpwhy/cidr.h"
+#include "tcpwhy/correlator.h"
 #include "tcpwhy/format.h"
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/netns.h"
@@ -25,7 +26,9 @@ struct TraceArgs {
     bool json = false;
     std::string output;
     double duration_s = 0;
-    std::string lb_ranges{kGcpLbRanges};
+    std::string lb_preset = "gcp";
+    std::string lb_ranges;
+    uint32_t lb_idle_timeout_s = 0;
     bool only_lb = false;
     int port = -1;
     std::string netns;
@@ -82,12 +85,15 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
 
     Filter filter;
     std::string error;
-    auto lb = CidrSet::parse_list(args.lb_ranges, &error);
-    if (!lb) {
-        print_error("--lb-ranges: " + error, "give comma-separated CIDRs, e.g. 130.211.0.0/22,35.191.0.0/16");
+    auto config = CorrelatorConfig::from_options(
+        args.lb_preset, args.lb_ranges.empty() ? std::nullopt : std::optional<std::string_view>(args.lb_ranges),
+        args.lb_idle_timeout_s ? std::optional(args.lb_idle_timeout_s) : std::nullopt, &error);
+    if (!config) {
+        print_error(error, "--lb takes gcp, aws-alb, aws-nlb, azure or none; --lb-ranges comma-separated CIDRs, "
+                           "e.g. 130.211.0.0/22,35.191.0.0/16");
         return kExitUsage;
     }
-    filter.lb = *lb;
+    filter.lb = config->lb_ranges;
     filter.only_lb = args.only_lb;
     if (args.port >= 0) filter.port = static_cast<uint16_t>(args.port);
     if (args.pid >= 0) filter.pid = static_cast<uint32_t>(args.pid);
@@ -137,10 +143,20 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         header.lb_ranges = filter.lb.to_string();
         out_file << to_json_line(header) << '\n';
     }
-    fmt::print(stderr, "tcpwhy: tracing TCP on {} (close via {}; LB ranges {}). Ctrl-C to stop.\n",
-               tracer->features().release, tracer->attach_summary(), filter.lb.to_string());
+    fmt::print(stderr, "tcpwhy: tracing TCP on {} (close via {}; LB {}). Ctrl-C to stop.\n",
+               tracer->features().release, tracer->attach_summary(), config->describe_lb());
     if (!args.json) fmt::print("{}\n", format_event_header());
     std::fflush(stdout);
+
+    // The same correlator `tcpwhy report` runs: live verdicts as they are reached.
+    Correlator correlator(*config);
+    auto next_verdict_check = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    auto print_verdicts = [&] {
+        for (const auto& line : correlator.take_live_updates(WallClock::now().mono_ns)) {
+            if (args.json) fmt::print(stderr, "tcpwhy: {}\n", line);  // stdout stays pure JSON Lines
+            else fmt::print("{}\n", line);
+        }
+    };
 
     Totals totals;
     uint64_t drops_seen = 0;
@@ -157,6 +173,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
             totals.filtered++;
             return;
         }
+        correlator.on_event(e);  // findings follow the filters: --netns pod explains that pod
         totals.shown++;
         if (out_file) {
             out_file << to_json_line(e) << '\n';
@@ -173,6 +190,11 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         auto now = std::chrono::steady_clock::now();
         if (now >= deadline) break;
         tracer->poll(25, sink);
+        if (now >= next_verdict_check) {
+            next_verdict_check = now + std::chrono::seconds(1);
+            correlator.expire(WallClock::now().mono_ns);
+            print_verdicts();
+        }
         std::fflush(stdout);
         if (now >= next_drop_check) {
             next_drop_check = now + std::chrono::seconds(1);
@@ -185,6 +207,8 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         }
     }
     tracer->poll(0, sink);  // what arrived before the stop
+    correlator.expire(WallClock::now().mono_ns);
+    print_verdicts();
     std::fflush(stdout);
     if (out_file) out_file.flush();
     print_summary(totals, tracer->counters());
@@ -209,7 +233,14 @@ Runner add_trace(CLI::App& app) {
     sub->add_option("-o,--output", args->output, "Also write the JSONL trace (postmortem format) to FILE");
     sub->add_option("--duration", args->duration_s, "Stop after S seconds (default: until Ctrl-C/SIGTERM)")
         ->check(CLI::NonNegativeNumber);
-    sub->add_option("--lb-ranges", args->lb_ranges, "Load-balancer source ranges (CIDR,...)")->capture_default_str();
+    sub->add_option("--lb", args->lb_preset,
+                    "Load balancer preset (ranges and idle timeout): gcp, aws-alb, aws-nlb, azure, none")
+        ->capture_default_str();
+    sub->add_option("--lb-ranges", args->lb_ranges,
+                    "Load-balancer source ranges (CIDR,...), replacing the preset's (gcp: 130.211.0.0/22,\n"
+                    "35.191.0.0/16 and Google's IPv6 ranges)");
+    sub->add_option("--lb-idle-timeout", args->lb_idle_timeout_s, "The LB's idle timeout (s), replacing the preset's")
+        ->check(CLI::PositiveNumber);
     sub->add_flag("--only-lb", args->only_lb, "Show only connections whose peer is in an LB range");
     sub->add_option("--port", args->port, "Show only connections with this local or remote port")
         ->check(CLI::Range(0, 65535));

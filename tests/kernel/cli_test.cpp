@@ -145,3 +145,53 @@ TEST_CASE("trace --json and -o: lb is true only for peers in the LB ranges") {
     unlink(out.c_str());
     unlink(err.c_str());
 }
+
+TEST_CASE("trace reaches the idle_close_race verdict live, with the observed idle time") {
+    TCPWHY_REQUIRE_ROOT();
+    LbAndPod net;
+    std::string out = temp_path("race-out"), err = temp_path("race-err");
+    pid_t child = fork();
+    if (child == 0) {
+        auto cmd = fmt::format("exec {} trace --netns {} --only-lb >{} 2>{}", TCPWHY_BINARY, net.pod.name(), out, err);
+        execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+        _exit(127);
+    }
+    for (int i = 0; i < 300 && slurp(err).find("tracing TCP") == std::string::npos; ++i) sleep_ms(20);
+    REQUIRE(slurp(err).find("tracing TCP") != std::string::npos);
+
+    Fd listener = net.pod.enter([] { return tcp_listen_v4(LbAndPod::kPodAddr, 8080); });
+    std::vector<Fd> clients;
+    std::vector<Fd> servers;
+    for (int i = 0; i < 3; ++i) {
+        clients.push_back(net.lb.enter([] { return tcp_connect_v4(LbAndPod::kPodAddr, 8080); }));
+        servers.push_back(accept_one(listener));
+        send_all(clients.back(), "GET / HTTP/1.1\r\n\r\n");
+        recv_some(servers.back());
+        send_all(servers.back(), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        recv_some(clients.back());
+    }
+    sleep_ms(1500);  // the backend's idle timeout
+    for (auto& s : servers) s.reset();
+    for (auto& c : clients) send_all(c, "GET /again HTTP/1.1\r\n\r\n");  // the LB reuses them
+
+    std::string text;
+    for (int i = 0; i < 150 && text.find("finding [") == std::string::npos; ++i) {
+        sleep_ms(20);
+        text = slurp(out);
+    }
+    kill(child, SIGTERM);
+    int status = 0;
+    waitpid(child, &status, 0);
+    text = slurp(out);
+    INFO(text << slurp(err));
+    CHECK(WEXITSTATUS(status) == 0);
+    auto finding = text.find("finding [");
+    REQUIRE(finding != std::string::npos);
+    std::string line = text.substr(finding, text.find('\n', finding) - finding);
+    CHECK(line.find("idle_close_race") != std::string::npos);
+    CHECK(line.find("port 8080") != std::string::npos);
+    CHECK(line.find("after 1.5 s") != std::string::npos);
+    CHECK(line.find("600 s") != std::string::npos);
+    unlink(out.c_str());
+    unlink(err.c_str());
+}
