@@ -280,7 +280,7 @@ TEST_CASE("races with peers outside the LB ranges are counted but are no LB find
     CHECK(c.findings().empty());
 }
 
-TEST_CASE("--lb none: a race with any peer is a finding, with no LB timeout") {
+TEST_CASE("lb preset none: a race with any peer is a finding, with no LB timeout") {
     Correlator c(preset("none"));
     race_data_after_fin(c, Sock{.raddr = "10.60.0.9"}, sec(1));
     const Finding& f = only_finding(c, FindingKind::idle_close_race);

@@ -206,7 +206,7 @@ TEST_CASE("report honours the LB preset, not the trace's lb flags") {
     CHECK(nlohmann::json::parse(elsewhere.out)["findings"].empty());
 }
 
-TEST_CASE("--conn prints one connection's timeline with the verdict") {
+TEST_CASE("report --conn prints one connection's timeline with the verdict") {
     ScratchDir dir;
     auto run = report({.inputs = {dir.write("race.jsonl", race_trace())}, .conn = "130.211.0.143:51234"});
     REQUIRE(run.code == kReportOk);
