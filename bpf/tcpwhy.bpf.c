@@ -182,14 +182,14 @@ static __always_inline void fill_owner(struct tcpwhy_event *e, const struct sock
 	if (!sc)
 		return;
 	e->opts = sc->opts;
+	if (sc->flags & SC_RST_RECEIVED)
+		e->flags |= TCPWHY_F_RST_RECEIVED;
 	if (!(sc->flags & SC_OWNER_KNOWN))
 		return;
 	e->pid = sc->pid;
 	e->cgroup_id = sc->cgroup_id;
 	__builtin_memcpy(e->comm, sc->comm, sizeof(e->comm));
 	e->flags |= TCPWHY_F_OWNER_KNOWN;
-	if (sc->flags & SC_RST_RECEIVED)
-		e->flags |= TCPWHY_F_RST_RECEIVED;
 }
 
 static __always_inline struct sock_ctx *sock_ctx_of(const struct sock *sk, bool create)
@@ -280,20 +280,22 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 {
 	struct tcpwhy_event *e;
 	struct sock_ctx *sc;
+	__u64 cookie;
 
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 
+	cookie = bpf_get_socket_cookie((void *)sk);
 	sc = sock_ctx_of(sk, true);
 	if (sc && in_owner_context(oldstate, newstate, (const struct tcp_sock *)sk))
 		record_owner(sc);
 	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc))
-		emit_close(sk, sc, bpf_get_socket_cookie((void *)sk), oldstate, newstate);
+		emit_close(sk, sc, cookie, oldstate, newstate);
 
 	e = reserve_event(TCPWHY_EV_STATE);
 	if (!e)
 		return 0;
-	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->cookie = cookie;
 	e->netns = sk_netns(sk);
 	fill_addrs_from_sock(e, sk);
 	fill_owner(e, sc);
