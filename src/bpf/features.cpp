@@ -77,6 +77,23 @@ bool probe_fentry(const btf* vmlinux, std::string& why_not) {
     return true;
 }
 
+std::vector<std::string> reset_reason_names(const btf* vmlinux) {
+    std::vector<std::string> names;
+    int id = btf__find_by_name_kind(vmlinux, "sk_rst_reason", BTF_KIND_ENUM);
+    if (id <= 0) return names;
+    const btf_type* type = btf__type_by_id(vmlinux, id);
+    const struct btf_enum* values = ::btf_enum(type);
+    constexpr std::string_view kPrefix = "SK_RST_REASON_";
+    for (int i = 0; i < btf_vlen(type); ++i) {
+        std::string_view name = btf__name_by_offset(vmlinux, values[i].name_off);
+        if (name.starts_with(kPrefix)) name.remove_prefix(kPrefix.size());
+        if (values[i].val < 0 || values[i].val > 4096) continue;  // SK_RST_REASON_MAX is a small count
+        if (static_cast<size_t>(values[i].val) >= names.size()) names.resize(values[i].val + 1);
+        names[values[i].val] = name;
+    }
+    return names;
+}
+
 bool probe_kprobe(std::string& why_not) {
     if (!std::filesystem::exists("/sys/bus/event_source/devices/kprobe/type")) {
         why_not = "kernel built without kprobes (no kprobe PMU)";
@@ -111,7 +128,7 @@ KernelFeatures probe_kernel_features() {
 
     BtfPtr vmlinux(f.btf ? btf__load_vmlinux_btf() : nullptr);
     if (vmlinux) {
-        f.sk_rst_reason = btf__find_by_name_kind(vmlinux.get(), "sk_rst_reason", BTF_KIND_ENUM) > 0;
+        f.reset_reason_names = reset_reason_names(vmlinux.get());
         if (f.can_trace()) {
             f.fentry = probe_fentry(vmlinux.get(), f.fentry_why_not);
         } else {

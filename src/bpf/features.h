@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace tcpwhy {
 
@@ -18,7 +19,9 @@ struct KernelFeatures {
     std::string fentry_why_not;
     bool kprobe = false;             // the kprobe PMU exists and tcp_close is probeable
     std::string kprobe_why_not;
-    bool sk_rst_reason = false;      // enum sk_rst_reason in the kernel's BTF
+    // Names of enum sk_rst_reason values without the SK_RST_REASON_ prefix, indexed by
+    // value; empty when the kernel has no reset reasons (before 6.10).
+    std::vector<std::string> reset_reason_names;
 
     // Enough privilege to load tracing programs: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
     bool can_trace() const { return cap_sys_admin || (cap_bpf && cap_perfmon); }

@@ -1,7 +1,6 @@
 #include "bpf/tracer.h"
 
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 
@@ -32,30 +31,11 @@ using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
 
 enum class ClosePath { fentry, kprobe, set_state };
 
-ResetReasonNames load_reset_reason_names() {
-    ResetReasonNames names;
-    btf* vmlinux = btf__load_vmlinux_btf();
-    if (!vmlinux) return names;
-    int id = btf__find_by_name_kind(vmlinux, "sk_rst_reason", BTF_KIND_ENUM);
-    if (id > 0) {
-        const btf_type* type = btf__type_by_id(vmlinux, id);
-        const struct btf_enum* values = ::btf_enum(type);
-        constexpr std::string_view kPrefix = "SK_RST_REASON_";
-        for (int i = 0; i < btf_vlen(type); ++i) {
-            std::string_view name = btf__name_by_offset(vmlinux, values[i].name_off);
-            if (name.starts_with(kPrefix)) name.remove_prefix(kPrefix.size());
-            if (values[i].val < 0 || values[i].val > 4096) continue;  // SK_RST_REASON_MAX is a small count
-            if (static_cast<size_t>(values[i].val) >= names.size()) names.resize(values[i].val + 1);
-            names[values[i].val] = name;
-        }
-    }
-    btf__free(vmlinux);
-    return names;
-}
-
 std::string errno_text(int err) { return strerror(err < 0 ? -err : err); }
 
-void require_privileges(const KernelFeatures& f) {
+}  // namespace
+
+void require_tracing_support(const KernelFeatures& f) {
     if (!f.btf)
         throw TracerError("kernel has no BTF (/sys/kernel/btf/vmlinux missing)",
                           "run on a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.8)");
@@ -63,8 +43,6 @@ void require_privileges(const KernelFeatures& f) {
         throw TracerError("missing privileges to load BPF programs (need CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)",
                           "run as root (sudo tcpwhy ...) or grant CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN");
 }
-
-}  // namespace
 
 struct Tracer::Impl {
     SkeletonPtr skel;
@@ -167,8 +145,11 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
 }  // namespace
 
 std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options) {
-    KernelFeatures f = probe_kernel_features();
-    require_privileges(f);
+    return start(options, probe_kernel_features());
+}
+
+std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options, KernelFeatures f) {
+    require_tracing_support(f);
 
     HookStatus close{"close", "", {}};
     std::vector<ClosePath> paths;
@@ -203,7 +184,7 @@ std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options) {
 
     impl->ncpus = libbpf_num_possible_cpus();
     if (impl->ncpus < 1) impl->ncpus = 1;
-    impl->reasons = load_reset_reason_names();
+    impl->reasons = f.reset_reason_names;
     impl->ring.reset(ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_sample, impl.get(), nullptr));
     if (!impl->ring)
         throw TracerError(fmt::format("cannot open the event ring buffer: {}", errno_text(errno)), "run tcpwhy doctor");

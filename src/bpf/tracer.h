@@ -26,6 +26,9 @@ private:
     std::string fix_;
 };
 
+// Throws TracerError naming the problem and its fix when these features cannot trace.
+void require_tracing_support(const KernelFeatures& features);
+
 struct TracerOptions {
     size_t ring_bytes = 8u << 20;     // ring buffer size (power of two)
     uint64_t wakeup_bytes = 1u << 20;  // the kernel wakes the reader only past this fill level
@@ -53,6 +56,8 @@ public:
 
     // Probes the kernel, loads and attaches. Throws TracerError when tracing cannot work.
     static std::unique_ptr<Tracer> start(const TracerOptions& options = {});
+    // The same, with features already probed (doctor prints them first).
+    static std::unique_ptr<Tracer> start(const TracerOptions& options, KernelFeatures features);
     ~Tracer();
     Tracer(const Tracer&) = delete;
     Tracer& operator=(const Tracer&) = delete;

@@ -32,26 +32,18 @@ int run_doctor(bool force_tracepoints) {
     row("privileges", privileges(f));
     row("cgroup v2", f.cgroup2_path.value_or("NOT MOUNTED (setsockopt hook off)"));
     row("tracefs", f.tracefs_path.value_or("not mounted (not needed: tcpwhy attaches tp_btf and kprobe via PMU)"));
-    row("reset reasons", f.sk_rst_reason ? "enum sk_rst_reason (names decoded from BTF)"
-                                         : "none in this kernel: inferred from socket state");
+    row("reset reasons", !f.reset_reason_names.empty()
+                             ? fmt::format("enum sk_rst_reason, {} names decoded from BTF", f.reset_reason_names.size())
+                             : "none in this kernel: inferred from socket state");
     row("fentry", f.fentry ? "yes" : "no: " + f.fentry_why_not);
     row("kprobe", f.kprobe ? "yes" : "no: " + f.kprobe_why_not);
 
-    if (!f.btf || !f.can_trace()) {
-        try {
-            Tracer::start();  // reports the precise problem and its fix
-        } catch (const TracerError& e) {
-            fmt::print("result: tcpwhy cannot trace here\n");
-            print_error(e.what(), e.fix());
-            return kExitFailure;
-        }
-    }
-
-    fmt::print("hooks (loaded and attached now, then detached):\n");
     try {
         TracerOptions options;
         options.allow_fentry = options.allow_kprobe = !force_tracepoints;
-        auto tracer = Tracer::start(options);
+        require_tracing_support(f);
+        fmt::print("hooks (loaded and attached now, then detached):\n");
+        auto tracer = Tracer::start(options, f);
         bool all = true;
         for (const auto& hook : tracer->hooks()) {
             fmt::print("  {:<12} {}\n", hook.hook, hook.attached.empty() ? "NOT ATTACHED" : hook.attached);
