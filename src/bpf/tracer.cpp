@@ -60,7 +60,10 @@ struct Tracer::Impl {
         tcpwhy_event raw;
         std::memcpy(&raw, data, sizeof(raw));
         ++self->consumed;
-        if (self->sink) (*self->sink)(decode_event(raw, self->reasons));
+        if (self->sink) {
+            Event event = decode_event(raw, self->reasons);
+            (*self->sink)(event);
+        }
         return 0;
     }
 

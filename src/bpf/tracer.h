@@ -52,7 +52,8 @@ struct KernelCounters {
 
 class Tracer {
 public:
-    using Sink = std::function<void(const Event&)>;
+    // Gets each event as a mutable lvalue, so a consumer can annotate it (e.g. `lb`) without a copy.
+    using Sink = std::function<void(Event&)>;
 
     // Probes the kernel, loads and attaches. Throws TracerError when tracing cannot work.
     static std::unique_ptr<Tracer> start(const TracerOptions& options = {});

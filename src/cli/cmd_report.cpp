@@ -17,25 +17,21 @@ Runner add_report(CLI::App& app) {
         "  tcpwhy report --conn 130.211.0.143:51234 trace.jsonl   # one connection's timeline\n"
         "  tcpwhy report --lb aws-alb --lb-ranges 10.0.0.0/16 trace.jsonl");
     auto options = std::make_shared<ReportOptions>();
-    auto idle_timeout = std::make_shared<uint32_t>(0);
-    auto ranges = std::make_shared<std::string>();
+    auto lb = std::make_shared<LbArgs>();
     auto conn = std::make_shared<std::string>();
     sub->add_option("trace", options->inputs, "Trace files ('-' for stdin)")->required();
     sub->add_flag("--json", options->json, "JSON output: findings[], backends, counts");
     sub->add_option("--conn", *conn, "Print the timeline of the connection with this peer (RADDR:RPORT)");
-    sub->add_option("--lb", options->lb_preset, "Load balancer preset: gcp, aws-alb, aws-nlb, azure, none")
-        ->capture_default_str();
-    sub->add_option("--lb-ranges", *ranges, "Load-balancer source ranges (CIDR,...), replacing the preset's");
-    sub->add_option("--lb-idle-timeout", *idle_timeout, "The LB's idle timeout in seconds, replacing the preset's")
-        ->check(CLI::PositiveNumber);
+    add_lb_options(*sub, *lb);
     sub->add_option("--idle-threshold", options->idle_threshold_ms,
                     "Idle time (ms) before a close that counts as an idle close")
         ->capture_default_str();
-    return [options, idle_timeout, ranges, conn] {
+    return [options, lb, conn] {
         ReportOptions opts = *options;
-        if (!ranges->empty()) opts.lb_ranges = *ranges;
+        opts.lb_preset = lb->preset;
+        if (!lb->ranges.empty()) opts.lb_ranges = lb->ranges;
+        if (lb->idle_timeout_s) opts.lb_idle_timeout_s = lb->idle_timeout_s;
         if (!conn->empty()) opts.conn = *conn;
-        if (*idle_timeout) opts.lb_idle_timeout_s = *idle_timeout;
         return run_report(opts, std::cout, std::cerr);
     };
 }

@@ -26,9 +26,7 @@ struct TraceArgs {
     bool json = false;
     std::string output;
     double duration_s = 0;
-    std::string lb_preset = "gcp";
-    std::string lb_ranges;
-    uint32_t lb_idle_timeout_s = 0;
+    LbArgs lb;
     bool only_lb = false;
     int port = -1;
     std::string netns;
@@ -86,8 +84,8 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
     Filter filter;
     std::string error;
     auto config = CorrelatorConfig::from_options(
-        args.lb_preset, args.lb_ranges.empty() ? std::nullopt : std::optional<std::string_view>(args.lb_ranges),
-        args.lb_idle_timeout_s ? std::optional(args.lb_idle_timeout_s) : std::nullopt, &error);
+        args.lb.preset, args.lb.ranges.empty() ? std::nullopt : std::optional<std::string_view>(args.lb.ranges),
+        args.lb.idle_timeout_s ? std::optional(args.lb.idle_timeout_s) : std::nullopt, &error);
     if (!config) {
         print_error(error, "--lb takes gcp, aws-alb, aws-nlb, azure or none; --lb-ranges comma-separated CIDRs, "
                            "e.g. 130.211.0.0/22,35.191.0.0/16");
@@ -165,8 +163,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
                     (args.duration_s > 0 ? std::chrono::milliseconds(static_cast<int64_t>(args.duration_s * 1000))
                                          : std::chrono::hours(24 * 365 * 10));
     auto next_drop_check = std::chrono::steady_clock::now();
-    auto sink = [&](const Event& raw) {
-        Event e = raw;
+    auto sink = [&](Event& e) {
         e.lb = filter.lb.contains(e.raddr);
         totals.by_type[static_cast<size_t>(e.type) & 7]++;
         if (!filter.keep(e)) {
@@ -175,14 +172,15 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         }
         correlator.on_event(e);  // findings follow the filters: --netns pod explains that pod
         totals.shown++;
+        std::string json = out_file || args.json ? to_json_line(e) : std::string();
         if (out_file) {
-            out_file << to_json_line(e) << '\n';
+            out_file << json << '\n';
             if (!out_file) {
                 totals.write_errors++;
                 out_file.clear();
             }
         }
-        if (args.json) fmt::print("{}\n", to_json_line(e));
+        if (args.json) fmt::print("{}\n", json);
         else fmt::print("{}\n", format_event_line(e, clock));
     };
 
@@ -233,14 +231,7 @@ Runner add_trace(CLI::App& app) {
     sub->add_option("-o,--output", args->output, "Also write the JSONL trace (postmortem format) to FILE");
     sub->add_option("--duration", args->duration_s, "Stop after S seconds (default: until Ctrl-C/SIGTERM)")
         ->check(CLI::NonNegativeNumber);
-    sub->add_option("--lb", args->lb_preset,
-                    "Load balancer preset (ranges and idle timeout): gcp, aws-alb, aws-nlb, azure, none")
-        ->capture_default_str();
-    sub->add_option("--lb-ranges", args->lb_ranges,
-                    "Load-balancer source ranges (CIDR,...), replacing the preset's (gcp: 130.211.0.0/22,\n"
-                    "35.191.0.0/16 and Google's IPv6 ranges)");
-    sub->add_option("--lb-idle-timeout", args->lb_idle_timeout_s, "The LB's idle timeout (s), replacing the preset's")
-        ->check(CLI::PositiveNumber);
+    add_lb_options(*sub, args->lb);
     sub->add_flag("--only-lb", args->only_lb, "Show only connections whose peer is in an LB range");
     sub->add_option("--port", args->port, "Show only connections with this local or remote port")
         ->check(CLI::Range(0, 65535));

@@ -14,6 +14,14 @@ inline constexpr int kExitUsage = 2;    // bad input: flags, CIDRs, files, names
 
 using Runner = std::function<int()>;
 
+// --lb, --lb-ranges, --lb-idle-timeout: shared by trace and report so both read traces alike.
+struct LbArgs {
+    std::string preset = "gcp";
+    std::string ranges;           // empty: the preset's
+    uint32_t idle_timeout_s = 0;  // 0: the preset's
+};
+void add_lb_options(CLI::App& sub, LbArgs& lb);
+
 Runner add_doctor(CLI::App& app);
 Runner add_trace(CLI::App& app);
 Runner add_report(CLI::App& app);

@@ -47,6 +47,16 @@ void set_libbpf_verbose(bool verbose) {
     libbpf_set_print(libbpf_log);
 }
 
+void add_lb_options(CLI::App& sub, LbArgs& lb) {
+    sub.add_option("--lb", lb.preset, "Load balancer preset (ranges and idle timeout): gcp, aws-alb, aws-nlb, azure, none")
+        ->capture_default_str();
+    sub.add_option("--lb-ranges", lb.ranges,
+                   "Load-balancer source ranges (CIDR,...), replacing the preset's (gcp: 130.211.0.0/22,\n"
+                   "35.191.0.0/16 and Google's IPv6 ranges)");
+    sub.add_option("--lb-idle-timeout", lb.idle_timeout_s, "The LB's idle timeout in seconds, replacing the preset's")
+        ->check(CLI::PositiveNumber);
+}
+
 void print_error(const std::string& problem, const std::string& fix) {
     fmt::print(stderr, "tcpwhy: {}\n", problem);
     if (!fix.empty()) fmt::print(stderr, "  fix: {}\n", fix);
