@@ -104,6 +104,9 @@ struct CorrelatorConfig {
     static CorrelatorConfig defaults();
     // "gcp (130.211.0.0/22,..., idle timeout 600 s)" for headers and logs.
     std::string describe_lb() const;
+    // Whether a peer counts as the load balancer: inside a range, or any non-loopback
+    // peer when no ranges are known. `trace` marks `lb` with this same rule.
+    bool is_lb_peer(const IpAddr& peer) const;
 };
 
 // ---- results --------------------------------------------------------------

@@ -36,7 +36,7 @@ struct TraceArgs {
 };
 
 struct Filter {
-    CidrSet lb;
+    const CorrelatorConfig* lb = nullptr;  // the correlator's rule for what counts as the LB
     bool only_lb = false;
     std::optional<uint16_t> port;
     std::optional<uint32_t> netns;
@@ -91,7 +91,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
                            "e.g. 130.211.0.0/22,35.191.0.0/16");
         return kExitUsage;
     }
-    filter.lb = config->lb_ranges;
+    filter.lb = &*config;
     filter.only_lb = args.only_lb;
     if (args.port >= 0) filter.port = static_cast<uint16_t>(args.port);
     if (args.pid >= 0) filter.pid = static_cast<uint32_t>(args.pid);
@@ -138,7 +138,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         header.kernel = u.release;
         header.mono_start_ns = clock.mono_ns;
         header.wall_start_ns = clock.wall_ns;
-        header.lb_ranges = filter.lb.to_string();
+        header.lb_ranges = config->lb_ranges.to_string();
         out_file << to_json_line(header) << '\n';
     }
     fmt::print(stderr, "tcpwhy: tracing TCP on {} (close via {}; LB {}). Ctrl-C to stop.\n",
@@ -164,7 +164,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
                                          : std::chrono::hours(24 * 365 * 10));
     auto next_drop_check = std::chrono::steady_clock::now();
     auto sink = [&](Event& e) {
-        e.lb = filter.lb.contains(e.raddr);
+        e.lb = filter.lb->is_lb_peer(e.raddr);
         totals.by_type[static_cast<size_t>(e.type) & 7]++;
         if (!filter.keep(e)) {
             totals.filtered++;

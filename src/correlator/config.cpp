@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "correlator/addr.h"
 #include "tcpwhy/correlator.h"
 
 namespace tcpwhy {
@@ -73,6 +74,11 @@ std::optional<CorrelatorConfig> CorrelatorConfig::from_options(std::string_view 
 }
 
 CorrelatorConfig CorrelatorConfig::defaults() { return *from_options("gcp"); }
+
+bool CorrelatorConfig::is_lb_peer(const IpAddr& peer) const {
+    if (lb_ranges.contains(peer)) return true;
+    return lb_any_non_loopback_peer && peer.family != 0 && !addr::is_loopback(peer);
+}
 
 std::string CorrelatorConfig::describe_lb() const {
     if (lb_idle_timeout_s == 0 && lb_ranges.empty()) return fmt::format("{} (no load balancer)", lb_name);

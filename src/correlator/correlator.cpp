@@ -164,8 +164,7 @@ struct Correlator::Impl {
     }
 
     bool is_lb_peer(const IpAddr& peer, uint8_t range) const {
-        if (range) return true;
-        return config.lb_any_non_loopback_peer && peer.family != 0 && !addr::is_loopback(peer);
+        return range != 0 || (config.lb_any_non_loopback_peer && config.is_lb_peer(peer));
     }
 
     std::string lb_range_text(uint8_t range) const {

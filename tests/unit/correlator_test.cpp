@@ -580,3 +580,25 @@ TEST_CASE("advice follows the process") {
     CHECK(generic.find("http.Server{IdleTimeout: 620 * time.Second}") != std::string::npos);
     CHECK(generic.starts_with("make the server's idle timeout longer than the LB's (600 s)"));
 }
+
+TEST_CASE("the LB peer rule trace marks `lb` with: ranges, or any non-loopback peer without them") {
+    auto gcp = CorrelatorConfig::defaults();
+    CHECK(gcp.is_lb_peer(*IpAddr::parse("130.211.0.143")));
+    CHECK(gcp.is_lb_peer(*IpAddr::parse("::ffff:35.191.1.2")));
+    CHECK_FALSE(gcp.is_lb_peer(*IpAddr::parse("10.0.0.1")));
+
+    auto alb = CorrelatorConfig::from_options("aws-alb");
+    REQUIRE(alb);
+    CHECK(alb->is_lb_peer(*IpAddr::parse("10.0.0.1")));
+    CHECK_FALSE(alb->is_lb_peer(*IpAddr::parse("127.0.0.1")));
+    CHECK_FALSE(alb->is_lb_peer(*IpAddr::parse("::1")));
+
+    auto alb_ranges = CorrelatorConfig::from_options("aws-alb", "10.1.0.0/16");
+    REQUIRE(alb_ranges);
+    CHECK(alb_ranges->is_lb_peer(*IpAddr::parse("10.1.2.3")));
+    CHECK_FALSE(alb_ranges->is_lb_peer(*IpAddr::parse("10.0.0.1")));
+
+    auto none = CorrelatorConfig::from_options("none");
+    REQUIRE(none);
+    CHECK_FALSE(none->is_lb_peer(*IpAddr::parse("130.211.0.143")));
+}
