@@ -49,8 +49,35 @@ std::optional<SockKind> sock_kind_from_string(std::string_view name) {
 std::string_view to_string(SockOpt opt) { return name_at(kSockOptNames, static_cast<size_t>(opt), "?"); }
 std::optional<SockOpt> sock_opt_from_string(std::string_view name) { return find_name<SockOpt>(kSockOptNames, name); }
 
+namespace {
+
+// Dotted quad without a copy or inet_pton: trace replay parses two addresses per event.
+bool parse_ipv4(std::string_view text, uint8_t* out) {
+    int part = 0;
+    size_t i = 0;
+    for (; part < 4; ++part) {
+        if (i >= text.size() || text[i] < '0' || text[i] > '9') return false;
+        unsigned value = 0;
+        size_t digits = 0;
+        while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+            if (++digits > 3 || (digits > 1 && value == 0)) return false;  // no leading zeros, like inet_pton
+            value = value * 10 + static_cast<unsigned>(text[i++] - '0');
+        }
+        if (value > 255) return false;
+        out[part] = static_cast<uint8_t>(value);
+        if (part < 3 && (i >= text.size() || text[i++] != '.')) return false;
+    }
+    return i == text.size();
+}
+
+}  // namespace
+
 std::optional<IpAddr> IpAddr::parse(std::string_view text) {
     if (text.empty() || text.size() > INET6_ADDRSTRLEN) return std::nullopt;
+    if (IpAddr v4addr; parse_ipv4(text, v4addr.bytes.data())) {
+        v4addr.family = 4;
+        return v4addr;
+    }
     std::string s(text);
     IpAddr addr;
     if (inet_pton(AF_INET, s.c_str(), addr.bytes.data()) == 1) {

@@ -1,209 +1,445 @@
+// The trace's JSON Lines, read and written by hand: every line is one flat object (plus the
+// small "opts" object), and `tcpwhy report` must replay millions of them per second, which a
+// general JSON DOM does not allow (bench/README.md has the figures). Unknown fields, of any
+// JSON type, are skipped.
 #include "tcpwhy/jsonl.h"
 
+#include <cctype>
+#include <charconv>
+#include <cstring>
 #include <limits>
-#include <stdexcept>
-#include <type_traits>
+#include <optional>
 
-#include <nlohmann/json.hpp>
+#include <fmt/format.h>
 
 namespace tcpwhy {
 namespace {
 
-using nlohmann::json;
+// ---- writing ------------------------------------------------------------------------
 
-json opts_to_json(const SockOpts& opts) {
-    json j = json::object();
-    for (int i = 0; i < kSockOptCount; ++i) {
-        auto opt = static_cast<SockOpt>(i);
-        if (opts.has(opt)) j[std::string(to_string(opt))] = opts.value(opt);
-    }
-    return j;
-}
-
-SockOpts opts_from_json(const json& j) {
-    SockOpts opts;
-    if (!j.is_object()) return opts;
-    for (const auto& [key, value] : j.items()) {
-        auto opt = sock_opt_from_string(key);
-        if (opt && value.is_number_integer()) opts.set(*opt, value.get<int64_t>());
-    }
-    return opts;
-}
-
-struct FieldError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-// A missing field takes the fallback; a present one must fit the type exactly
-// (nlohmann would turn -5 into 4294967291 for an unsigned field).
-template <typename T>
-T get_or(const json& j, const char* key, T fallback) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return fallback;
-    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-        if (!it->is_number_integer()) throw FieldError(std::string("field ") + key + " is not an integer");
-        if constexpr (std::is_unsigned_v<T>) {
-            if (it->is_number_unsigned() ? it->get<uint64_t>() > std::numeric_limits<T>::max() : it->get<int64_t>() < 0)
-                throw FieldError(std::string("field ") + key + " is out of range");
-        } else if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
-            throw FieldError(std::string("field ") + key + " is out of range");
+// Appends s as a JSON string; invalid UTF-8 (a task name can hold any bytes) becomes U+FFFD.
+void append_string(std::string& out, std::string_view s) {
+    out += '"';
+    size_t i = 0;
+    while (i < s.size()) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+            ++i;
+        } else if (c < 0x20) {
+            out += c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : fmt::format("\\u{:04x}", c);
+            ++i;
+        } else if (c < 0x80) {
+            out += static_cast<char>(c);
+            ++i;
+        } else {
+            size_t len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+            bool valid = len > 0 && i + len <= s.size();
+            for (size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+            if (valid) {
+                out.append(s.substr(i, len));
+                i += len;
+            } else {
+                out += "\\ufffd";
+                ++i;
+            }
         }
     }
-    return it->get<T>();
+    out += '"';
+}
+
+class ObjectWriter {
+public:
+    ObjectWriter() { out_.reserve(320); out_ += '{'; }
+    template <typename T>
+    ObjectWriter& num(std::string_view key, T value) {
+        this->key(key);
+        fmt::format_to(std::back_inserter(out_), "{}", value);
+        return *this;
+    }
+    ObjectWriter& boolean(std::string_view key, bool value) {
+        this->key(key);
+        out_ += value ? "true" : "false";
+        return *this;
+    }
+    ObjectWriter& str(std::string_view key, std::string_view value) {
+        this->key(key);
+        append_string(out_, value);
+        return *this;
+    }
+    ObjectWriter& raw(std::string_view key, std::string_view json) {
+        this->key(key);
+        out_ += json;
+        return *this;
+    }
+    std::string done() {
+        out_ += '}';
+        return std::move(out_);
+    }
+
+private:
+    void key(std::string_view k) {
+        if (out_.size() > 1) out_ += ',';
+        out_ += '"';
+        out_ += k;  // keys are tcpwhy's own identifiers: nothing to escape
+        out_ += "\":";
+    }
+    std::string out_;
+};
+
+std::string opts_json(const SockOpts& opts) {
+    ObjectWriter w;
+    for (int i = 0; i < kSockOptCount; ++i) {
+        auto opt = static_cast<SockOpt>(i);
+        if (opts.has(opt)) w.num(to_string(opt), opts.value(opt));
+    }
+    return w.done();
+}
+
+// ---- reading ------------------------------------------------------------------------
+
+struct ParseError {
+    std::string message;
+};
+
+class Cursor {
+public:
+    explicit Cursor(std::string_view text) : p_(text.data()), end_(text.data() + text.size()) {}
+
+    void skip_ws() {
+        while (p_ < end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\r' || *p_ == '\n')) ++p_;
+    }
+    bool at_end() {
+        skip_ws();
+        return p_ == end_;
+    }
+    bool consume(char c) {
+        skip_ws();
+        if (p_ < end_ && *p_ == c) {
+            ++p_;
+            return true;
+        }
+        return false;
+    }
+    void expect(char c, const char* what) {
+        if (!consume(c)) throw ParseError{fmt::format("expected {}", what)};
+    }
+    char peek() {
+        skip_ws();
+        return p_ < end_ ? *p_ : '\0';
+    }
+
+    // A string's contents, unescaped into scratch when it has escapes.
+    std::string_view string(std::string& scratch) {
+        expect('"', "a string");
+        const char* start = p_;
+        while (p_ < end_ && *p_ != '"' && *p_ != '\\') ++p_;
+        if (p_ < end_ && *p_ == '"') return {start, static_cast<size_t>(p_++ - start)};
+        scratch.assign(start, p_);
+        while (p_ < end_ && *p_ != '"') {
+            if (*p_ != '\\') {
+                scratch += *p_++;
+                continue;
+            }
+            if (++p_ == end_) break;
+            char esc = *p_++;
+            switch (esc) {
+            case '"': case '\\': case '/': scratch += esc; break;
+            case 'b': scratch += '\b'; break;
+            case 'f': scratch += '\f'; break;
+            case 'n': scratch += '\n'; break;
+            case 'r': scratch += '\r'; break;
+            case 't': scratch += '\t'; break;
+            case 'u': append_utf8(scratch, unicode_escape()); break;
+            default: throw ParseError{"invalid escape in string"};
+            }
+        }
+        if (p_ == end_) throw ParseError{"unterminated string"};
+        ++p_;
+        return scratch;
+    }
+
+    // An integer; anything else (a fraction, an exponent, a string) is an error naming the field.
+    template <typename T>
+    T integer(std::string_view field) {
+        skip_ws();
+        const char* start = p_;
+        bool negative = p_ < end_ && *p_ == '-';
+        T value{};
+        auto [ptr, ec] = std::from_chars(p_, end_, value);
+        if (ec == std::errc::result_out_of_range || (ec != std::errc{} && negative && std::is_unsigned_v<T>)) {
+            skip_number();
+            throw ParseError{fmt::format("field {} is out of range", field)};
+        }
+        if (ec != std::errc{} || ptr == start || (ptr < end_ && (*ptr == '.' || *ptr == 'e' || *ptr == 'E')))
+            throw ParseError{fmt::format("field {} is not an integer", field)};
+        p_ = ptr;
+        return value;
+    }
+
+    bool boolean(std::string_view field) {
+        skip_ws();
+        if (literal("true")) return true;
+        if (literal("false")) return false;
+        throw ParseError{fmt::format("field {} is not a boolean", field)};
+    }
+
+    bool null() {
+        skip_ws();
+        return literal("null");
+    }
+
+    // Skips any JSON value: what unknown fields hold.
+    void skip_value(int depth = 0) {
+        if (depth > 32) throw ParseError{"nested too deeply"};
+        std::string scratch;
+        switch (peek()) {
+        case '"': string(scratch); return;
+        case '{':
+            expect('{', "{");
+            if (consume('}')) return;
+            do {
+                string(scratch);
+                expect(':', "':'");
+                skip_value(depth + 1);
+            } while (consume(','));
+            expect('}', "'}'");
+            return;
+        case '[':
+            expect('[', "[");
+            if (consume(']')) return;
+            do skip_value(depth + 1);
+            while (consume(','));
+            expect(']', "']'");
+            return;
+        case 't': case 'f': boolean("value"); return;
+        case 'n':
+            if (!null()) throw ParseError{"invalid literal"};
+            return;
+        default:
+            if (!skip_number()) throw ParseError{"invalid value"};
+        }
+    }
+
+private:
+    bool literal(std::string_view word) {
+        if (static_cast<size_t>(end_ - p_) >= word.size() && std::memcmp(p_, word.data(), word.size()) == 0) {
+            p_ += word.size();
+            return true;
+        }
+        return false;
+    }
+    bool skip_number() {
+        const char* start = p_;
+        while (p_ < end_ && (std::isdigit(static_cast<unsigned char>(*p_)) || *p_ == '-' || *p_ == '+' || *p_ == '.' ||
+                             *p_ == 'e' || *p_ == 'E'))
+            ++p_;
+        return p_ > start;
+    }
+    uint32_t hex4() {
+        if (end_ - p_ < 4) throw ParseError{"truncated \\u escape"};
+        uint32_t v = 0;
+        auto [ptr, ec] = std::from_chars(p_, p_ + 4, v, 16);
+        if (ec != std::errc{} || ptr != p_ + 4) throw ParseError{"invalid \\u escape"};
+        p_ += 4;
+        return v;
+    }
+    uint32_t unicode_escape() {
+        uint32_t cp = hex4();
+        if (cp >= 0xd800 && cp < 0xdc00 && end_ - p_ >= 6 && p_[0] == '\\' && p_[1] == 'u') {
+            p_ += 2;
+            uint32_t low = hex4();
+            if (low >= 0xdc00 && low < 0xe000) return 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+            return 0xfffd;
+        }
+        return cp >= 0xd800 && cp < 0xe000 ? 0xfffd : cp;
+    }
+    static void append_utf8(std::string& out, uint32_t cp) {
+        if (cp < 0x80) {
+            out += static_cast<char>(cp);
+        } else if (cp < 0x800) {
+            out += static_cast<char>(0xc0 | (cp >> 6));
+            out += static_cast<char>(0x80 | (cp & 0x3f));
+        } else if (cp < 0x10000) {
+            out += static_cast<char>(0xe0 | (cp >> 12));
+            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+            out += static_cast<char>(0x80 | (cp & 0x3f));
+        } else {
+            out += static_cast<char>(0xf0 | (cp >> 18));
+            out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+            out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+            out += static_cast<char>(0x80 | (cp & 0x3f));
+        }
+    }
+
+    const char* p_;
+    const char* end_;
+};
+
+// Key comparison against a literal: a constant-size compare the compiler inlines, since the
+// field dispatch below runs for every field of every line.
+template <size_t N>
+bool is(std::string_view key, const char (&name)[N]) {
+    return key.size() == N - 1 && std::memcmp(key.data(), name, N - 1) == 0;
+}
+
+SockOpts parse_opts(Cursor& in) {
+    SockOpts opts;
+    std::string key_scratch;
+    in.expect('{', "an object for opts");
+    if (in.consume('}')) return opts;
+    do {
+        std::string_view key = in.string(key_scratch);
+        in.expect(':', "':'");
+        auto opt = sock_opt_from_string(key);
+        if (opt && in.peek() != '"' && in.peek() != '{' && in.peek() != '[') {
+            opts.set(*opt, in.integer<int64_t>(key));
+        } else {
+            in.skip_value();
+        }
+    } while (in.consume(','));
+    in.expect('}', "'}' after opts");
+    return opts;
 }
 
 }  // namespace
 
 std::string to_json_line(const Event& e) {
-    json j;
-    j["v"] = kTraceVersion;
-    j["ts_ns"] = e.ts_ns;
-    j["type"] = to_string(e.type);
-    j["cookie"] = e.cookie;
-    j["netns"] = e.netns;
-    j["laddr"] = e.laddr.to_string();
-    j["lport"] = e.lport;
-    j["raddr"] = e.raddr.to_string();
-    j["rport"] = e.rport;
-    j["lb"] = e.lb;
-    if (e.pid) {
-        j["pid"] = e.pid;
-        j["comm"] = e.comm;
-        j["cgroup_id"] = e.cgroup_id;
-    }
+    ObjectWriter w;
+    w.num("v", kTraceVersion).num("ts_ns", e.ts_ns).str("type", to_string(e.type)).num("cookie", e.cookie);
+    w.num("netns", e.netns).str("laddr", e.laddr.to_string()).num("lport", e.lport);
+    w.str("raddr", e.raddr.to_string()).num("rport", e.rport).boolean("lb", e.lb);
+    if (e.pid) w.num("pid", e.pid).str("comm", e.comm).num("cgroup_id", e.cgroup_id);
     switch (e.type) {
     case EventType::state:
-        j["old_state"] = to_string(e.old_state);
-        j["new_state"] = to_string(e.new_state);
+        w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));
         break;
     case EventType::close:
-        j["old_state"] = to_string(e.old_state);
-        j["new_state"] = to_string(e.new_state);
-        j["idle_rx_ms"] = e.idle_rx_ms;
-        j["idle_tx_ms"] = e.idle_tx_ms;
-        j["unread_bytes"] = e.unread_bytes;
-        j["bytes_rx"] = e.bytes_rx;
-        j["bytes_tx"] = e.bytes_tx;
-        j["abort"] = e.abort;
+        w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));
+        w.num("idle_rx_ms", e.idle_rx_ms).num("idle_tx_ms", e.idle_tx_ms).num("unread_bytes", e.unread_bytes);
+        w.num("bytes_rx", e.bytes_rx).num("bytes_tx", e.bytes_tx).boolean("abort", e.abort);
         break;
     case EventType::reset_sent:
     case EventType::reset_recv:
-        if (e.type == EventType::reset_sent) {
-            j["reason"] = e.reason;
-            j["reason_inferred"] = e.reason_inferred;
-            j["has_skb"] = e.has_skb;
-        }
-        j["sk"] = to_string(e.sk_kind);
-        j["sk_state"] = to_string(e.sk_state);
-        if (e.sk_kind == SockKind::full) {
-            j["unread_bytes"] = e.unread_bytes;
-            j["idle_rx_ms"] = e.idle_rx_ms;
-        }
+        if (e.type == EventType::reset_sent)
+            w.str("reason", e.reason).boolean("reason_inferred", e.reason_inferred).boolean("has_skb", e.has_skb);
+        w.str("sk", to_string(e.sk_kind)).str("sk_state", to_string(e.sk_state));
+        if (e.sk_kind == SockKind::full) w.num("unread_bytes", e.unread_bytes).num("idle_rx_ms", e.idle_rx_ms);
         break;
     case EventType::setsockopt:
-        j["level"] = e.level;
-        j["optname"] = e.optname;
-        j["value"] = e.value;
-        if (e.optname == "SO_LINGER") j["value2"] = e.value2;
+        w.str("level", e.level).str("optname", e.optname).num("value", e.value);
+        if (e.optname == "SO_LINGER") w.num("value2", e.value2);
         break;
     }
-    if (e.rst_received) j["rst_received"] = true;
-    if (e.opts.set_mask) j["opts"] = opts_to_json(e.opts);
-    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (e.rst_received) w.boolean("rst_received", true);
+    if (e.opts.set_mask) w.raw("opts", opts_json(e.opts));
+    return w.done();
 }
 
 std::string to_json_line(const TraceHeader& h) {
-    json j;
-    j["v"] = h.v;
-    j["type"] = "header";
-    j["tool"] = h.tool;
-    j["hostname"] = h.hostname;
-    j["kernel"] = h.kernel;
-    j["clock"] = h.clock;
-    j["mono_start_ns"] = h.mono_start_ns;
-    j["wall_start_ns"] = h.wall_start_ns;
-    j["lb_ranges"] = h.lb_ranges;
-    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+    ObjectWriter w;
+    w.num("v", h.v).str("type", "header").str("tool", h.tool).str("hostname", h.hostname).str("kernel", h.kernel);
+    w.str("clock", h.clock).num("mono_start_ns", h.mono_start_ns).num("wall_start_ns", h.wall_start_ns);
+    w.str("lb_ranges", h.lb_ranges);
+    return w.done();
 }
 
 ParsedLine parse_json_line(std::string_view line) {
     ParsedLine out;
-    json j = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) {
-        out.error = "not a JSON object";
+    Event& e = out.event;
+    TraceHeader& h = out.header;
+    std::optional<int64_t> version;
+    std::string type_name;
+    bool has_ts = false;
+    std::string scratch, key_scratch;
+    try {
+        Cursor in(line);
+        if (!in.consume('{')) throw ParseError{"not a JSON object"};
+        if (!in.consume('}')) {
+            do {
+                // points into the line, or into key_scratch when escaped; compared before any value is read
+                std::string_view key = in.string(key_scratch);
+                in.expect(':', "':'");
+                if (in.null()) continue;  // null is as good as absent
+                auto text = [&] { return std::string(in.string(scratch)); };
+                auto state = [&] { return tcp_state_from_string(in.string(scratch)).value_or(TcpState::unknown); };
+                // Keys by frequency: state events dominate a trace.
+                if (is(key, "v")) version = in.integer<int64_t>(key);
+                else if (is(key, "ts_ns")) e.ts_ns = in.integer<uint64_t>(key), has_ts = true;
+                else if (is(key, "type")) type_name = text();
+                else if (is(key, "cookie")) e.cookie = in.integer<uint64_t>(key);
+                else if (is(key, "netns")) e.netns = in.integer<uint32_t>(key);
+                else if (is(key, "laddr")) e.laddr = IpAddr::parse(in.string(scratch)).value_or(IpAddr{});
+                else if (is(key, "raddr")) e.raddr = IpAddr::parse(in.string(scratch)).value_or(IpAddr{});
+                else if (is(key, "lport")) e.lport = in.integer<uint16_t>(key);
+                else if (is(key, "rport")) e.rport = in.integer<uint16_t>(key);
+                else if (is(key, "lb")) e.lb = in.boolean(key);
+                else if (is(key, "pid")) e.pid = in.integer<uint32_t>(key);
+                else if (is(key, "comm")) e.comm = text();
+                else if (is(key, "cgroup_id")) e.cgroup_id = in.integer<uint64_t>(key);
+                else if (is(key, "old_state")) e.old_state = state();
+                else if (is(key, "new_state")) e.new_state = state();
+                else if (is(key, "idle_rx_ms")) e.idle_rx_ms = in.integer<uint32_t>(key);
+                else if (is(key, "idle_tx_ms")) e.idle_tx_ms = in.integer<uint32_t>(key);
+                else if (is(key, "unread_bytes")) e.unread_bytes = in.integer<uint32_t>(key);
+                else if (is(key, "bytes_rx")) e.bytes_rx = in.integer<uint64_t>(key);
+                else if (is(key, "bytes_tx")) e.bytes_tx = in.integer<uint64_t>(key);
+                else if (is(key, "abort")) e.abort = in.boolean(key);
+                else if (is(key, "rst_received")) e.rst_received = in.boolean(key);
+                else if (is(key, "reason")) e.reason = text();
+                else if (is(key, "reason_inferred")) e.reason_inferred = in.boolean(key);
+                else if (is(key, "has_skb")) e.has_skb = in.boolean(key);
+                else if (is(key, "sk")) e.sk_kind = sock_kind_from_string(in.string(scratch)).value_or(SockKind::none);
+                else if (is(key, "sk_state")) e.sk_state = state();
+                else if (is(key, "level")) e.level = text();
+                else if (is(key, "optname")) e.optname = text();
+                else if (is(key, "value")) e.value = in.integer<int64_t>(key);
+                else if (is(key, "value2")) e.value2 = in.integer<int64_t>(key);
+                else if (is(key, "opts")) e.opts = parse_opts(in);
+                else if (is(key, "tool")) h.tool = text();
+                else if (is(key, "hostname")) h.hostname = text();
+                else if (is(key, "kernel")) h.kernel = text();
+                else if (is(key, "clock")) h.clock = text();
+                else if (is(key, "mono_start_ns")) h.mono_start_ns = in.integer<uint64_t>(key);
+                else if (is(key, "wall_start_ns")) h.wall_start_ns = in.integer<uint64_t>(key);
+                else if (is(key, "lb_ranges")) h.lb_ranges = text();
+                else in.skip_value();
+            } while (in.consume(','));
+            in.expect('}', "'}' or ','");
+        }
+        if (!in.at_end()) throw ParseError{"text after the JSON object"};
+    } catch (const ParseError& error) {
+        out.kind = LineKind::bad;
+        out.error = error.message;
         return out;
     }
-    try {
-        auto v = j.find("v");
-        if (v == j.end() || !v->is_number_integer()) {
-            out.error = "no schema version field \"v\"";
-            return out;
-        }
-        if (v->get<int>() != kTraceVersion) {
-            out.kind = LineKind::unsupported_version;
-            out.error = "trace schema version " + std::to_string(v->get<int>()) + " (this tcpwhy reads version " +
-                        std::to_string(kTraceVersion) + ")";
-            return out;
-        }
-        auto type_name = j.at("type").get<std::string>();
-        if (type_name == "header") {
-            out.kind = LineKind::header;
-            auto& h = out.header;
-            h.tool = get_or<std::string>(j, "tool", "");
-            h.hostname = get_or<std::string>(j, "hostname", "");
-            h.kernel = get_or<std::string>(j, "kernel", "");
-            h.clock = get_or<std::string>(j, "clock", "CLOCK_MONOTONIC");
-            h.mono_start_ns = get_or<uint64_t>(j, "mono_start_ns", 0);
-            h.wall_start_ns = get_or<uint64_t>(j, "wall_start_ns", 0);
-            h.lb_ranges = get_or<std::string>(j, "lb_ranges", "");
-            return out;
-        }
-        auto type = event_type_from_string(type_name);
-        if (!type) {
-            out.error = "unknown event type '" + type_name + "'";
-            return out;
-        }
-        Event& e = out.event;
-        e.type = *type;
-        if (!j.contains("ts_ns")) throw FieldError("no ts_ns field");
-        e.ts_ns = get_or<uint64_t>(j, "ts_ns", 0);
-        e.cookie = get_or<uint64_t>(j, "cookie", 0);
-        e.netns = get_or<uint32_t>(j, "netns", 0);
-        if (auto a = IpAddr::parse(get_or<std::string>(j, "laddr", ""))) e.laddr = *a;
-        if (auto a = IpAddr::parse(get_or<std::string>(j, "raddr", ""))) e.raddr = *a;
-        e.lport = get_or<uint16_t>(j, "lport", 0);
-        e.rport = get_or<uint16_t>(j, "rport", 0);
-        e.lb = get_or<bool>(j, "lb", false);
-        e.pid = get_or<uint32_t>(j, "pid", 0);
-        e.comm = get_or<std::string>(j, "comm", "");
-        e.cgroup_id = get_or<uint64_t>(j, "cgroup_id", 0);
-        e.old_state = tcp_state_from_string(get_or<std::string>(j, "old_state", "")).value_or(TcpState::unknown);
-        e.new_state = tcp_state_from_string(get_or<std::string>(j, "new_state", "")).value_or(TcpState::unknown);
-        e.idle_rx_ms = get_or<uint32_t>(j, "idle_rx_ms", 0);
-        e.idle_tx_ms = get_or<uint32_t>(j, "idle_tx_ms", 0);
-        e.unread_bytes = get_or<uint32_t>(j, "unread_bytes", 0);
-        e.bytes_rx = get_or<uint64_t>(j, "bytes_rx", 0);
-        e.bytes_tx = get_or<uint64_t>(j, "bytes_tx", 0);
-        e.abort = get_or<bool>(j, "abort", false);
-        e.rst_received = get_or<bool>(j, "rst_received", false);
-        e.reason = get_or<std::string>(j, "reason", "");
-        e.reason_inferred = get_or<bool>(j, "reason_inferred", false);
-        e.has_skb = get_or<bool>(j, "has_skb", false);
-        e.sk_kind = sock_kind_from_string(get_or<std::string>(j, "sk", "")).value_or(SockKind::none);
-        e.sk_state = tcp_state_from_string(get_or<std::string>(j, "sk_state", "")).value_or(TcpState::unknown);
-        e.level = get_or<std::string>(j, "level", "");
-        e.optname = get_or<std::string>(j, "optname", "");
-        e.value = get_or<int64_t>(j, "value", 0);
-        e.value2 = get_or<int64_t>(j, "value2", 0);
-        if (auto it = j.find("opts"); it != j.end()) e.opts = opts_from_json(*it);
-        out.kind = LineKind::event;
-    } catch (const json::exception& ex) {
-        out.kind = LineKind::bad;
-        out.error = ex.what();
-    } catch (const FieldError& ex) {
-        out.kind = LineKind::bad;
-        out.error = ex.what();
+
+    if (!version) {
+        out.error = "no schema version field \"v\"";
+        return out;
     }
+    if (*version != kTraceVersion) {
+        out.kind = LineKind::unsupported_version;
+        out.error = fmt::format("trace schema version {} (this tcpwhy reads version {})", *version, kTraceVersion);
+        return out;
+    }
+    if (type_name == "header") {
+        h.v = kTraceVersion;
+        out.kind = LineKind::header;
+        return out;
+    }
+    auto type = event_type_from_string(type_name);
+    if (!type) {
+        out.error = type_name.empty() ? "no type field" : fmt::format("unknown event type '{}'", type_name);
+        return out;
+    }
+    if (!has_ts) {
+        out.error = "no ts_ns field";
+        return out;
+    }
+    e.type = *type;
+    out.kind = LineKind::event;
     return out;
 }
 

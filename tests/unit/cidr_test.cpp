@@ -71,3 +71,13 @@ TEST_CASE("CIDR set prints back what it parsed") {
     REQUIRE(set);
     CHECK(set->to_string() == "130.211.0.0/22,2600:2d00:1:1::/64");
 }
+
+TEST_CASE("IPv4 address parsing: exact dotted quads only") {
+    CHECK(IpAddr::parse("0.0.0.0")->to_string() == "0.0.0.0");
+    CHECK(IpAddr::parse("255.255.255.255")->to_string() == "255.255.255.255");
+    CHECK(IpAddr::parse("130.211.0.143")->bytes[3] == 143);
+    for (const char* bad : {"1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.4 ", "1..3.4", "1.2.3.", "a.b.c.d",
+                            "1.2.3.1000", "-"})
+        CHECK_FALSE(IpAddr::parse(bad));
+    CHECK(IpAddr::parse("::ffff:1.2.3.4")->family == 6);
+}

@@ -129,3 +129,58 @@ TEST_CASE("bad lines: not JSON, no version, future version, wrong types; unknown
     REQUIRE(extra.kind == LineKind::event);
     CHECK(extra.event.ts_ns == 7);
 }
+
+TEST_CASE("strings: escapes written and read back, invalid UTF-8 replaced") {
+    Event e;
+    e.type = EventType::state;
+    e.pid = 1;
+    e.comm = std::string("we\"ird\\\n\x01", 9);
+    auto line = to_json_line(e);
+    CHECK(line.find(R"("comm":"we\"ird\\\n\u0001")") != std::string::npos);
+    auto back = parse_json_line(line);
+    REQUIRE(back.kind == LineKind::event);
+    CHECK(back.event.comm == e.comm);
+
+    e.comm = "caf\xc3\xa9\xff";  // valid two-byte sequence, then a stray byte
+    back = parse_json_line(to_json_line(e));
+    REQUIRE(back.kind == LineKind::event);
+    CHECK(back.event.comm == "caf\xc3\xa9\xef\xbf\xbd");
+
+    auto unicode = parse_json_line(R"({"v":1,"type":"state","ts_ns":1,"pid":2,"comm":"\u00e9\ud83d\ude00\/"})");
+    REQUIRE(unicode.kind == LineKind::event);
+    CHECK(unicode.event.comm == "\xc3\xa9\xf0\x9f\x98\x80/");
+}
+
+TEST_CASE("reader: unknown values of every JSON type are skipped; null is absent") {
+    auto p = parse_json_line(
+        R"({"x":[1,{"a":[true,null]},"s"],"y":{"z":{}},"f":-1.5e3,"v":1,"type":"close","ts_ns":9,)"
+        R"("idle_rx_ms":null,"opts":{"TCP_KEEPIDLE":5,"FUTURE_OPT":[1]},"lb":true} )");
+    REQUIRE(p.kind == LineKind::event);
+    CHECK(p.event.ts_ns == 9);
+    CHECK(p.event.idle_rx_ms == 0);
+    CHECK(p.event.lb);
+    CHECK(p.event.opts.keepidle_s == 5);
+}
+
+TEST_CASE("reader: malformed lines are bad, with a reason") {
+    for (const char* line : {
+             R"({"v":1,"type":"close","ts_ns":1.5})",         // not an integer
+             R"({"v":1,"type":"close","ts_ns":1} trailing)",  // text after the object
+             R"({"v":1,"type":"close","ts_ns":1,"lport":70000})",
+             R"({"v":1,"type":"close","ts_ns":1,"lb":"yes"})",
+             R"({"v":1,"type":"close","ts_ns":1,"comm":"unterminated})",
+             R"({"v":1,"type":"close","ts_ns":1,"comm":"bad \q escape"})",
+             R"({"v":1,"type":"close","ts_ns":1 "lport":1})",
+             R"({"v":1,"type":"close"})",
+             R"({"v":1,"ts_ns":1})",
+             R"({})",
+             "",
+         }) {
+        auto p = parse_json_line(line);
+        INFO(line);
+        CHECK(p.kind == LineKind::bad);
+        CHECK_FALSE(p.error.empty());
+    }
+    std::string deep = R"({"v":1,"type":"state","ts_ns":1,"x":)" + std::string(100, '[') + std::string(100, ']') + "}";
+    CHECK(parse_json_line(deep).kind == LineKind::bad);
+}
