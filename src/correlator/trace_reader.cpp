@@ -18,8 +18,9 @@ constexpr size_t kReadChunk = 64 * 1024;
 // A longer "line" is not a trace line; keep its start (it fails to parse and is
 // counted as corrupt) instead of letting one line take unbounded memory.
 constexpr size_t kMaxLineBytes = 1024 * 1024;
-// Settle time-driven state every this many events during replay.
-constexpr uint64_t kExpireEveryEvents = 4096;
+// Settle time-driven state once per second of trace time, as the live trace does: expire()
+// scans every live connection, so running it per N events made replay O(events x live).
+constexpr uint64_t kExpireEveryTraceNs = 1'000'000'000;
 
 gzFile as_gz(void* p) { return static_cast<gzFile>(p); }
 
@@ -79,6 +80,7 @@ int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator
         return code;
     };
     uint64_t max_ts = 0;
+    uint64_t last_expire_ts = 0;
     for (const auto& path : inputs) {
         std::string open_error;
         auto reader = TraceReader::open(path, &open_error);
@@ -105,7 +107,10 @@ int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator
                 max_ts = std::max(max_ts, e.ts_ns);
                 correlator.on_event(e);
                 if (also) also(e);
-                if (stats.events % kExpireEveryEvents == 0) correlator.expire(max_ts);
+                if (max_ts >= last_expire_ts + kExpireEveryTraceNs) {
+                    correlator.expire(max_ts);
+                    last_expire_ts = max_ts;
+                }
                 break;
             }
             case LineKind::unsupported_version: break;  // returned above
