@@ -1,0 +1,242 @@
+// Replay benchmark for `tcpwhy report`: how fast the correlator eats a trace, and whether its
+// memory depends on the trace's length. Generates a synthetic trace (keep-alive connections
+// from LB addresses to 50 backends, a tenth of them ending in an idle-close race), then, each
+// in a child process so peak RSS is its own:
+//   read     the file line by line, nothing parsed (the I/O floor, the baseline)
+//   parse    read + parse every line into an Event
+//   replay   read + parse + correlate (what `tcpwhy report` does)
+// for the full trace and for one a third as long (both past the live-connection cap), and prints events/s, the ratio to the baseline,
+// and peak RSS. Figures, not assertions: see bench/README.md.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "tcpwhy/correlator.h"
+#include "tcpwhy/jsonl.h"
+#include "tcpwhy/report.h"
+
+using namespace tcpwhy;
+
+namespace {
+
+constexpr int kEventsPerConnection = 9;
+
+Event base_event(uint64_t conn, uint64_t ts_ns) {
+    Event e;
+    e.ts_ns = ts_ns;
+    e.cookie = conn + 1;
+    e.netns = 4026530000u + static_cast<uint32_t>(conn % 50);
+    e.laddr = *IpAddr::parse("10.56.5.6");
+    e.raddr.family = 4;
+    e.raddr.bytes = {130, 211, static_cast<uint8_t>((conn >> 8) & 3), static_cast<uint8_t>(conn & 0xff)};
+    e.lport = 8080;
+    e.rport = static_cast<uint16_t>(1024 + conn % 60000);
+    e.lb = true;
+    e.pid = 1000 + static_cast<uint32_t>(conn % 50);
+    e.comm = "node";
+    return e;
+}
+
+Event state(uint64_t conn, uint64_t ts, TcpState from, TcpState to) {
+    Event e = base_event(conn, ts);
+    e.type = EventType::state;
+    e.old_state = from;
+    e.new_state = to;
+    return e;
+}
+
+// Opening half of a connection (4 events): accepted, keep-alive options set.
+void write_open(std::ofstream& out, uint64_t conn, uint64_t ts) {
+    out << to_json_line(state(conn, ts, TcpState::listen, TcpState::syn_recv)) << '\n';
+    out << to_json_line(state(conn, ts + 50'000, TcpState::syn_recv, TcpState::established)) << '\n';
+    Event opt = base_event(conn, ts + 100'000);
+    opt.type = EventType::setsockopt;
+    opt.level = "SOL_SOCKET";
+    opt.optname = "SO_KEEPALIVE";
+    opt.value = 1;
+    out << to_json_line(opt) << '\n';
+    opt.level = "IPPROTO_TCP";
+    opt.optname = "TCP_KEEPIDLE";
+    opt.value = 60;
+    opt.ts_ns += 1000;
+    out << to_json_line(opt) << '\n';
+}
+
+// Closing half (5 events): the backend closes after idling; every tenth connection gets the LB's next
+// request after the FIN, and a reset from the timewait socket.
+void write_close(std::ofstream& out, uint64_t conn, uint64_t ts, uint32_t idle_ms) {
+    Event close = base_event(conn, ts);
+    close.type = EventType::close;
+    close.old_state = TcpState::established;
+    close.new_state = TcpState::fin_wait1;
+    close.idle_rx_ms = close.idle_tx_ms = idle_ms;
+    close.bytes_rx = 300;
+    close.bytes_tx = 1200;
+    close.opts.set(SockOpt::so_keepalive, 1);
+    close.opts.set(SockOpt::tcp_keepidle, 60);
+    out << to_json_line(close) << '\n';
+    out << to_json_line(state(conn, ts + 1, TcpState::established, TcpState::fin_wait1)) << '\n';
+    out << to_json_line(state(conn, ts + 100'000, TcpState::fin_wait1, TcpState::fin_wait2)) << '\n';
+    out << to_json_line(state(conn, ts + 200'000, TcpState::fin_wait2, TcpState::close)) << '\n';
+    Event last = base_event(conn, ts + 2'000'000);
+    if (conn % 10 == 0) {
+        last.type = EventType::reset_sent;
+        last.reason = "TCP_TIMEWAIT_SOCKET";
+        last.sk_kind = SockKind::timewait;
+        last.sk_state = TcpState::time_wait;
+        last.has_skb = true;
+        last.pid = 0;
+        last.comm.clear();
+    } else {
+        last.type = EventType::setsockopt;  // same count as the race connections
+        last.level = "IPPROTO_TCP";
+        last.optname = "TCP_USER_TIMEOUT";
+        last.value = 30000;
+    }
+    out << to_json_line(last) << '\n';
+}
+
+// `connections` connections, `window` of them open at any time, each idle ~6 s before the close.
+uint64_t generate(const std::string& path, uint64_t connections, uint64_t window) {
+    std::ofstream out(path, std::ios::trunc);
+    if (!out) throw std::runtime_error("cannot write " + path);
+    const uint64_t step_ns = 6'000'000'000ull / window;
+    uint64_t lines = 0;
+    for (uint64_t t = 0; t < connections + window; ++t) {
+        uint64_t ts = 1'000'000'000ull + t * step_ns;
+        if (t < connections) write_open(out, t, ts), lines += 4;
+        if (t >= window) {
+            uint64_t conn = t - window;
+            write_close(out, conn, ts, 6000 + static_cast<uint32_t>(conn % 7)), lines += 5;
+        }
+        if (t % 1'000'000 == 0 && t) fmt::print(stderr, "  generated {} connections\n", t);
+    }
+    return lines;
+}
+
+struct Run {
+    double seconds = 0;
+    uint64_t events = 0;
+    long peak_rss_kb = 0;
+    std::string summary;
+};
+
+// Runs `work` in a child so its peak RSS is its own; the child reports through a pipe.
+template <typename Work>
+Run in_child(Work work) {
+    int fds[2];
+    if (pipe(fds)) throw std::runtime_error("pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        auto start = std::chrono::steady_clock::now();
+        auto [events, summary] = work();
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        auto text = fmt::format("{} {} {}", secs, events, summary);
+        (void)!write(fds[1], text.data(), text.size());
+        _exit(0);
+    }
+    close(fds[1]);
+    std::string text;
+    char buf[512];
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof(buf))) > 0) text.append(buf, n);
+    close(fds[0]);
+    int status = 0;
+    rusage usage{};
+    wait4(pid, &status, 0, &usage);
+    Run run;
+    char summary[256] = {};
+    std::sscanf(text.c_str(), "%lf %lu %255[^\n]", &run.seconds, &run.events, summary);
+    run.summary = summary;
+    run.peak_rss_kb = usage.ru_maxrss;
+    return run;
+}
+
+Run read_only(const std::string& path) {
+    return in_child([&] {
+        std::string error;
+        auto reader = TraceReader::open(path, &error);
+        uint64_t lines = 0;
+        while (reader->next_line()) ++lines;
+        return std::pair(lines, std::string("lines read"));
+    });
+}
+
+Run parse_only(const std::string& path) {
+    return in_child([&] {
+        std::string error;
+        auto reader = TraceReader::open(path, &error);
+        uint64_t events = 0;
+        while (auto line = reader->next_line())
+            if (parse_json_line(*line).kind == LineKind::event) ++events;
+        return std::pair(events, std::string("events parsed"));
+    });
+}
+
+Run replay(const std::string& path) {
+    return in_child([&] {
+        Correlator correlator;
+        ReplayStats stats;
+        std::string error;
+        replay_traces({path}, correlator, [](const Event&) {}, stats, &error);
+        auto counts = correlator.counts();
+        auto findings = correlator.findings();
+        return std::pair(stats.events, fmt::format("{} connections, {} live at end, {} evicted, {} findings",
+                                                   counts.connections, counts.live_connections,
+                                                   counts.evicted_over_cap, findings.size()));
+    });
+}
+
+void print_row(const char* name, const Run& run, const Run& baseline) {
+    double rate = run.events / run.seconds;
+    double base_rate = baseline.events / baseline.seconds;
+    fmt::print("  {:<8} {:>12} {:>8.2f} s {:>12.0f}/s {:>7.3f} {:>9.1f} MiB   {}\n", name, run.events, run.seconds,
+               rate, rate / base_rate, run.peak_rss_kb / 1024.0, run.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"tcpwhy replay benchmark (events/s and peak RSS of `tcpwhy report`'s pipeline)"};
+    uint64_t connections = 1'200'000, window = 100'000;
+    std::string dir = "/tmp";
+    bool keep = false;
+    app.add_option("--connections", connections, "Connections in the full trace (9 events each)")
+        ->capture_default_str();
+    app.add_option("--window", window, "Connections open at once")->capture_default_str();
+    app.add_option("--dir", dir, "Where to write the generated traces")->capture_default_str();
+    app.add_flag("--keep", keep, "Keep the generated traces");
+    CLI11_PARSE(app, argc, argv);
+
+    std::string full = dir + "/tcpwhy-bench-full.jsonl", third = dir + "/tcpwhy-bench-third.jsonl";
+    fmt::print(stderr, "generating {} connections ({} events) in {} ...\n", connections,
+               connections * kEventsPerConnection, full);
+    uint64_t full_lines = generate(full, connections, window);
+    uint64_t third_lines = generate(third, connections / 3, window);
+
+    for (auto [label, path, lines] : {std::tuple("full trace", full, full_lines), std::tuple("a third as long", third, third_lines)}) {
+        fmt::print("{}: {} events, {} connections, {} open at once\n", label, lines, lines / kEventsPerConnection,
+                   window);
+        fmt::print("  {:<8} {:>12} {:>10} {:>14} {:>7} {:>13}\n", "stage", "events", "time", "rate", "ratio",
+                   "peak RSS");
+        Run base = read_only(path);
+        print_row("read", base, base);
+        print_row("parse", parse_only(path), base);
+        print_row("replay", replay(path), base);
+    }
+    if (!keep) {
+        std::remove(full.c_str());
+        std::remove(third.c_str());
+    }
+    return 0;
+}
