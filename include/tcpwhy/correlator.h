@@ -150,7 +150,10 @@ struct BackendId {
     uint16_t port = 0;
     bool outbound = false;
     IpAddr laddr;     // last local address seen (part of the key only with split_backends_by_laddr)
-    std::string pod;  // from set_netns_name(); empty when unknown
+    // Who it is (issue 4's resolver, or names recorded in a trace); empty when unknown.
+    std::string pod;        // pod name on Kubernetes; the `ip netns` name, or "host", elsewhere
+    std::string namespace_name;  // Kubernetes namespace; empty off Kubernetes
+    std::string container;  // container name, when known
 };
 
 struct IdleStats {
