@@ -16,6 +16,7 @@
 #include "tcpwhy/cidr.h"
 #include "tcpwhy/event.h"
 #include "tcpwhy/histogram.h"
+#include "tcpwhy/workload.h"
 
 namespace tcpwhy {
 
@@ -154,6 +155,7 @@ struct BackendId {
     std::string pod;        // pod name on Kubernetes; the `ip netns` name, or "host", elsewhere
     std::string namespace_name;  // Kubernetes namespace; empty off Kubernetes
     std::string container;  // container name, when known
+    WorkloadKind workload = WorkloadKind::unknown;  // what `pod` names: a pod, an `ip netns` name, the host, ...
 };
 
 struct IdleStats {
@@ -251,6 +253,11 @@ public:
 
     // Names a network namespace (pod or `ip netns` name) for findings and tables.
     void set_netns_name(uint32_t netns, std::string name);
+    // Where backends get their names (pod, namespace, container): looked up by the
+    // backend's namespace and its owner's cgroup when results are built, so names
+    // resolved after a connection's events still apply. Shared with its filler
+    // (the live WorkloadResolver, or the `workload` lines of a replayed trace).
+    void set_workloads(std::shared_ptr<const WorkloadTable> table);
 
     // Bytes of live state one connection costs (the hash map node aside); <= 256.
     static size_t live_connection_bytes();

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "tcpwhy/event.h"
 
@@ -17,7 +18,8 @@ struct WallClock {
 };
 
 std::string format_event_header();
-std::string format_event_line(const Event& event, const WallClock& clock);
+// `who`: the workload's name ("default/web-1", "pod", "host"); the netns inode when empty.
+std::string format_event_line(const Event& event, const WallClock& clock, std::string_view who = {});
 std::string format_endpoint(const IpAddr& addr, uint16_t port);  // "10.0.0.1:80", "[::1]:80"
 
 }  // namespace tcpwhy

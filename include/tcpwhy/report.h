@@ -68,6 +68,7 @@ struct ReplayStats {
     uint64_t first_ts_ns = 0, last_ts_ns = 0;
     std::vector<TraceHeader> headers;
     std::vector<std::string> warnings;  // e.g. a truncated gzip stream (what was read is used)
+    std::shared_ptr<const WorkloadTable> workloads;  // names from the traces' `workload` lines
 };
 
 // Replays the inputs into on_event (and correlator expiry). Returns kReportOk, or an

@@ -18,6 +18,7 @@
 #include "tcpwhy/format.h"
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/netns.h"
+#include "tcpwhy/workload_resolver.h"
 
 namespace tcpwhy::cli {
 namespace {
@@ -33,6 +34,9 @@ struct TraceArgs {
     int pid = -1;
     bool tracepoints_only = false;
     bool verbose = false;
+    NamingArgs naming;
+    std::string pod;        // substring of the pod (or netns/host) name
+    std::string namespace_; // Kubernetes namespace, exact
 };
 
 struct Filter {
@@ -41,12 +45,16 @@ struct Filter {
     std::optional<uint16_t> port;
     std::optional<uint32_t> netns;
     std::optional<uint32_t> pid;
+    std::string pod;
+    std::string namespace_;
 
-    bool keep(const Event& e) const {
+    bool keep(const Event& e, const Workload* who) const {
         if (only_lb && !e.lb) return false;
         if (port && e.lport != *port && e.rport != *port) return false;
         if (netns && e.netns != *netns) return false;
         if (pid && e.pid != *pid) return false;
+        if (!pod.empty() && (!who || who->name().find(pod) == std::string::npos)) return false;
+        if (!namespace_.empty() && (!who || who->namespace_name != namespace_)) return false;
         return true;
     }
 };
@@ -95,6 +103,12 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
     filter.only_lb = args.only_lb;
     if (args.port >= 0) filter.port = static_cast<uint16_t>(args.port);
     if (args.pid >= 0) filter.pid = static_cast<uint32_t>(args.pid);
+    filter.pod = args.pod;
+    filter.namespace_ = args.namespace_;
+    if (args.naming.no_names && (!args.pod.empty() || !args.namespace_.empty())) {
+        print_error("--pod and --namespace need names", "drop --no-names");
+        return kExitUsage;
+    }
     if (!args.netns.empty()) {
         filter.netns = resolve_netns(args.netns, &error);
         if (!filter.netns) {
@@ -148,6 +162,26 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
 
     // The same correlator `tcpwhy report` runs: live verdicts as they are reached.
     Correlator correlator(*config);
+    std::optional<WorkloadResolver> resolver;
+    if (!args.naming.no_names) {
+        ResolverOptions naming;
+        naming.host_root = args.naming.host_root;
+        naming.pod_logs = args.naming.pod_logs;
+        resolver.emplace(naming);
+        resolver->scan(WallClock::now().mono_ns);
+        correlator.set_workloads(resolver->table());
+    }
+    // Names go into the trace ahead of the events that need them, so `report` names them too.
+    auto write_workloads = [&] {
+        if (!resolver) return;
+        for (const auto& record : resolver->take_changes()) {
+            if (!out_file && !args.json) continue;
+            std::string line = to_json_line(record);
+            if (out_file) out_file << line << '\n';
+            if (args.json) fmt::print("{}\n", line);
+        }
+    };
+    write_workloads();
     auto next_verdict_check = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     auto print_verdicts = [&] {
         for (const auto& line : correlator.take_live_updates(WallClock::now().mono_ns)) {
@@ -166,12 +200,14 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
     auto sink = [&](Event& e) {
         e.lb = filter.lb->is_lb_peer(e.raddr);
         totals.by_type[static_cast<size_t>(e.type) & 7]++;
-        if (!filter.keep(e)) {
+        const Workload* who = resolver ? resolver->resolve(e, e.ts_ns) : nullptr;
+        if (!filter.keep(e, who)) {
             totals.filtered++;
             return;
         }
         correlator.on_event(e);  // findings follow the filters: --netns pod explains that pod
         totals.shown++;
+        write_workloads();
         std::string json = out_file || args.json ? to_json_line(e) : std::string();
         if (out_file) {
             out_file << json << '\n';
@@ -181,7 +217,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
             }
         }
         if (args.json) fmt::print("{}\n", json);
-        else fmt::print("{}\n", format_event_line(e, clock));
+        else fmt::print("{}\n", format_event_line(e, clock, who ? who->name() : std::string()));
     };
 
     while (!stop_requested()) {
@@ -191,6 +227,8 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         if (now >= next_verdict_check) {
             next_verdict_check = now + std::chrono::seconds(1);
             correlator.expire(WallClock::now().mono_ns);
+            if (resolver) resolver->tick(WallClock::now().mono_ns);
+            write_workloads();
             print_verdicts();
         }
         std::fflush(stdout);
@@ -237,6 +275,9 @@ Runner add_trace(CLI::App& app) {
         ->check(CLI::Range(0, 65535));
     sub->add_option("--netns", args->netns, "Show only this network namespace (inode, or name from `ip netns`)");
     sub->add_option("--pid", args->pid, "Show only sockets owned by this process")->check(CLI::NonNegativeNumber);
+    sub->add_option("--pod", args->pod, "Show only workloads whose name contains this (pod, `ip netns` name, host)");
+    sub->add_option("--namespace", args->namespace_, "Show only pods in this Kubernetes namespace");
+    add_naming_options(*sub, args->naming);
     sub->add_option("--ring-mb", *ring_mb, "Ring buffer size in MiB (power of two)")->capture_default_str();
     sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
     sub->add_flag("-v,--verbose", args->verbose, "Show libbpf's log (verifier output on load failures)");

@@ -22,6 +22,14 @@ struct LbArgs {
 };
 void add_lb_options(CLI::App& sub, LbArgs& lb);
 
+// --host-root, --pod-logs, --no-names: where pod, container and namespace names come from.
+struct NamingArgs {
+    std::string host_root = "/";
+    std::string pod_logs;  // empty: <host-root>/var/log/pods
+    bool no_names = false;
+};
+void add_naming_options(CLI::App& sub, NamingArgs& naming);
+
 Runner add_doctor(CLI::App& app);
 Runner add_trace(CLI::App& app);
 Runner add_report(CLI::App& app);

@@ -57,6 +57,17 @@ void add_lb_options(CLI::App& sub, LbArgs& lb) {
         ->check(CLI::PositiveNumber);
 }
 
+void add_naming_options(CLI::App& sub, NamingArgs& naming) {
+    sub.add_option("--host-root", naming.host_root,
+                   "Where the host's /proc, /sys/fs/cgroup, /run/netns and /var/log/pods are (in a\n"
+                   "container: the host's / mounted read-only, e.g. /host)")
+        ->capture_default_str()
+        ->check(CLI::ExistingDirectory);
+    sub.add_option("--pod-logs", naming.pod_logs,
+                   "The kubelet's pod log directory (names pods and containers); default <host-root>/var/log/pods");
+    sub.add_flag("--no-names", naming.no_names, "Do not resolve pod, container or namespace names");
+}
+
 void print_error(const std::string& problem, const std::string& fix) {
     fmt::print(stderr, "tcpwhy: {}\n", problem);
     if (!fix.empty()) fmt::print(stderr, "  fix: {}\n", fix);

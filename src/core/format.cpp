@@ -52,15 +52,16 @@ std::string format_endpoint(const IpAddr& addr, uint16_t port) {
 }
 
 std::string format_event_header() {
-    return fmt::format("{:<12} {:<10} {:>7} {:<15} {:>10} {:<28} {:<28} {:<3} {}", "TIME", "EVENT", "PID", "COMM",
-                       "NETNS", "LOCAL", "REMOTE", "LB", "DETAIL");
+    return fmt::format("{:<12} {:<10} {:>7} {:<15} {:<20} {:<28} {:<28} {:<3} {}", "TIME", "EVENT", "PID", "COMM",
+                       "WHO", "LOCAL", "REMOTE", "LB", "DETAIL");
 }
 
-std::string format_event_line(const Event& e, const WallClock& clock) {
-    return fmt::format("{:<12} {:<10} {:>7} {:<15} {:>10} {:<28} {:<28} {:<3} {}", format_time(clock.to_wall_ns(e.ts_ns)),
-                       to_string(e.type), e.pid ? std::to_string(e.pid) : "-", e.comm.empty() ? "-" : e.comm,
-                       e.netns, format_endpoint(e.laddr, e.lport), format_endpoint(e.raddr, e.rport),
-                       e.lb ? "LB" : "", detail(e));
+std::string format_event_line(const Event& e, const WallClock& clock, std::string_view who) {
+    return fmt::format("{:<12} {:<10} {:>7} {:<15} {:<20} {:<28} {:<28} {:<3} {}",
+                       format_time(clock.to_wall_ns(e.ts_ns)), to_string(e.type), e.pid ? std::to_string(e.pid) : "-",
+                       e.comm.empty() ? "-" : e.comm, who.empty() ? fmt::format("netns:{}", e.netns) : std::string(who),
+                       format_endpoint(e.laddr, e.lport), format_endpoint(e.raddr, e.rport), e.lb ? "LB" : "",
+                       detail(e));
 }
 
 }  // namespace tcpwhy

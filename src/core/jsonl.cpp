@@ -11,6 +11,7 @@
 #include <optional>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace tcpwhy {
 namespace {
@@ -345,6 +346,74 @@ std::string to_json_line(const TraceHeader& h) {
     return w.done();
 }
 
+std::string to_json_line(const WorkloadRecord& r) {
+    const Workload& wl = r.workload;
+    nlohmann::ordered_json j;
+    j["v"] = kTraceVersion;
+    j["type"] = "workload";
+    if (r.netns) j["netns"] = r.netns;
+    if (r.cgroup_id) j["cgroup_id"] = r.cgroup_id;
+    if (r.shared_netns) j["shared_netns"] = true;
+    j["kind"] = to_string(wl.kind);
+    auto put = [&](const char* key, const std::string& value) {
+        if (!value.empty()) j[key] = value;
+    };
+    put("namespace", wl.namespace_name);
+    put("pod", wl.pod);
+    put("container", wl.container);
+    put("pod_uid", wl.pod_uid);
+    put("container_id", wl.container_id);
+    put("runtime", wl.runtime);
+    put("qos", wl.qos);
+    put("netns_name", wl.netns_name);
+    put("process", wl.process);
+    if (wl.pid) j["pid"] = wl.pid;
+    if (!wl.labels.empty()) j["labels"] = wl.labels;
+    put("pod_ip", wl.pod_ip);
+    put("owner", wl.owner);
+    // Names come from the node (pod names, labels): invalid UTF-8 is replaced, never fatal.
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+namespace {
+
+// Workload lines are rare (one per namespace or cgroup): nlohmann is plenty.
+ParsedLine parse_workload_line(std::string_view line) {
+    ParsedLine out;
+    WorkloadRecord& r = out.workload;
+    try {
+        auto j = nlohmann::json::parse(line);
+        r.netns = j.value("netns", uint32_t{0});
+        r.cgroup_id = j.value("cgroup_id", uint64_t{0});
+        r.shared_netns = j.value("shared_netns", false);
+        auto kind = workload_kind_from_string(j.value("kind", std::string()));
+        if (!kind) throw std::runtime_error("workload line without a known kind");
+        if (r.netns == 0 && r.cgroup_id == 0) throw std::runtime_error("workload line names neither netns nor cgroup_id");
+        Workload& w = r.workload;
+        w.kind = *kind;
+        w.namespace_name = j.value("namespace", std::string());
+        w.pod = j.value("pod", std::string());
+        w.container = j.value("container", std::string());
+        w.pod_uid = j.value("pod_uid", std::string());
+        w.container_id = j.value("container_id", std::string());
+        w.runtime = j.value("runtime", std::string());
+        w.qos = j.value("qos", std::string());
+        w.netns_name = j.value("netns_name", std::string());
+        w.process = j.value("process", std::string());
+        w.pid = j.value("pid", uint32_t{0});
+        if (j.contains("labels")) w.labels = j["labels"].get<std::map<std::string, std::string>>();
+        w.pod_ip = j.value("pod_ip", std::string());
+        w.owner = j.value("owner", std::string());
+        out.kind = LineKind::workload;
+    } catch (const std::exception& error) {
+        out.kind = LineKind::bad;
+        out.error = fmt::format("bad workload line: {}", error.what());
+    }
+    return out;
+}
+
+}  // namespace
+
 ParsedLine parse_json_line(std::string_view line) {
     ParsedLine out;
     Event& e = out.event;
@@ -429,6 +498,7 @@ ParsedLine parse_json_line(std::string_view line) {
         out.kind = LineKind::header;
         return out;
     }
+    if (type_name == "workload") return parse_workload_line(line);
     auto type = event_type_from_string(type_name);
     if (!type) {
         out.error = type_name.empty() ? "no type field" : fmt::format("unknown event type '{}'", type_name);

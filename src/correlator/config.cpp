@@ -120,7 +120,20 @@ std::string SockOptChange::describe() const {
 }
 
 std::string BackendProfile::label() const {
-    std::string who = !id.pod.empty() ? fmt::format("pod {}", id.pod) : fmt::format("netns {}", id.netns);
+    std::string who;
+    switch (id.workload) {
+    case WorkloadKind::pod:
+        who = id.namespace_name.empty() ? fmt::format("pod {}", id.pod)
+                                        : fmt::format("pod {}/{}", id.namespace_name, id.pod);
+        break;
+    case WorkloadKind::host: who = "host"; break;
+    case WorkloadKind::netns: who = fmt::format("netns {}", id.pod); break;
+    case WorkloadKind::container: who = id.pod; break;
+    case WorkloadKind::process: who = fmt::format("process {} in netns {}", id.pod, id.netns); break;
+    case WorkloadKind::unknown:
+        who = id.pod.empty() ? fmt::format("netns {}", id.netns) : fmt::format("pod {}", id.pod);
+        break;
+    }
     std::string process = comm.empty() ? "process unknown" : fmt::format("process {}", comm);
     if (id.outbound) return fmt::format("{} ({}, outbound to port {})", who, process, id.port);
     return fmt::format("{} ({}, port {})", who, process, id.port);

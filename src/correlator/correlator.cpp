@@ -78,6 +78,7 @@ struct Backend {
     BackendId id;
     std::string comm;
     uint32_t pid = 0;
+    uint64_t cgroup_id = 0;  // the owner's, for naming backends in a shared (host) namespace
     uint64_t connections_lb = 0, connections_other = 0, live = 0;
     uint64_t closed_local_first = 0, closed_remote_first = 0, aborted_local = 0;
     DurationHistogram idle_closes;   // closes judged idle: the profile findings quote
@@ -141,6 +142,7 @@ struct Correlator::Impl {
     std::unordered_set<uint64_t> listening_ports;              // listener_key(netns, port)
     std::unordered_map<uint64_t, uint32_t> listener_backends;  // listener cookie -> backend
     std::unordered_map<uint32_t, std::string> netns_names;
+    std::shared_ptr<const WorkloadTable> workloads;
     std::deque<UnattributedChange> unattributed_changes;
     std::optional<std::pair<IpAddr, uint16_t>> watched_peer;
     std::vector<ConnectionRecord> watched_records;
@@ -204,6 +206,7 @@ struct Correlator::Impl {
     void note_owner(Backend& b, const Event& e) {
         if (e.pid == 0) return;
         b.pid = e.pid;
+        if (e.cgroup_id) b.cgroup_id = e.cgroup_id;
         if (b.comm != e.comm) b.comm = e.comm;
     }
 
@@ -556,6 +559,12 @@ struct Correlator::Impl {
         BackendProfile p;
         p.id = b.id;
         if (auto it = netns_names.find(b.id.netns); it != netns_names.end()) p.id.pod = it->second;
+        if (const Workload* w = workloads ? workloads->lookup(b.id.netns, b.cgroup_id) : nullptr) {
+            p.id.pod = w->name();
+            p.id.namespace_name = w->namespace_name;
+            p.id.container = w->container;
+            p.id.workload = w->kind;
+        }
         p.comm = b.comm;
         p.pid = b.pid;
         p.connections_lb = b.connections_lb;
@@ -785,6 +794,8 @@ std::vector<std::string> Correlator::take_live_updates(uint64_t now_ns) {
 void Correlator::watch_peer(const IpAddr& raddr, uint16_t rport) { impl_->watched_peer = std::pair{raddr, rport}; }
 
 void Correlator::set_netns_name(uint32_t netns, std::string name) { impl_->netns_names[netns] = std::move(name); }
+
+void Correlator::set_workloads(std::shared_ptr<const WorkloadTable> table) { impl_->workloads = std::move(table); }
 
 size_t Correlator::live_connection_bytes() { return sizeof(LiveConn); }
 

@@ -75,6 +75,10 @@ std::optional<std::string_view> TraceReader::next_line() {
 
 int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator,
                   const std::function<void(const Event&)>& also, ReplayStats& stats, std::string* error) {
+    // Names recorded in the traces; the correlator reads them when it builds results.
+    auto workloads = std::make_shared<WorkloadTable>();
+    correlator.set_workloads(workloads);
+    stats.workloads = workloads;
     auto fail = [error](int code, std::string message) {
         if (error) *error = std::move(message);
         return code;
@@ -97,6 +101,7 @@ int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator
             first_line = false;
             switch (parsed.kind) {
             case LineKind::header: stats.headers.push_back(std::move(parsed.header)); break;
+            case LineKind::workload: apply(*workloads, parsed.workload); break;
             case LineKind::bad:
                 if (stats.bad_lines++ == 0) stats.first_bad = fmt::format("{}: {}", where(), parsed.error);
                 break;

@@ -121,12 +121,22 @@ TEST_CASE("trace --json and -o: lb is true only for peers in the LB ranges") {
     auto check_lines = [&](const std::string& text, bool expect_header) {
         std::istringstream lines(text);
         std::string line;
-        int closes_lb = 0, closes_other = 0, headers = 0;
+        int closes_lb = 0, closes_other = 0, headers = 0, names = 0;
         while (std::getline(lines, line)) {
             auto parsed = parse_json_line(line);
             if (parsed.kind == LineKind::header) {
                 headers++;
                 CHECK(parsed.header.lb_ranges == "127.0.0.2/32");
+                continue;
+            }
+            if (parsed.kind == LineKind::workload) {
+                // the namespace is named as `ip netns` names it, ahead of its events
+                if (parsed.workload.netns == ns.inode()) {
+                    names++;
+                    CHECK(parsed.workload.workload.kind == WorkloadKind::netns);
+                    CHECK(parsed.workload.workload.netns_name == ns.name());
+                    CHECK(closes_lb + closes_other == 0);
+                }
                 continue;
             }
             REQUIRE(parsed.kind == LineKind::event);
@@ -136,6 +146,7 @@ TEST_CASE("trace --json and -o: lb is true only for peers in the LB ranges") {
             if (e.type == EventType::close && e.lport == 7070) (e.lb ? closes_lb : closes_other)++;
         }
         CHECK(headers == (expect_header ? 1 : 0));
+        CHECK(names == 1);
         CHECK(closes_lb == 1);
         CHECK(closes_other == 1);
     };
