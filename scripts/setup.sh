@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
+  libcurl4-openssl-dev python3 openssl
   iproute2 procps
 )
 if [ "$(id -u)" -eq 0 ]; then

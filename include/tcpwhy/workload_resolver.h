@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "tcpwhy/event.h"
+#include "tcpwhy/kube_api.h"
 #include "tcpwhy/workload.h"
 
 namespace tcpwhy {
@@ -55,6 +56,11 @@ public:
     bool tick(uint64_t now_ns);
     // Scans now.
     void scan(uint64_t now_ns);
+    // Adds the API's labels, pod IP and owner to pods (--kube-api); names refresh
+    // when the API's pod set changes.
+    void set_kube_api(std::shared_ptr<const KubeApiClient> api) { kube_api_ = std::move(api); }
+    const KubeApiClient* kube_api() const { return kube_api_.get(); }
+    const ResolverOptions& options() const { return options_; }
 
     // The table findings read; stays valid (and is updated in place) for the resolver's life.
     std::shared_ptr<const WorkloadTable> table() const { return table_; }
@@ -67,6 +73,8 @@ private:
     void note_problem(int err, const std::string& what);
 
     ResolverOptions options_;
+    std::shared_ptr<const KubeApiClient> kube_api_;
+    uint64_t kube_generation_ = 0;
     std::shared_ptr<WorkloadTable> table_;
     ResolverCounters counters_;
     uint32_t host_netns_ = 0;

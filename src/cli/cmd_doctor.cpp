@@ -1,8 +1,11 @@
 // `tcpwhy doctor`: can this node be traced, and by which attach path?
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "bpf/tracer.h"
 #include "cli/commands.h"
+#include "tcpwhy/format.h"
 
 namespace tcpwhy::cli {
 namespace {
@@ -21,7 +24,58 @@ std::string privileges(const KernelFeatures& f) {
     return fmt::format("{}{}", f.root ? "root; " : "not root; ", caps.empty() ? "no capabilities" : caps);
 }
 
-int run_doctor(bool force_tracepoints) {
+// Names: what a scan of this node finds and what it had to skip. Never fails doctor.
+void report_naming(const NamingArgs& naming) {
+    fmt::print("names (pod, container, namespace):\n");
+    auto row = [](std::string_view name, const std::string& value) { fmt::print("  {:<16} {}\n", name, value); };
+    if (naming.no_names) {
+        row("resolution", "off (--no-names)");
+        return;
+    }
+    std::string error;
+    auto resolver = make_resolver(naming, &error);
+    if (!resolver) {
+        row("resolution", "OFF: " + error);
+        return;
+    }
+    resolver->scan(WallClock::now().mono_ns);
+    const auto& c = resolver->counters();
+    auto table = resolver->table();
+    size_t by_kind[6] = {};
+    for (const auto& [netns, w] : table->netns_entries()) by_kind[static_cast<int>(w.kind)]++;
+    row("host root", naming.host_root);
+    row("processes", fmt::format("{} read in {:.1f} ms; host netns {}", c.processes_seen, c.last_scan_us / 1000.0,
+                                 resolver->host_netns() ? std::to_string(resolver->host_netns()) : "UNKNOWN"));
+    row("pods", fmt::format("{} in {} ({} entries not <namespace>_<pod>_<uid>)", c.pods,
+                            resolver->options().pod_logs,
+                            c.malformed_pod_dirs));
+    row("namespaces", fmt::format("{} known: {} pods, {} `ip netns` names, {} containers, {} processes",
+                                  table->netns_count(), by_kind[static_cast<int>(WorkloadKind::pod)],
+                                  by_kind[static_cast<int>(WorkloadKind::netns)],
+                                  by_kind[static_cast<int>(WorkloadKind::container)],
+                                  by_kind[static_cast<int>(WorkloadKind::process)]));
+    row("cgroups", c.cgroup2_root.empty()
+                       ? std::string("no cgroup v2 tree: hostNetwork pods are named by process only")
+                       : fmt::format("{} container/pod cgroups under {} ({} malformed kubepods names)",
+                                     table->cgroup_count(), c.cgroup2_root, c.malformed_cgroups));
+    row("skipped", fmt::format("{} permission denied, {} vanished, {} unreadable{}", c.permission_denied,
+                               c.vanished_pids, c.unreadable_entries,
+                               c.first_problem.empty() ? "" : " (first: " + c.first_problem + ")"));
+    if (!naming.kube_api) {
+        row("kube api", "off (--kube-api adds labels, pod IPs and owners)");
+        return;
+    }
+    // Give the API a few seconds to answer the first list.
+    for (int i = 0; i < 50; ++i) {
+        if (resolver->kube_api()->status().synced || resolver->kube_api()->status().errors) break;
+        usleep(100'000);
+    }
+    auto api = resolver->kube_api()->status();
+    row("kube api", api.synced ? fmt::format("synced: {} pods on this node", api.pods)
+                               : fmt::format("NOT SYNCED ({} errors): {}", api.errors, api.last_error));
+}
+
+int run_doctor(bool force_tracepoints, const NamingArgs& naming) {
     KernelFeatures f = probe_kernel_features();
     auto row = [](std::string_view name, const std::string& value) { fmt::print("  {:<16} {}\n", name, value); };
     fmt::print("tcpwhy doctor\n");
@@ -37,6 +91,8 @@ int run_doctor(bool force_tracepoints) {
                              : "none in this kernel: inferred from socket state");
     row("fentry", f.fentry ? "yes" : "no: " + f.fentry_why_not);
     row("kprobe", f.kprobe ? "yes" : "no: " + f.kprobe_why_not);
+
+    report_naming(naming);
 
     try {
         TracerOptions options;
@@ -68,7 +124,9 @@ Runner add_doctor(CLI::App& app) {
                                    "when tracing cannot work.");
     auto force_tp = std::make_shared<bool>(false);
     sub->add_flag("--tracepoints-only", *force_tp, "Test the tracepoint path even where fentry/kprobe work");
-    return [force_tp] { return run_doctor(*force_tp); };
+    auto naming = std::make_shared<NamingArgs>();
+    add_naming_options(*sub, *naming);
+    return [force_tp, naming] { return run_doctor(*force_tp, *naming); };
 }
 
 }  // namespace tcpwhy::cli

@@ -121,6 +121,12 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         return kExitUsage;
     }
 
+    std::unique_ptr<WorkloadResolver> resolver = make_resolver(args.naming, &error);
+    if (!resolver && !args.naming.no_names) {
+        print_error(error);
+        return kExitUsage;
+    }
+
     std::ofstream out_file;
     if (!args.output.empty()) {
         out_file.open(args.output, std::ios::out | std::ios::trunc);
@@ -162,12 +168,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
 
     // The same correlator `tcpwhy report` runs: live verdicts as they are reached.
     Correlator correlator(*config);
-    std::optional<WorkloadResolver> resolver;
-    if (!args.naming.no_names) {
-        ResolverOptions naming;
-        naming.host_root = args.naming.host_root;
-        naming.pod_logs = args.naming.pod_logs;
-        resolver.emplace(naming);
+    if (resolver) {
         resolver->scan(WallClock::now().mono_ns);
         correlator.set_workloads(resolver->table());
     }

@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "tcpwhy/workload_resolver.h"
+
 namespace tcpwhy::cli {
 
 // Exit codes every subcommand shares.
@@ -27,8 +29,14 @@ struct NamingArgs {
     std::string host_root = "/";
     std::string pod_logs;  // empty: <host-root>/var/log/pods
     bool no_names = false;
+    bool kube_api = false;  // --kube-api: labels, pod IP and owner from the API server
+    std::string kube_api_url, kube_token_file, kube_ca_file, node_name;  // overrides of the in-cluster defaults
 };
 void add_naming_options(CLI::App& sub, NamingArgs& naming);
+
+// The resolver the options describe (nullptr with --no-names), its API client started
+// when --kube-api is on. On a bad option returns nullptr and sets *error.
+std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming, std::string* error);
 
 Runner add_doctor(CLI::App& app);
 Runner add_trace(CLI::App& app);

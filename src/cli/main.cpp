@@ -1,6 +1,7 @@
 // tcpwhy: why do TCP connections on this node end the way they do?
 #include <csignal>
 #include <cstdarg>
+#include <cstdlib>
 #include <cstring>
 #include <atomic>
 #include <iostream>
@@ -66,6 +67,42 @@ void add_naming_options(CLI::App& sub, NamingArgs& naming) {
     sub.add_option("--pod-logs", naming.pod_logs,
                    "The kubelet's pod log directory (names pods and containers); default <host-root>/var/log/pods");
     sub.add_flag("--no-names", naming.no_names, "Do not resolve pod, container or namespace names");
+    sub.add_flag("--kube-api", naming.kube_api,
+                 "Also ask the Kubernetes API (in-cluster service account) for labels, pod IPs and\n"
+                 "owners (Deployment, StatefulSet, ...) of this node's pods; names work without it");
+    sub.add_option("--kube-api-url", naming.kube_api_url, "API server URL (default: from KUBERNETES_SERVICE_HOST/PORT)");
+    sub.add_option("--kube-token-file", naming.kube_token_file, "Bearer token file (default: the service account's)");
+    sub.add_option("--kube-ca-file", naming.kube_ca_file, "CA bundle for the API server (default: the service account's)");
+    sub.add_option("--node-name", naming.node_name, "This node's name in the API (default: $NODE_NAME, else hostname)");
+}
+
+std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming, std::string* error) {
+    if (naming.no_names) return nullptr;
+    tcpwhy::ResolverOptions options;
+    options.host_root = naming.host_root;
+    options.pod_logs = naming.pod_logs;
+    auto resolver = std::make_unique<tcpwhy::WorkloadResolver>(options);
+    if (naming.kube_api) {
+        std::optional<tcpwhy::KubeApiOptions> api;
+        if (!naming.kube_api_url.empty()) {
+            api.emplace();
+            api->url = naming.kube_api_url;
+            if (const char* node = std::getenv("NODE_NAME")) api->node_name = node;
+        } else {
+            api = tcpwhy::KubeApiOptions::in_cluster(error);
+            if (!api) {
+                *error = "--kube-api: " + *error + "; give --kube-api-url, or drop --kube-api";
+                return nullptr;
+            }
+        }
+        if (!naming.kube_token_file.empty()) api->token_file = naming.kube_token_file;
+        if (!naming.kube_ca_file.empty()) api->ca_file = naming.kube_ca_file;
+        if (!naming.node_name.empty()) api->node_name = naming.node_name;
+        auto client = std::make_shared<tcpwhy::KubeApiClient>(*api);
+        client->start();
+        resolver->set_kube_api(client);
+    }
+    return resolver;
 }
 
 void print_error(const std::string& problem, const std::string& fix) {

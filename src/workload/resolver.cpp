@@ -140,8 +140,9 @@ const Workload* WorkloadResolver::resolve(const Event& event, uint64_t now_ns) {
 }
 
 bool WorkloadResolver::tick(uint64_t now_ns) {
+    bool api_changed = kube_api_ && kube_api_->generation() != kube_generation_;
     bool due = !scanned_ || now_ns >= last_scan_ns_ + options_.refresh_interval_ns ||
-               (pending_ && now_ns >= last_scan_ns_ + options_.min_rescan_interval_ns);
+               ((pending_ || api_changed) && now_ns >= last_scan_ns_ + options_.min_rescan_interval_ns);
     if (!due) return false;
     size_t before = changes_.size();
     scan(now_ns);
@@ -154,6 +155,7 @@ void WorkloadResolver::scan(uint64_t now_ns) {
     uint64_t started = now_mono_ns();
     counters_.scans++;
     scanned_ = true;
+    if (kube_api_) kube_generation_ = kube_api_->generation();
     pending_ = false;
     last_scan_ns_ = now_ns;
     unknown_netns_.clear();
@@ -216,6 +218,7 @@ void WorkloadResolver::scan(uint64_t now_ns) {
         w.runtime = id.runtime;
         if (auto it = container_names.find(id.container_id); !id.container_id.empty() && it != container_names.end())
             w.container = it->second;
+        if (id.kubernetes && kube_api_) kube_api_->enrich(w);
         return w;
     };
 
