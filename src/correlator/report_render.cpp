@@ -58,14 +58,16 @@ void render_backends(const std::vector<BackendProfile>& backends, std::ostream& 
         out << "  (none seen)\n\n";
         return;
     }
-    constexpr auto kRow = "  {:<12} {:<7} {:<16} {:>7} {:>14} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:<28} {}\n";
-    out << fmt::format(kRow, "NETNS", "PORT", "PROCESS", "PID", "CONNS LB/OTHER", "LIVE", "IDLE", "P50", "P90", "MAX",
+    constexpr auto kRow = "  {:<20} {:<7} {:<16} {:>7} {:>14} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:<28} {}\n";
+    out << fmt::format(kRow, "WHO", "PORT", "PROCESS", "PID", "CONNS LB/OTHER", "LIVE", "IDLE", "P50", "P90", "MAX",
                        "RACES", "OTHER RESETS", "OPTIONS");
     constexpr int kRace = static_cast<int>(ResetKind::idle_close_race);
     for (const auto& b : backends) {
         std::array<uint64_t, kResetKindCount> all{};
         for (size_t k = 0; k < all.size(); ++k) all[k] = b.resets_lb[k] + b.resets_other[k];
-        std::string netns = b.id.pod.empty() ? std::to_string(b.id.netns) : b.id.pod;
+        std::string netns = b.id.pod.empty()               ? fmt::format("netns:{}", b.id.netns)
+                            : b.id.namespace_name.empty() ? b.id.pod
+                                                          : b.id.namespace_name + "/" + b.id.pod;
         std::string port = b.id.outbound ? fmt::format("->{}", b.id.port) : std::to_string(b.id.port);
         bool idle = b.idle_close.samples > 0;
         out << fmt::format(kRow, netns, port, b.comm.empty() ? "-" : b.comm, b.pid ? std::to_string(b.pid) : "-",
@@ -143,6 +145,9 @@ void render_json_report(const Correlator& correlator, std::ostream& out) {
                         {"lport", id.outbound ? 0 : id.port},
                         {"comm", f.backend.comm}};
         if (!id.pod.empty()) backend["pod"] = id.pod;
+        if (!id.namespace_name.empty()) backend["namespace"] = id.namespace_name;
+        if (!id.container.empty()) backend["container"] = id.container;
+        if (id.workload != WorkloadKind::unknown) backend["workload"] = to_string(id.workload);
         if (id.outbound) backend["rport"] = id.port;  // outbound backends are keyed by the remote service port
         json idle = nullptr;
         if (f.observed_idle_close)
