@@ -313,10 +313,16 @@ static __always_inline bool closes_connection(const struct sock *sk, int *state)
 	return *state == TCP_ESTABLISHED || *state == TCP_CLOSE_WAIT;
 }
 
+/* What tcp_close() is about to do: abort with unread data or SO_LINGER {1,0}, else send a FIN. */
 static __always_inline __u8 state_after_close(int state, const struct sock *sk)
 {
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	int linger_bit = bpf_core_enum_value(enum sock_flags, SOCK_LINGER);
+
 	if (unread_bytes(tp) > 0)
+		return TCP_CLOSE;
+	if (((flags >> (linger_bit & 63)) & 1) && BPF_CORE_READ(sk, sk_lingertime) == 0)
 		return TCP_CLOSE;
 	return state == TCP_ESTABLISHED ? TCP_FIN_WAIT1 : TCP_LAST_ACK;
 }

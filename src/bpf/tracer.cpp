@@ -249,6 +249,8 @@ void prefer_complete_tracepoint(HookPlan& plan) {
 }
 
 HookStatus status_of(const HookPlan& plan, std::string limitation = "") {
+    if (plan.path() == Path::kprobe && limitation.empty())
+        limitation = "kprobes cannot read socket storage: these events carry no socket options, and resets no owner";
     return {plan.hook, plan.name(), plan.passed_over, std::move(limitation)};
 }
 

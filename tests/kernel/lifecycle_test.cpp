@@ -80,9 +80,8 @@ TEST_CASE("server-side orderly close: close event with idle time, owner and netn
     REQUIRE(peer.size() == 1);
     CHECK(peer[0].netns == net.lb.inode());
     // state changes of the server socket share its cookie
-    auto server_states = events.matching([&](const Event& e) {
-        return e.type == EventType::state && e.cookie == close.cookie;
-    });
+    auto server_states = events.wait_for(
+        [&](const Event& e) { return e.type == EventType::state && e.cookie == close.cookie; }, 3000, 3);
     REQUIRE(server_states.size() >= 3);  // SYN_RECV->ESTABLISHED, ESTABLISHED->FIN_WAIT1, ...
 }
 
