@@ -8,7 +8,7 @@ packages=(
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
   iproute2 procps
-  qemu-system-x86 busybox-static cpio kmod
+  qemu-system-x86 busybox-static cpio kmod xz-utils zstd
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

@@ -24,6 +24,10 @@ default: every test).
 options:
   --kernel-package PKG  Debian kernel image package (default: linux-image-amd64, which
                         resolves to the current linux-image-6.1.0-N-amd64 on Debian 12)
+  --kernel-suite SUITE  take the kernel from another Debian suite, e.g. bookworm-backports
+                        (6.12 on Debian 12), read through a private apt state in the cache;
+                        SKIPPED when that suite cannot be read
+  --mirror URL          Debian mirror for --kernel-suite (default: http://deb.debian.org/debian)
   --build DIR           tcpwhy build tree (default: build)
   --timeout S           give up on the guest after S seconds (default: 900)
   --memory MB           guest memory (default: 1024)
@@ -40,6 +44,8 @@ EOF
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 kernel_package=linux-image-amd64
+kernel_suite=
+kernel_mirror=http://deb.debian.org/debian
 build_dir=$repo/build
 timeout_s=900
 memory_mb=1024
@@ -52,6 +58,8 @@ test_args=()
 while [ $# -gt 0 ]; do
     case $1 in
         --kernel-package) kernel_package=$2; shift 2 ;;
+        --kernel-suite) kernel_suite=$2; shift 2 ;;
+        --mirror) kernel_mirror=$2; shift 2 ;;
         --build) build_dir=$(cd "$2" && pwd); shift 2 ;;
         --timeout) timeout_s=$2; shift 2 ;;
         --memory) memory_mb=$2; shift 2 ;;
@@ -75,8 +83,9 @@ skip() { echo "vm: SKIPPED: $*" >&2; exit "$skip_status"; }
     { log "no build in $build_dir (run: bash scripts/setup.sh)"; exit 2; }
 
 # Host tools, all from Debian: qemu, a static busybox for the guest's initramfs, cpio to pack
-# it, and kmod to resolve module dependencies against the guest kernel's module tree.
-host_packages=(qemu-system-x86 busybox-static cpio kmod)
+# it, kmod to resolve module dependencies against the guest kernel's module tree, and xz/zstd
+# for kernels that ship compressed modules.
+host_packages=(qemu-system-x86 busybox-static cpio kmod xz-utils zstd)
 missing=()
 for p in "${host_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -91,16 +100,32 @@ qemu-system-x86_64 -accel help 2>/dev/null | grep -qx tcg || skip "this qemu has
 # The kernel: the package's files unpacked into the cache (never installed on the host: no
 # initramfs hooks, /boot untouched), with modules.dep generated for it.
 mkdir -p "$cache_dir"
+apt_options=()
+if [ -n "$kernel_suite" ]; then
+    # Another suite of Debian (e.g. bookworm-backports) through a private apt state in the cache:
+    # the system's apt sources stay untouched.
+    suite_dir=$cache_dir/apt-$kernel_suite
+    mkdir -p "$suite_dir/lists/partial" "$suite_dir/cache/archives/partial"
+    echo "deb $kernel_mirror $kernel_suite main" >"$suite_dir/sources.list"
+    apt_options=(-o "Dir::Etc::SourceList=$suite_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$suite_dir/lists" -o "Dir::Cache=$suite_dir/cache")
+    apt-get "${apt_options[@]}" update -qq >/dev/null 2>&1 ||
+        skip "cannot read $kernel_suite from $kernel_mirror (apt-get update)"
+fi
 image_package=$kernel_package
 # a metapackage (linux-image-amd64) names the versioned image it depends on
-dep=$(apt-cache depends "$kernel_package" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+dep=$(apt-cache "${apt_options[@]}" depends "$kernel_package" 2>/dev/null |
+    awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 [ -n "$dep" ] && image_package=$dep
 kernel_root=$cache_dir/$image_package
 if [ ! -f "$kernel_root/.unpacked" ]; then
-    log "downloading $image_package"
+    log "downloading $image_package${kernel_suite:+ from $kernel_suite}"
     rm -rf "$kernel_root" "$cache_dir"/"$image_package"_*.deb
-    (cd "$cache_dir" && apt-get download -qq "$image_package" 2>/dev/null) ||
-        { log "cannot download $image_package (apt-get download); is it in this system's apt sources?"; exit 1; }
+    if ! (cd "$cache_dir" && apt-get "${apt_options[@]}" download -qq "$image_package" 2>/dev/null); then
+        [ -n "$kernel_suite" ] && skip "cannot download $image_package from $kernel_suite"
+        log "cannot download $image_package (apt-get download); is it in this system's apt sources?"
+        exit 1
+    fi
     mkdir -p "$kernel_root"
     dpkg-deb -x "$cache_dir"/"$image_package"_*.deb "$kernel_root"
     rm -f "$cache_dir"/"$image_package"_*.deb
@@ -131,9 +156,15 @@ for cmd in sh mount umount mkdir insmod chroot poweroff sleep cat echo; do ln -s
 for module in virtio_pci 9pnet_virtio 9p; do
     modprobe -d "$kernel_root" -S "$kver" --show-depends "$module" | awk '$1 == "insmod" {print $2}' |
         while read -r ko; do
-            [ -f "$initrd_root/lib/modules/$(basename "$ko")" ] && continue
-            cp "$ko" "$initrd_root/lib/modules/"
-            basename "$ko" >>"$initrd_root/modules.list"
+            # busybox insmod hands the file to the kernel as is: store modules uncompressed
+            name=$(basename "$ko"); name=${name%.xz}; name=${name%.zst}
+            [ -f "$initrd_root/lib/modules/$name" ] && continue
+            case $ko in
+                *.xz) xz -dc "$ko" >"$initrd_root/lib/modules/$name" ;;
+                *.zst) zstd -qdc "$ko" >"$initrd_root/lib/modules/$name" ;;
+                *) cp "$ko" "$initrd_root/lib/modules/$name" ;;
+            esac
+            echo "$name" >>"$initrd_root/modules.list"
         done
 done
 cat >"$initrd_root/init" <<'EOF'
