@@ -276,12 +276,18 @@ std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options, KernelFeatur
         extra.clear();
         impl = try_load(options, f, plans, extra, &failed, why_not);
         if (impl) break;
-        if (failed) {
-            failed->fall_back(why_not);
-        } else {  // the load failed as a whole: every hook off fentry/kprobe steps down
-            for (HookPlan* plan : plans.all())
-                if (plan->path() != Path::tracepoint) plan->fall_back(why_not);
+        // the hook whose program failed steps down; when the load failed as a whole, every
+        // hook off the tracepoints does (the next attempt tells which one was to blame)
+        std::vector<HookPlan*> to_fall_back = failed ? std::vector<HookPlan*>{failed} : plans.all();
+        bool stepped = false;
+        for (HookPlan* plan : to_fall_back) {
+            if (plan->path() == Path::tracepoint || !plan->can_fall_back()) continue;
+            plan->fall_back(why_not);
+            stepped = true;
         }
+        if (!stepped)
+            throw TracerError(fmt::format("tcpwhy's BPF programs did not attach: {}", why_not),
+                              "run `tcpwhy doctor` and `tcpwhy trace -v` to see the verifier log");
     }
 
     std::vector<HookStatus> hooks;
