@@ -342,9 +342,14 @@ KernelCounters Tracer::counters() const {
 }
 
 std::string Tracer::attach_summary() const {
-    for (const auto& h : hooks_)
-        if (h.hook == "close") return h.attached.substr(0, h.attached.find('/'));
-    return "tp_btf";
+    auto kind = [this](const std::string& hook) -> std::string {
+        for (const auto& h : hooks_)
+            if (h.hook == hook) return h.attached.substr(0, h.attached.find('/'));
+        return "tp_btf";
+    };
+    std::string active = kind("reset_active"), reply = kind("reset_reply");
+    std::string resets = active == reply ? active : fmt::format("{} (active), {} (replies)", active, reply);
+    return fmt::format("{}; resets via {}", kind("close"), resets);
 }
 
 }  // namespace tcpwhy

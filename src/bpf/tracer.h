@@ -71,7 +71,7 @@ public:
     KernelCounters counters() const;
     const std::vector<HookStatus>& hooks() const { return hooks_; }
     const KernelFeatures& features() const { return features_; }
-    // "tp_btf" / "fentry" / "kprobe": the attach path in use for the close hook.
+    // The attach paths in use, e.g. "fentry; resets via fentry" (close hook first).
     std::string attach_summary() const;
 
     struct Impl;  // libbpf objects; opaque outside tracer.cpp
