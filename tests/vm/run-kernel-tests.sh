@@ -57,6 +57,8 @@ skip_status=0
 test_args=()
 while [ $# -gt 0 ]; do
     case $1 in
+        --kernel-package|--kernel-suite|--mirror|--build|--timeout|--memory|--cpus|--cache|--command)
+            [ $# -ge 2 ] || { echo "vm: $1 needs a value (see --help)" >&2; exit 2; } ;;&
         --kernel-package) kernel_package=$2; shift 2 ;;
         --kernel-suite) kernel_suite=$2; shift 2 ;;
         --mirror) kernel_mirror=$2; shift 2 ;;
@@ -76,6 +78,9 @@ done
 
 log() { echo "vm: $*" >&2; }
 skip() { echo "vm: SKIPPED: $*" >&2; exit "$skip_status"; }
+for number in "$timeout_s" "$memory_mb" "$cpus"; do
+    [[ $number =~ ^[1-9][0-9]*$ ]] || { log "--timeout, --memory and --cpus take a positive number, not '$number'"; exit 2; }
+done
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (to install packages and run the kernel tests as root in the guest)"
 [ "$(uname -m)" = x86_64 ] || skip "the guest kernel is Debian's amd64 kernel; this host is $(uname -m)"
