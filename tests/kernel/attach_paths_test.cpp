@@ -98,7 +98,7 @@ TEST_CASE("attach paths: each reset is reported once by whichever program the ho
             }
         }
         {
-            // a SYN to a port nobody listens on: tcp_v4_send_reset without a socket
+            // a SYN to a port nobody listens on, IPv4 and IPv6: tcp_v4/v6_send_reset without a socket
             auto is_socketless = [](const Event& e) {
                 return e.type == EventType::reset_sent && e.sk_kind == SockKind::none;
             };
@@ -109,11 +109,28 @@ TEST_CASE("attach paths: each reset is reported once by whichever program the ho
                 CHECK(connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == -1);
                 return 0;
             });
-            events.wait_for(is_socketless, reply_complete ? 3000 : 500, before + 1);
+            net.pod.enter([] {
+                Fd fd(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+                sockaddr_in6 sa{};
+                sa.sin6_family = AF_INET6;
+                sa.sin6_port = htons(9);
+                sa.sin6_addr = in6addr_loopback;
+                CHECK(connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == -1);
+                return 0;
+            });
+            const size_t expected = reply_complete ? 2 : 0;
+            events.wait_for(is_socketless, reply_complete ? 3000 : 500, before + 2);
             sleep_ms(200);
             auto socketless = events.matching(is_socketless);
             INFO(events.dump());
-            CHECK(socketless.size() == before + (reply_complete ? 1 : 0));
+            REQUIRE(socketless.size() == before + expected);
+            if (reply_complete) {
+                CHECK(socketless[before].reason == "NO_SOCKET");
+                CHECK(socketless[before].raddr.to_string() == LbAndPod::kLbAddr);
+                CHECK(socketless[before + 1].reason == "NO_SOCKET");
+                CHECK(socketless[before + 1].laddr.to_string() == "::1");
+                CHECK(socketless[before + 1].lport == 9);
+            }
         }
     }
 }
