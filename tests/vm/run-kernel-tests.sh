@@ -126,7 +126,9 @@ kernel_root=$cache_dir/$image_package
 if [ ! -f "$kernel_root/.unpacked" ]; then
     log "downloading $image_package${kernel_suite:+ from $kernel_suite}"
     rm -rf "$kernel_root" "$cache_dir"/"$image_package"_*.deb
-    if ! (cd "$cache_dir" && apt-get "${apt_options[@]}" download -qq "$image_package" 2>/dev/null); then
+    download() { (cd "$cache_dir" && apt-get "${apt_options[@]}" download -qq "$image_package" 2>/dev/null); }
+    # stale package lists name a version the mirror no longer has: refresh them once
+    if ! download && ! { apt-get "${apt_options[@]}" update -qq >/dev/null 2>&1 && download; }; then
         [ -n "$kernel_suite" ] && skip "cannot download $image_package from $kernel_suite"
         log "cannot download $image_package (apt-get download); is it in this system's apt sources?"
         exit 1
