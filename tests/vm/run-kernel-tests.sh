@@ -114,21 +114,29 @@ if [ -n "$kernel_suite" ]; then
     echo "deb $kernel_mirror $kernel_suite main" >"$suite_dir/sources.list"
     apt_options=(-o "Dir::Etc::SourceList=$suite_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
         -o "Dir::State::Lists=$suite_dir/lists" -o "Dir::Cache=$suite_dir/cache")
-    apt-get "${apt_options[@]}" update -qq >/dev/null 2>&1 ||
-        skip "cannot read $kernel_suite from $kernel_mirror (apt-get update)"
+    if ! ls "$suite_dir/lists/"*Packages* >/dev/null 2>&1; then
+        apt-get "${apt_options[@]}" update -qq >/dev/null 2>&1 ||
+            skip "cannot read $kernel_suite from $kernel_mirror (apt-get update)"
+    fi
 fi
-image_package=$kernel_package
 # a metapackage (linux-image-amd64) names the versioned image it depends on
-dep=$(apt-cache "${apt_options[@]}" depends "$kernel_package" 2>/dev/null |
-    awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[ -n "$dep" ] && image_package=$dep
-kernel_root=$cache_dir/$image_package
+resolve_image() {
+    local dep
+    dep=$(apt-cache "${apt_options[@]}" depends "$kernel_package" 2>/dev/null |
+        awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    image_package=${dep:-$kernel_package}
+    kernel_root=$cache_dir/$image_package
+}
+resolve_image
+if [ ! -f "$kernel_root/.unpacked" ]; then
+    # not cached: make sure the package lists name a version the mirror still has
+    apt-get "${apt_options[@]}" update -qq >/dev/null 2>&1 || log "apt-get update failed; trying the lists as they are"
+    resolve_image
+fi
 if [ ! -f "$kernel_root/.unpacked" ]; then
     log "downloading $image_package${kernel_suite:+ from $kernel_suite}"
     rm -rf "$kernel_root" "$cache_dir"/"$image_package"_*.deb
-    download() { (cd "$cache_dir" && apt-get "${apt_options[@]}" download -qq "$image_package" 2>/dev/null); }
-    # stale package lists name a version the mirror no longer has: refresh them once
-    if ! download && ! { apt-get "${apt_options[@]}" update -qq >/dev/null 2>&1 && download; }; then
+    if ! (cd "$cache_dir" && apt-get "${apt_options[@]}" download -qq "$image_package" 2>/dev/null); then
         [ -n "$kernel_suite" ] && skip "cannot download $image_package from $kernel_suite"
         log "cannot download $image_package (apt-get download); is it in this system's apt sources?"
         exit 1
