@@ -6,12 +6,13 @@
  *   tp_btf/inet_sock_set_state  tcp_set_state()      every state change; also where the
  *                                                     close event is built when no tcp_close hook loads
  *   fentry|kprobe/tcp_close     close(2) -> tcp_close()  process context: the closer, before the FIN/RST
- *   tp_btf/tcp_send_reset       tcp_v4/v6_send_reset(), tcp_send_active_reset()
+ *   tp_btf/tcp_send_reset       tcp_v4/v6_send_reset(), tcp_send_active_reset() (6.10+: every reset)
+ *   fentry|kprobe/tcp_send_active_reset, tcp_v4/v6_send_reset   the same, where the tracepoint misses some
  *   tp_btf/tcp_receive_reset    tcp_reset()
  *   cgroup/setsockopt           setsockopt(2), before the option is applied, every netns
  *
- * Userspace chooses which close hook loads (bpf_program__set_autoload) and tells
- * the programs through rodata.
+ * Userspace chooses which close and reset programs load (bpf_program__set_autoload) and
+ * tells the programs through rodata.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -312,10 +313,16 @@ static __always_inline bool closes_connection(const struct sock *sk, int *state)
 	return *state == TCP_ESTABLISHED || *state == TCP_CLOSE_WAIT;
 }
 
+/* What tcp_close() is about to do: abort with unread data or SO_LINGER {1,0}, else send a FIN. */
 static __always_inline __u8 state_after_close(int state, const struct sock *sk)
 {
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	int linger_bit = bpf_core_enum_value(enum sock_flags, SOCK_LINGER);
+
 	if (unread_bytes(tp) > 0)
+		return TCP_CLOSE;
+	if (((flags >> (linger_bit & 63)) & 1) && BPF_CORE_READ(sk, sk_lingertime) == 0)
 		return TCP_CLOSE;
 	return state == TCP_ESTABLISHED ? TCP_FIN_WAIT1 : TCP_LAST_ACK;
 }
@@ -348,20 +355,31 @@ int BPF_KPROBE(kprobe_tcp_close, struct sock *sk)
 	return 0;
 }
 
-SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb)
+/*
+ * Resets sent. Two hooks, each attached by exactly one path chosen by userspace:
+ *   active: tcp_send_active_reset(sk, gfp[, reason]) -- close with unread data, SO_LINGER {1,0},
+ *           keep-alive/user timeout; no segment triggered it (skb NULL on the tracepoint)
+ *   reply:  tcp_v4/v6_send_reset(sk, skb[, reason]) -- a reply to a segment: no socket, a
+ *           timewait socket, or a full socket (data after close)
+ * tp_btf/tcp_send_reset serves both on kernels where it fires for every reset (6.10+, with the
+ * reason); before that it skips timewait and socketless replies, so fentry or kprobe on the
+ * functions take over there and the tracepoint program leaves their share alone.
+ */
+const volatile bool reset_active_from_tp = true;
+const volatile bool reset_reply_from_tp = true;
+/* the hooked functions take `enum sk_rst_reason reason` as their third argument (6.10+) */
+const volatile bool active_reset_has_reason = false;
+const volatile bool reply_reset_has_reason = false;
+
+static __always_inline void emit_reset_sent(const struct sock *sk, const struct sk_buff *skb, int reason,
+					    bool btf_ctx)
 {
 	struct tcpwhy_event *e;
 	struct sock_ctx *sc = NULL;
-	int reason = -1;
-
-	/* The reason argument arrived with enum sk_rst_reason (6.10); its numbering varies by kernel. */
-	if (bpf_core_type_exists(enum sk_rst_reason))
-		reason = (int)ctx[2];
 
 	e = reserve_event(TCPWHY_EV_RESET_SENT);
 	if (!e)
-		return 0;
+		return;
 	e->reset.reason = reason;
 	if (reason < 0)
 		e->flags |= TCPWHY_F_REASON_INFERRED;
@@ -374,7 +392,10 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 	}
 	if (sk) {
 		__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
-		e->cookie = bpf_get_socket_cookie((void *)sk);
+		/* kprobes have neither the cookie helper nor socket storage: read the cookie that
+		 * set_state generated (timewait sockets keep the full socket's) */
+		e->cookie = btf_ctx ? bpf_get_socket_cookie((void *)sk)
+				    : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 		e->netns = sk_netns(sk);
 		e->reset.sk_state = state;
 		if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV) {
@@ -386,7 +407,8 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 			e->reset.sk_kind = TCPWHY_SK_FULL;
 			if (!skb)
 				fill_addrs_from_sock(e, sk);
-			sc = sock_ctx_of(sk, false);
+			if (btf_ctx)
+				sc = sock_ctx_of(sk, false);
 			fill_owner(e, sc);
 			e->reset.unread_bytes = unread_bytes(tp);
 			e->reset.idle_rx_ms = idle_rx_ms(tp);
@@ -395,6 +417,82 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 		e->reset.sk_kind = TCPWHY_SK_NONE;
 	}
 	submit_event(e);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	int reason = -1;
+
+	/* active resets have no triggering segment */
+	if (skb ? !reset_reply_from_tp : !reset_active_from_tp)
+		return 0;
+	/* The reason argument arrived with enum sk_rst_reason (6.10); its numbering varies by kernel. */
+	if (bpf_core_type_exists(enum sk_rst_reason))
+		reason = (int)ctx[2];
+	emit_reset_sent(sk, skb, reason, true);
+	return 0;
+}
+
+/* tcp_v4/v6_send_reset() return without sending when the segment is itself a RST. */
+static __always_inline bool segment_is_rst(const struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 flags = 0;
+
+	/* byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN */
+	bpf_probe_read_kernel(&flags, 1, head + th + 13);
+	return flags & 0x04;
+}
+
+SEC("fentry/tcp_send_active_reset")
+int BPF_PROG(fentry_active_reset, struct sock *sk)
+{
+	emit_reset_sent(sk, NULL, active_reset_has_reason ? (int)ctx[2] : -1, true);
+	return 0;
+}
+
+SEC("fentry/tcp_v4_send_reset")
+int BPF_PROG(fentry_v4_send_reset, const struct sock *sk, struct sk_buff *skb)
+{
+	if (segment_is_rst(skb))
+		return 0;
+	emit_reset_sent(sk, skb, reply_reset_has_reason ? (int)ctx[2] : -1, true);
+	return 0;
+}
+
+SEC("fentry/tcp_v6_send_reset")
+int BPF_PROG(fentry_v6_send_reset, const struct sock *sk, struct sk_buff *skb)
+{
+	if (segment_is_rst(skb))
+		return 0;
+	emit_reset_sent(sk, skb, reply_reset_has_reason ? (int)ctx[2] : -1, true);
+	return 0;
+}
+
+SEC("kprobe/tcp_send_active_reset")
+int BPF_KPROBE(kprobe_active_reset, struct sock *sk)
+{
+	emit_reset_sent(sk, NULL, active_reset_has_reason ? (int)PT_REGS_PARM3(ctx) : -1, false);
+	return 0;
+}
+
+SEC("kprobe/tcp_v4_send_reset")
+int BPF_KPROBE(kprobe_v4_send_reset, const struct sock *sk, struct sk_buff *skb)
+{
+	if (segment_is_rst(skb))
+		return 0;
+	emit_reset_sent(sk, skb, reply_reset_has_reason ? (int)PT_REGS_PARM3(ctx) : -1, false);
+	return 0;
+}
+
+SEC("kprobe/tcp_v6_send_reset")
+int BPF_KPROBE(kprobe_v6_send_reset, const struct sock *sk, struct sk_buff *skb)
+{
+	if (segment_is_rst(skb))
+		return 0;
+	emit_reset_sent(sk, skb, reply_reset_has_reason ? (int)PT_REGS_PARM3(ctx) : -1, false);
 	return 0;
 }
 

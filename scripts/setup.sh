@@ -9,6 +9,7 @@ packages=(
   libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
   libcurl4-openssl-dev python3 openssl
   iproute2 procps
+  qemu-system-x86 busybox-static cpio kmod xz-utils zstd
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

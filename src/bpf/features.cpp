@@ -7,10 +7,12 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <sstream>
 
@@ -94,15 +96,37 @@ std::vector<std::string> reset_reason_names(const btf* vmlinux) {
     return names;
 }
 
-bool probe_kprobe(std::string& why_not) {
+constexpr std::array kHookedFunctions = {"tcp_close", "tcp_send_active_reset", "tcp_v4_send_reset",
+                                         "tcp_v6_send_reset"};
+
+void find_functions_in_btf(const btf* vmlinux, std::map<std::string, FunctionTarget>& functions) {
+    for (const char* name : kHookedFunctions) {
+        int id = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC);
+        if (id <= 0) continue;
+        const btf_type* proto = btf__type_by_id(vmlinux, btf__type_by_id(vmlinux, id)->type);
+        functions[name].in_btf = true;
+        if (proto && btf_is_func_proto(proto)) functions[name].btf_params = btf_vlen(proto);
+    }
+}
+
+// Symbols renamed by the compiler (tcp_v4_send_reset.isra.0) do not count: kprobes attach by name.
+void find_functions_in_kallsyms(std::map<std::string, FunctionTarget>& functions) {
+    std::ifstream syms("/proc/kallsyms");
+    std::string address, type, name;
+    while (syms >> address >> type >> name) {
+        syms.ignore(std::numeric_limits<std::streamsize>::max(), '\n');  // module column
+        for (const char* wanted : kHookedFunctions)
+            if (name == wanted) functions[name].in_kallsyms = true;
+    }
+}
+
+bool probe_kprobe(const std::map<std::string, FunctionTarget>& functions, std::string& why_not) {
     if (!std::filesystem::exists("/sys/bus/event_source/devices/kprobe/type")) {
         why_not = "kernel built without kprobes (no kprobe PMU)";
         return false;
     }
-    std::ifstream syms("/proc/kallsyms");
-    std::string line;
-    while (std::getline(syms, line))
-        if (line.size() > 12 && line.ends_with(" tcp_close")) return true;
+    auto close = functions.find("tcp_close");
+    if (close != functions.end() && close->second.in_kallsyms) return true;
     why_not = "tcp_close not in /proc/kallsyms";
     return false;
 }
@@ -129,6 +153,7 @@ KernelFeatures probe_kernel_features() {
     BtfPtr vmlinux(f.btf ? btf__load_vmlinux_btf() : nullptr);
     if (vmlinux) {
         f.reset_reason_names = reset_reason_names(vmlinux.get());
+        find_functions_in_btf(vmlinux.get(), f.functions);
         if (f.can_trace()) {
             f.fentry = probe_fentry(vmlinux.get(), f.fentry_why_not);
         } else {
@@ -137,7 +162,8 @@ KernelFeatures probe_kernel_features() {
     } else {
         f.fentry_why_not = "no kernel BTF";
     }
-    f.kprobe = probe_kprobe(f.kprobe_why_not);
+    find_functions_in_kallsyms(f.functions);
+    f.kprobe = probe_kprobe(f.functions, f.kprobe_why_not);
     return f;
 }
 

@@ -1,11 +1,19 @@
 // What the running kernel offers tcpwhy: probed once, before anything loads.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace tcpwhy {
+
+// A kernel function tcpwhy may hook with fentry or kprobe.
+struct FunctionTarget {
+    bool in_btf = false;       // fentry needs the function in kernel BTF
+    bool in_kallsyms = false;  // a kprobe needs the symbol under its plain name
+    int btf_params = -1;       // parameter count from BTF (-1 unknown)
+};
 
 struct KernelFeatures {
     std::string release;             // uname -r
@@ -22,6 +30,16 @@ struct KernelFeatures {
     // Names of enum sk_rst_reason values without the SK_RST_REASON_ prefix, indexed by
     // value; empty when the kernel has no reset reasons (before 6.10).
     std::vector<std::string> reset_reason_names;
+    // tcp_close, tcp_send_active_reset, tcp_v4_send_reset, tcp_v6_send_reset, by name.
+    std::map<std::string, FunctionTarget> functions;
+
+    // The reasons and the tracepoint that fires for every reset (timewait, no socket) came
+    // together in 6.10; before, tp_btf/tcp_send_reset sees only resets of full sockets.
+    bool reset_tracepoint_complete() const { return !reset_reason_names.empty(); }
+    FunctionTarget function(const std::string& name) const {
+        auto it = functions.find(name);
+        return it == functions.end() ? FunctionTarget{} : it->second;
+    }
 
     // Enough privilege to load tracing programs: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
     bool can_trace() const { return cap_sys_admin || (cap_bpf && cap_perfmon); }

@@ -29,7 +29,29 @@ using SkeletonPtr = std::unique_ptr<tcpwhy_bpf, SkeletonDeleter>;
 using RingPtr = std::unique_ptr<ring_buffer, RingDeleter>;
 using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
 
-enum class ClosePath { fentry, kprobe, set_state };
+enum class Path { fentry, kprobe, tracepoint };
+
+// One hook's attach paths, best first, and which one the current attempt uses.
+struct HookPlan {
+    std::string hook;
+    std::vector<Path> candidates;
+    std::vector<std::string> names;  // "fentry/tcp_close", ... per candidate
+    size_t chosen = 0;
+    std::vector<std::string> passed_over;
+
+    Path path() const { return candidates[chosen]; }
+    const std::string& name() const { return names[chosen]; }
+    bool can_fall_back() const { return chosen + 1 < candidates.size(); }
+    void fall_back(const std::string& why) {
+        passed_over.push_back(fmt::format("{}: {}", name(), why));
+        ++chosen;
+    }
+};
+
+struct Plans {
+    HookPlan close, reset_active, reset_reply;
+    std::vector<HookPlan*> all() { return {&close, &reset_active, &reset_reply}; }
+};
 
 std::string errno_text(int err) { return strerror(err < 0 ? -err : err); }
 
@@ -78,24 +100,45 @@ struct Tracer::Impl {
 
 namespace {
 
-// One attempt at loading with a given close path. Returns nullptr (and why) when
-// that path's attach fails, so the caller can fall back to the next one.
-std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const KernelFeatures& f,
-                                       ClosePath close_path, std::vector<HookStatus>& hooks, std::string& why_not) {
+// One attempt at loading and attaching with the paths the plans currently choose. Returns
+// nullptr when a fentry/kprobe program fails (the hook to blame in *failed, or nullptr when the
+// load failed as a whole), so the caller can fall back; throws when the tracepoint paths fail.
+std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const KernelFeatures& f, Plans& plans,
+                                       std::vector<HookStatus>& hooks, HookPlan** failed, std::string& why_not) {
     auto impl = std::make_unique<Tracer::Impl>();
-    impl->skel.reset(tcpwhy_bpf__open());
+    // Without /boot/config-* or /proc/config.gz libbpf refuses the object (CONFIG_HZ is a
+    // kconfig extern) unless it is given a value: the common HZ, as doctor reports.
+    LIBBPF_OPTS(bpf_object_open_opts, open_opts, .kconfig = f.kernel_config ? nullptr : "CONFIG_HZ=250\n");
+    impl->skel.reset(tcpwhy_bpf__open_opts(&open_opts));
     if (!impl->skel) throw TracerError(fmt::format("cannot open BPF object: {}", errno_text(errno)), "run tcpwhy doctor");
     auto* skel = impl->skel.get();
+    auto* progs = &skel->progs;
+    const Path close = plans.close.path(), active = plans.reset_active.path(), reply = plans.reset_reply.path();
+    const bool with_v6_fentry = f.function("tcp_v6_send_reset").in_btf;
+    const bool with_v6_kprobe = f.function("tcp_v6_send_reset").in_kallsyms;
 
-    skel->rodata->close_from_tcp_close = close_path != ClosePath::set_state;
+    skel->rodata->close_from_tcp_close = close != Path::tracepoint;
+    skel->rodata->reset_active_from_tp = active == Path::tracepoint;
+    skel->rodata->reset_reply_from_tp = reply == Path::tracepoint;
+    skel->rodata->active_reset_has_reason = f.function("tcp_send_active_reset").btf_params >= 3;
+    skel->rodata->reply_reset_has_reason =
+        f.function("tcp_v4_send_reset").btf_params >= 3 && (!with_v6_fentry || f.function("tcp_v6_send_reset").btf_params >= 3);
     skel->rodata->wakeup_bytes = options.wakeup_bytes;
     bpf_map__set_max_entries(skel->maps.events, static_cast<uint32_t>(options.ring_bytes));
-    bpf_program__set_autoload(skel->progs.fentry_tcp_close, close_path == ClosePath::fentry);
-    bpf_program__set_autoload(skel->progs.kprobe_tcp_close, close_path == ClosePath::kprobe);
-    bpf_program__set_autoload(skel->progs.handle_setsockopt, f.cgroup2_path.has_value());
+    bpf_program__set_autoload(progs->fentry_tcp_close, close == Path::fentry);
+    bpf_program__set_autoload(progs->kprobe_tcp_close, close == Path::kprobe);
+    bpf_program__set_autoload(progs->handle_send_reset, active == Path::tracepoint || reply == Path::tracepoint);
+    bpf_program__set_autoload(progs->fentry_active_reset, active == Path::fentry);
+    bpf_program__set_autoload(progs->kprobe_active_reset, active == Path::kprobe);
+    bpf_program__set_autoload(progs->fentry_v4_send_reset, reply == Path::fentry);
+    bpf_program__set_autoload(progs->fentry_v6_send_reset, reply == Path::fentry && with_v6_fentry);
+    bpf_program__set_autoload(progs->kprobe_v4_send_reset, reply == Path::kprobe);
+    bpf_program__set_autoload(progs->kprobe_v6_send_reset, reply == Path::kprobe && with_v6_kprobe);
+    bpf_program__set_autoload(progs->handle_setsockopt, f.cgroup2_path.has_value());
 
     if (int err = tcpwhy_bpf__load(skel)) {
-        if (close_path != ClosePath::set_state) {
+        if (close != Path::tracepoint || active != Path::tracepoint || reply != Path::tracepoint) {
+            *failed = nullptr;
             why_not = fmt::format("load failed: {}", errno_text(err));
             return nullptr;
         }
@@ -108,24 +151,35 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
         if (!*link)
             throw TracerError(fmt::format("cannot attach {}: {}", what, errno_text(errno)), "run tcpwhy doctor");
     };
-    attach(skel->progs.handle_set_state, &skel->links.handle_set_state, "tp_btf/inet_sock_set_state");
-    attach(skel->progs.handle_send_reset, &skel->links.handle_send_reset, "tp_btf/tcp_send_reset");
-    attach(skel->progs.handle_receive_reset, &skel->links.handle_receive_reset, "tp_btf/tcp_receive_reset");
-    if (close_path == ClosePath::fentry) {
-        skel->links.fentry_tcp_close = bpf_program__attach(skel->progs.fentry_tcp_close);
-        if (!skel->links.fentry_tcp_close) {
-            why_not = fmt::format("attach failed: {}", errno_text(errno));
-            return nullptr;
+    // Every loaded program of a fentry/kprobe hook must attach, else the hook falls back.
+    auto attach_hook = [&](HookPlan& plan, std::initializer_list<std::pair<bpf_program*, bpf_link**>> links) {
+        for (auto [prog, link] : links) {
+            if (!bpf_program__autoload(prog)) continue;
+            *link = bpf_program__attach(prog);
+            if (!*link) {
+                why_not = fmt::format("attach failed: {}", errno_text(errno));
+                *failed = &plan;
+                return false;
+            }
         }
-    } else if (close_path == ClosePath::kprobe) {
-        skel->links.kprobe_tcp_close = bpf_program__attach(skel->progs.kprobe_tcp_close);
-        if (!skel->links.kprobe_tcp_close) {
-            why_not = fmt::format("attach failed: {}", errno_text(errno));
-            return nullptr;
-        }
-    }
+        return true;
+    };
+    auto* links = &skel->links;
+    attach(progs->handle_set_state, &links->handle_set_state, "tp_btf/inet_sock_set_state");
+    if (bpf_program__autoload(progs->handle_send_reset))
+        attach(progs->handle_send_reset, &links->handle_send_reset, "tp_btf/tcp_send_reset");
+    attach(progs->handle_receive_reset, &links->handle_receive_reset, "tp_btf/tcp_receive_reset");
+    if (!attach_hook(plans.close, {{progs->fentry_tcp_close, &links->fentry_tcp_close},
+                                   {progs->kprobe_tcp_close, &links->kprobe_tcp_close}}) ||
+        !attach_hook(plans.reset_active, {{progs->fentry_active_reset, &links->fentry_active_reset},
+                                          {progs->kprobe_active_reset, &links->kprobe_active_reset}}) ||
+        !attach_hook(plans.reset_reply, {{progs->fentry_v4_send_reset, &links->fentry_v4_send_reset},
+                                         {progs->fentry_v6_send_reset, &links->fentry_v6_send_reset},
+                                         {progs->kprobe_v4_send_reset, &links->kprobe_v4_send_reset},
+                                         {progs->kprobe_v6_send_reset, &links->kprobe_v6_send_reset}}))
+        return nullptr;
 
-    HookStatus setsockopt{"setsockopt", "", {}};
+    HookStatus setsockopt{"setsockopt", "", {}, ""};
     if (f.cgroup2_path) {
         impl->cgroup_fd = Fd(open(f.cgroup2_path->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (impl->cgroup_fd) {
@@ -151,38 +205,101 @@ std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options) {
     return start(options, probe_kernel_features());
 }
 
+namespace {
+
+// fentry, then kprobe, then the tracepoint: the first two need every function in `functions`.
+HookPlan plan_hook(const TracerOptions& options, const KernelFeatures& f, std::string hook,
+                   const std::vector<std::string>& functions, const std::string& tracepoint_name) {
+    HookPlan plan{std::move(hook), {}, {}, 0, {}};
+    std::string targets;
+    for (const auto& fn : functions) targets += (targets.empty() ? "" : "+") + fn;
+    const std::string fentry_name = "fentry/" + targets, kprobe_name = "kprobe/" + targets;
+    const std::string& first = functions.front();
+
+    if (!options.allow_fentry)
+        plan.passed_over.push_back(fentry_name + ": disabled");
+    else if (!f.fentry)
+        plan.passed_over.push_back(fentry_name + ": " + f.fentry_why_not);
+    else if (!f.function(first).in_btf)
+        plan.passed_over.push_back(fentry_name + ": " + first + " not in kernel BTF");
+    else
+        plan.candidates.push_back(Path::fentry), plan.names.push_back(fentry_name);
+
+    if (!options.allow_kprobe)
+        plan.passed_over.push_back(kprobe_name + ": disabled");
+    else if (!f.kprobe)
+        plan.passed_over.push_back(kprobe_name + ": " + f.kprobe_why_not);
+    else if (!f.function(first).in_kallsyms)
+        plan.passed_over.push_back(kprobe_name + ": " + first + " not in /proc/kallsyms");
+    else
+        plan.candidates.push_back(Path::kprobe), plan.names.push_back(kprobe_name);
+
+    plan.candidates.push_back(Path::tracepoint);
+    plan.names.push_back(tracepoint_name);
+    return plan;
+}
+
+// From 6.10 the tracepoint sees every reset, with the kernel's reason: one program serves both
+// reset hooks and fentry/kprobe would only duplicate it.
+void prefer_complete_tracepoint(HookPlan& plan) {
+    plan.candidates = {Path::tracepoint};
+    plan.names = {"tp_btf/tcp_send_reset"};
+    plan.passed_over = {"fentry/kprobe: not needed: tp_btf/tcp_send_reset sees every reset and names its reason "
+                        "on this kernel"};
+}
+
+HookStatus status_of(const HookPlan& plan, std::string limitation = "") {
+    if (plan.path() == Path::kprobe && limitation.empty())
+        limitation = "kprobes cannot read socket storage: these events carry no socket options, and resets no owner";
+    return {plan.hook, plan.name(), plan.passed_over, std::move(limitation)};
+}
+
+}  // namespace
+
 std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options, KernelFeatures f) {
     require_tracing_support(f);
 
-    HookStatus close{"close", "", {}};
-    std::vector<ClosePath> paths;
-    if (options.allow_fentry && f.fentry) paths.push_back(ClosePath::fentry);
-    else close.passed_over.push_back("fentry/tcp_close: " + (options.allow_fentry ? f.fentry_why_not : "disabled"));
-    if (options.allow_kprobe && f.kprobe) paths.push_back(ClosePath::kprobe);
-    else close.passed_over.push_back("kprobe/tcp_close: " + (options.allow_kprobe ? f.kprobe_why_not : "disabled"));
-    paths.push_back(ClosePath::set_state);
+    Plans plans{plan_hook(options, f, "close", {"tcp_close"}, "tp_btf/inet_sock_set_state (local close transitions)"),
+                plan_hook(options, f, "reset_active", {"tcp_send_active_reset"}, "tp_btf/tcp_send_reset"),
+                plan_hook(options, f, "reset_reply", {"tcp_v4_send_reset", "tcp_v6_send_reset"},
+                          "tp_btf/tcp_send_reset")};
+    if (f.reset_tracepoint_complete()) {
+        prefer_complete_tracepoint(plans.reset_active);
+        prefer_complete_tracepoint(plans.reset_reply);
+    }
 
     std::unique_ptr<Impl> impl;
     std::vector<HookStatus> extra;
-    for (ClosePath path : paths) {
+    while (!impl) {
         std::string why_not;
+        HookPlan* failed = nullptr;
         extra.clear();
-        impl = try_load(options, f, path, extra, why_not);
-        const char* name = path == ClosePath::fentry   ? "fentry/tcp_close"
-                           : path == ClosePath::kprobe ? "kprobe/tcp_close"
-                                                       : "tp_btf/inet_sock_set_state (local close transitions)";
-        if (impl) {
-            close.attached = name;
-            break;
+        impl = try_load(options, f, plans, extra, &failed, why_not);
+        if (impl) break;
+        // the hook whose program failed steps down; when the load failed as a whole, every
+        // hook off the tracepoints does (the next attempt tells which one was to blame)
+        std::vector<HookPlan*> to_fall_back = failed ? std::vector<HookPlan*>{failed} : plans.all();
+        bool stepped = false;
+        for (HookPlan* plan : to_fall_back) {
+            if (plan->path() == Path::tracepoint || !plan->can_fall_back()) continue;
+            plan->fall_back(why_not);
+            stepped = true;
         }
-        close.passed_over.push_back(fmt::format("{}: {}", name, why_not));
+        if (!stepped)
+            throw TracerError(fmt::format("tcpwhy's BPF programs did not attach: {}", why_not),
+                              "run `tcpwhy doctor` and `tcpwhy trace -v` to see the verifier log");
     }
 
     std::vector<HookStatus> hooks;
-    hooks.push_back({"state", "tp_btf/inet_sock_set_state", {}});
-    hooks.push_back(std::move(close));
-    hooks.push_back({"reset_sent", "tp_btf/tcp_send_reset", {}});
-    hooks.push_back({"reset_recv", "tp_btf/tcp_receive_reset", {}});
+    hooks.push_back({"state", "tp_btf/inet_sock_set_state", {}, ""});
+    hooks.push_back(status_of(plans.close));
+    hooks.push_back(status_of(plans.reset_active));
+    hooks.push_back(status_of(plans.reset_reply,
+                              plans.reset_reply.path() == Path::tracepoint && !f.reset_tracepoint_complete()
+                                  ? "before 6.10 the tracepoint misses resets sent for timewait sockets and for "
+                                    "segments without a socket"
+                                  : ""));
+    hooks.push_back({"reset_recv", "tp_btf/tcp_receive_reset", {}, ""});
     for (auto& h : extra) hooks.push_back(std::move(h));
 
     impl->ncpus = libbpf_num_possible_cpus();
@@ -225,9 +342,14 @@ KernelCounters Tracer::counters() const {
 }
 
 std::string Tracer::attach_summary() const {
-    for (const auto& h : hooks_)
-        if (h.hook == "close") return h.attached.substr(0, h.attached.find('/'));
-    return "tp_btf";
+    auto kind = [this](const std::string& hook) -> std::string {
+        for (const auto& h : hooks_)
+            if (h.hook == hook) return h.attached.substr(0, h.attached.find('/'));
+        return "tp_btf";
+    };
+    std::string active = kind("reset_active"), reply = kind("reset_reply");
+    std::string resets = active == reply ? active : fmt::format("{} (active), {} (replies)", active, reply);
+    return fmt::format("{}; resets via {}", kind("close"), resets);
 }
 
 }  // namespace tcpwhy

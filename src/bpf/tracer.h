@@ -38,9 +38,10 @@ struct TracerOptions {
 
 // How one hook was attached on this kernel, and why the better paths were not used.
 struct HookStatus {
-    std::string hook;      // "state", "close", "reset_sent", "reset_recv", "setsockopt"
+    std::string hook;      // "state", "close", "reset_active", "reset_reply", "reset_recv", "setsockopt"
     std::string attached;  // e.g. "tp_btf/inet_sock_set_state"; empty when none
     std::vector<std::string> passed_over;  // "fentry/tcp_close: load refused: Operation not permitted"
+    std::string limitation;  // what the attached path cannot see on this kernel; empty when nothing
 };
 
 struct KernelCounters {
@@ -70,7 +71,7 @@ public:
     KernelCounters counters() const;
     const std::vector<HookStatus>& hooks() const { return hooks_; }
     const KernelFeatures& features() const { return features_; }
-    // "tp_btf" / "fentry" / "kprobe": the attach path in use for the close hook.
+    // The attach paths in use, e.g. "fentry; resets via fentry" (close hook first).
     std::string attach_summary() const;
 
     struct Impl;  // libbpf objects; opaque outside tracer.cpp

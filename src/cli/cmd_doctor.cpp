@@ -103,6 +103,7 @@ int run_doctor(bool force_tracepoints, const NamingArgs& naming) {
         bool all = true;
         for (const auto& hook : tracer->hooks()) {
             fmt::print("  {:<12} {}\n", hook.hook, hook.attached.empty() ? "NOT ATTACHED" : hook.attached);
+            if (!hook.limitation.empty()) fmt::print("  {:<12}   limited: {}\n", "", hook.limitation);
             for (const auto& why : hook.passed_over) fmt::print("  {:<12}   passed over: {}\n", "", why);
             all = all && !hook.attached.empty();
         }

@@ -99,6 +99,8 @@ std::string infer_reset_reason(const Event& e) {
         if (e.has_skb) return "TCP_ABORT_ON_DATA";
         break;
     case TcpState::close:
+        // a segment reached a socket that had shut down; tcp_reset() had already closed it
+        if (e.has_skb) return "TCP_ABORT_ON_DATA";
         if (e.unread_bytes > 0) return "TCP_ABORT_ON_CLOSE";
         if (e.opts.has(SockOpt::so_linger) && e.opts.linger_onoff && e.opts.linger_s == 0) return "TCP_STATE";
         break;

@@ -76,7 +76,20 @@ TEST_CASE("doctor reports the attach path of every hook") {
     INFO(r.out << r.err);
     CHECK(r.exit_code == 0);
     CHECK(r.out.find("state        tp_btf/inet_sock_set_state") != std::string::npos);
-    CHECK(r.out.find("reset_sent   tp_btf/tcp_send_reset") != std::string::npos);
+    CHECK(r.out.find("reset_recv   tp_btf/tcp_receive_reset") != std::string::npos);
+    // the best path this kernel allows: fentry where permitted, else kprobe, else the tracepoints
+    KernelFeatures f = probe_kernel_features();
+    std::string best = f.fentry ? "fentry/" : f.kprobe ? "kprobe/" : "tp_btf/";
+    CHECK(r.out.find("close        " + best) != std::string::npos);
+    if (f.reset_tracepoint_complete()) {
+        CHECK(r.out.find("reset_active tp_btf/tcp_send_reset") != std::string::npos);
+        CHECK(r.out.find("reset_reply  tp_btf/tcp_send_reset") != std::string::npos);
+    } else {
+        CHECK(r.out.find("reset_active " + best + (best == "tp_btf/" ? "tcp_send_reset" : "tcp_send_active_reset")) !=
+              std::string::npos);
+        CHECK(r.out.find("reset_reply  " + best + (best == "tp_btf/" ? "tcp_send_reset" : "tcp_v4_send_reset")) !=
+              std::string::npos);
+    }
     CHECK(r.out.find("setsockopt   cgroup/setsockopt") != std::string::npos);
     CHECK(r.out.find("result: OK") != std::string::npos);
 }

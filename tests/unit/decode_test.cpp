@@ -104,7 +104,9 @@ TEST_CASE("inferred reasons follow the keep-alive race shapes") {
     CHECK(infer_reset_reason(e) == "TCP_ABORT_ON_DATA");
     e.sk_state = TcpState::fin_wait2;
     CHECK(infer_reset_reason(e) == "TCP_ABORT_ON_DATA");
+    // before 6.10, fentry/kprobe on tcp_v4_send_reset see the socket after tcp_reset() closed it
     e.sk_state = TcpState::close;
+    CHECK(infer_reset_reason(e) == "TCP_ABORT_ON_DATA");
     e.has_skb = false;
     e.unread_bytes = 10;
     CHECK(infer_reset_reason(e) == "TCP_ABORT_ON_CLOSE");
