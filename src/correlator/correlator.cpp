@@ -322,6 +322,7 @@ struct Correlator::Impl {
         tally.last_evidence = verdict.evidence;
         record.reset = verdict.kind;
         record.evidence = std::move(verdict.evidence);
+        record.last_ts_ns = std::max(record.last_ts_ns, ts_ns);  // the reset is its latest event
         if (watched_peer && watched_records.size() < kMaxWatchedRecords &&
             addr::same_endpoint(record.raddr, record.rport, watched_peer->first, watched_peer->second))
             watched_records.push_back(record);
@@ -752,6 +753,14 @@ std::vector<ConnectionRecord> Correlator::connections_with_peer(const IpAddr& pe
         if (addr::same_endpoint(c.raddr, c.rport, peer, rport) && !seen(cookie))
             out.push_back(impl_->record_of(cookie, c));
     std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.first_ts_ns < y.first_ts_ns; });
+    return out;
+}
+
+std::vector<ConnectionRecord> Correlator::recent_resets() const {
+    std::vector<ConnectionRecord> out;
+    for (const auto& b : impl_->backends)
+        for (const auto& tally : b.resets) out.insert(out.end(), tally.recent.begin(), tally.recent.end());
+    std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.last_ts_ns < y.last_ts_ns; });
     return out;
 }
 
