@@ -104,9 +104,9 @@ private:
 };
 
 // `tcpwhy trace --json -o FILE` on every namespace of the node, stopped with SIGTERM.
-class Tracer {
+class TraceCommand {
 public:
-    explicit Tracer(const fs::path& trace) : trace_(trace), log_(fs::path(trace).replace_extension(".log")) {
+    explicit TraceCommand(const fs::path& trace) : trace_(trace), log_(fs::path(trace).replace_extension(".log")) {
         pid_ = fork();
         if (pid_ == 0) {
             auto cmd = fmt::format("exec {} trace --json -o {} >/dev/null 2>{}", TCPWHY_BINARY, trace_.string(),
@@ -117,9 +117,9 @@ public:
         for (int i = 0; i < 500 && log().find("tracing TCP") == std::string::npos; ++i) sleep_ms(20);
         if (log().find("tracing TCP") == std::string::npos) throw std::runtime_error("tracer: " + log());
     }
-    ~Tracer() { stop(); }
-    Tracer(const Tracer&) = delete;
-    Tracer& operator=(const Tracer&) = delete;
+    ~TraceCommand() { stop(); }
+    TraceCommand(const TraceCommand&) = delete;
+    TraceCommand& operator=(const TraceCommand&) = delete;
 
     int stop() {
         if (pid_ <= 0) return exit_code_;
@@ -186,7 +186,8 @@ std::vector<std::string> verdicts_in_netns(const std::string& timeline, uint32_t
 
 nlohmann::json findings_in_netns(const std::string& json_text, uint32_t netns) {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& f : nlohmann::json::parse(json_text)["findings"])
+    const nlohmann::json report = nlohmann::json::parse(json_text);
+    for (const auto& f : report["findings"])
         if (f["backend"]["netns"] == netns) out.push_back(f);
     return out;
 }
@@ -216,7 +217,7 @@ TEST_CASE("e2e: every nginx 502 is an idle_close_race tcpwhy explains; the Node.
     // ---- the incident: Node's default keep-alive timeout ----
     incident.start_backend("");
     fs::path trace = incident.work() / "before.jsonl";
-    Tracer tracer(trace);
+    TraceCommand tracer(trace);
     std::string driver = incident.drive(3, kLanes, kMinGapMs, kMaxGapMs);
     sleep_ms(500);  // the last resets reach the ring buffer
     REQUIRE(tracer.stop() == 0);
@@ -284,7 +285,7 @@ TEST_CASE("e2e: every nginx 502 is an idle_close_race tcpwhy explains; the Node.
     size_t before_fix = access.size();
     incident.start_backend("620000");
     fs::path fixed_trace = incident.work() / "after.jsonl";
-    Tracer fixed_tracer(fixed_trace);
+    TraceCommand fixed_tracer(fixed_trace);
     std::string fixed_driver = incident.drive(2, kLanes, kMinGapMs, kMaxGapMs);
     sleep_ms(500);
     REQUIRE(fixed_tracer.stop() == 0);
