@@ -107,13 +107,15 @@ svg text{font:11px system-ui,sans-serif;fill:#39424e}
 constexpr std::string_view kScript = R"(
 (function(){
   var select=document.getElementById('kind-filter');
-  if(!select)return;
-  select.addEventListener('change',function(){
-    var rows=document.querySelectorAll('#connections tbody tr');
-    for(var i=0;i<rows.length;i++){
-      rows[i].style.display=(select.value===''||rows[i].dataset.kind===select.value)?'':'none';
-    }
-  });
+  if(select){
+    select.addEventListener('change',function(){
+      var rows=document.querySelectorAll('#connections tbody tr');
+      for(var i=0;i<rows.length;i++){
+        rows[i].style.display=(select.value===''||rows[i].dataset.kind===select.value)?'':'none';
+      }
+    });
+  }
+  document.body.setAttribute('data-script','ran');  // a headless browser test checks the script ran
 })();
 )";
 

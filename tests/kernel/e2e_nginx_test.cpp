@@ -281,6 +281,12 @@ TEST_CASE("e2e: every nginx 502 is an idle_close_race tcpwhy explains; the Node.
     // Workload naming (issue 4): the pod is named by its `ip netns` name.
     CHECK(summary.find("pod " + incident.pod()) != std::string::npos);
 
+    // The postmortem page of this incident, rendered in Chromium; kept in build/artifacts.
+    auto page = capture(fmt::format("bash {}/tests/e2e/html_in_chromium.sh {} {} {} e2e-nginx-incident",
+                                    TCPWHY_SOURCE_DIR, TCPWHY_BINARY, trace.string(), TCPWHY_ARTIFACT_DIR));
+    INFO(page.text);
+    CHECK((page.exit_code == 0 || page.exit_code == 77));  // 77: no chromium here (the message says so)
+
     // ---- the fix: keepAliveTimeout above the LB's 600 s ----
     size_t before_fix = access.size();
     incident.start_backend("620000");
