@@ -278,8 +278,8 @@ TEST_CASE("e2e: every nginx 502 is an idle_close_race tcpwhy explains; the Node.
     CHECK(summary.find("process node, port 8080") != std::string::npos);
     CHECK(summary.find("after 6.0 s") != std::string::npos);
     CHECK(summary.find("600 s") != std::string::npos);
-    // Workload naming (issue 4): the pod is named by its `ip netns` name.
-    CHECK(summary.find("pod " + incident.pod()) != std::string::npos);
+    // Workload naming (issue 4): a namespace made with `ip netns` is named by that name.
+    CHECK(summary.find(fmt::format("netns {} (process node, port 8080)", incident.pod())) != std::string::npos);
 
     // The postmortem page of this incident, rendered in Chromium; kept in build/artifacts.
     auto page = capture(fmt::format("bash {}/tests/e2e/html_in_chromium.sh {} {} {} e2e-nginx-incident",
