@@ -48,8 +48,8 @@ live_view_start() {  # $1: how long the load runs (s)
       (end=$((SECONDS + seconds)); while [ $SECONDS -lt $end ]; do sleep 5; "$tcpwhy" top --once --lb gcp --pod pod || true; done) &
     fi
   else
-    "$tcpwhy" trace --netns pod --duration "$seconds" 2>&1 |
-      grep --line-buffered -E "^TIME|reset_sent|finding \[|update \[" &
+    "$tcpwhy" trace --netns pod --duration "$seconds" \
+      > >(grep --line-buffered -E "^TIME|reset_sent|finding \[|update \[") 2>/dev/null &
   fi
   pids+=($!)
 }
@@ -70,7 +70,12 @@ run_round() {  # $1: label, $2: backend keepAliveTimeout (ms) or empty for Node'
   before_502s=$(grep -c ' 502 ' "$WORK/nginx/access.log" 2>/dev/null || true)
   bash tests/e2e/incident.sh drive "$rounds" "$lanes" "$min_gap_ms" "$max_gap_ms" >"$out/$label.load.log"
   wait "$live" 2>/dev/null || true
-  wait "$recorder" || true
+  if ! wait "$recorder"; then
+    echo "demo: tcpwhy trace failed:" >&2
+    cat "$out/$label.trace.log" >&2
+    exit 1
+  fi
+  grep -E "^tcpwhy: (dropped|[0-9]+ events)" "$out/$label.trace.log" || true
   local now_502s
   now_502s=$(grep -c ' 502 ' "$WORK/nginx/access.log" || true)
   echo

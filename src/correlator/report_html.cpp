@@ -228,7 +228,7 @@ void render_backends(const Correlator& correlator, std::ostream& out) {
 
 // Resets over trace time: one row per kind, a mark per classified reset connection,
 // and under them every reset event of the trace per time bin (complete, unclassified).
-void render_timeline(const std::vector<ConnectionRecord>& records, const std::vector<ResetMark>& marks,
+void render_reset_timeline(const std::vector<ConnectionRecord>& records, const std::vector<ResetMark>& marks,
                      uint64_t dropped_marks, const ReplayStats& stats, const Clock& clock, std::ostream& out) {
     out << "<section id=\"timeline\"><h2>Timeline of resets</h2>\n";
     if (records.empty() && marks.empty()) {
@@ -316,7 +316,18 @@ void render_connections(const std::vector<ConnectionRecord>& records, const Corr
     out << fmt::format("</select></label> <span class=\"muted\">newest first; the correlator keeps the last {} per "
                        "backend and kind</span></p>\n",
                        correlator.config().recent_connections_per_kind);
-    out << "<table id=\"connections\"><thead><tr><th>reset at</th><th>verdict</th><th>netns</th><th>peer</th>"
+    // Each connection's backend by name (pod, ip-netns name, ...) when naming found one.
+    auto backends = correlator.backends();
+    auto backend_of = [&backends](const ConnectionRecord& r) -> std::string {
+        const BackendProfile* best = nullptr;
+        for (const auto& b : backends) {
+            if (b.id.netns != r.netns) continue;
+            if (!b.id.outbound && b.id.port == r.lport) return b.label();
+            if (b.id.outbound && b.id.port == r.rport) best = &b;
+        }
+        return best ? best->label() : fmt::format("netns {}", r.netns);
+    };
+    out << "<table id=\"connections\"><thead><tr><th>reset at</th><th>verdict</th><th>backend</th><th>peer</th>"
            "<th>local</th><th>LB</th><th>opened</th><th>first close</th><th class=\"num\">idle before close</th>"
            "<th class=\"num\">rx / tx</th><th>ended</th><th>evidence</th></tr></thead><tbody>\n";
     size_t shown = 0;
@@ -327,7 +338,8 @@ void render_connections(const std::vector<ConnectionRecord>& records, const Corr
             "<tr data-kind=\"{0}\"><td class=\"mono\">{1}</td><td><span class=\"kind\" style=\"--k:{2}\">{0}</span></td>"
             "<td>{3}</td><td class=\"mono\">{4}</td><td class=\"mono\">{5}</td><td>{6}</td><td>{7}</td><td>{8}</td>"
             "<td class=\"num\">{9}</td><td class=\"num\">{10} B / {11} B</td><td>{12}{13}</td><td>{14}</td></tr>\n",
-            kind, escape(clock.time_of_day(r.last_ts_ns)), kind_colour(kind), r.netns, escape(endpoint(r.raddr, r.rport)),
+            kind, escape(clock.time_of_day(r.last_ts_ns)), kind_colour(kind), escape(backend_of(r)),
+            escape(endpoint(r.raddr, r.rport)),
             escape(endpoint(r.laddr, r.lport)), r.lb_peer ? "yes" : "no", to_string(r.opened), to_string(r.first_close),
             r.close_ts_ns ? duration_text(r.idle_before_close_ms) : "-", r.bytes_rx, r.bytes_tx, to_string(r.end),
             r.reset_reason.empty() ? "" : " (" + escape(r.reset_reason) + ")", escape(r.evidence));
@@ -377,7 +389,7 @@ void render_html_report(const Correlator& correlator, const ReplayStats& stats, 
                        stats.events);
     render_findings(findings, out);
     render_backends(correlator, out);
-    render_timeline(records, marks, dropped_marks, stats, clock, out);
+    render_reset_timeline(records, marks, dropped_marks, stats, clock, out);
     render_connections(records, correlator, clock, out);
     render_counts(correlator, stats, out);
     out << "</main>\n<script>" << kScript << "</script>\n</body></html>\n";

@@ -65,7 +65,11 @@ public:
         fs::create_directories(work_);
         down();  // leftovers of a crashed run with the same pid
         auto up = script("up");
-        if (up.exit_code != 0) throw std::runtime_error("incident.sh up: " + up.text);
+        if (up.exit_code != 0) {
+            down();  // no destructor runs for a constructor that throws
+            fs::remove_all(work_);
+            throw std::runtime_error("incident.sh up: " + up.text);
+        }
     }
     ~Incident() {
         down();
