@@ -45,7 +45,8 @@ live_view_start() {  # $1: how long the load runs (s)
     if [ -t 1 ]; then
       timeout --foreground -s INT "$seconds" "$tcpwhy" top --lb gcp --pod pod &
     else
-      (end=$((SECONDS + seconds)); while [ $SECONDS -lt $end ]; do sleep 5; "$tcpwhy" top --once --lb gcp --pod pod || true; done) &
+      # each snapshot covers the 6 s it traced: a round of the load
+      (end=$((SECONDS + seconds)); while [ $SECONDS -lt $end ]; do "$tcpwhy" top --once --interval 6 --lb gcp --pod pod || true; done) &
     fi
   else
     "$tcpwhy" trace --netns pod --duration "$seconds" \
