@@ -33,6 +33,8 @@ trap 'exit 130' INT TERM
 
 bash tests/e2e/incident.sh up
 tcpwhy=./build/tcpwhy
+# top's --pod matches a pod name or a netns inode; the inode works with or without naming
+pod_netns=$(stat -c %i /run/netns/pod)
 rounds_before=3 rounds_after=2 lanes=32 min_gap_ms=5850 max_gap_ms=6050
 
 # ---- LIVE VIEW: what the user watches while the load runs -----------------------------
@@ -43,10 +45,10 @@ live_view_start() {  # $1: how long the load runs (s)
   local seconds=$1
   if "$tcpwhy" top --help 2>/dev/null | grep -q -- --once; then
     if [ -t 1 ]; then
-      timeout --foreground -s INT "$seconds" "$tcpwhy" top --lb gcp --pod pod &
+      timeout --foreground -s INT "$seconds" "$tcpwhy" top --lb gcp --pod "$pod_netns" &
     else
       # each snapshot covers the 6 s it traced: a round of the load
-      (end=$((SECONDS + seconds)); while [ $SECONDS -lt $end ]; do "$tcpwhy" top --once --interval 6 --lb gcp --pod pod || true; done) &
+      (end=$((SECONDS + seconds)); while [ $SECONDS -lt $end ]; do "$tcpwhy" top --once --interval 6 --lb gcp --pod "$pod_netns" || true; done) &
     fi
   else
     "$tcpwhy" trace --netns pod --duration "$seconds" \
