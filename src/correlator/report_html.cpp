@@ -206,6 +206,10 @@ void render_backends(const Correlator& correlator, std::ostream& out) {
     const uint32_t lb_timeout_s = correlator.config().lb_idle_timeout_s;
     out << "<section id=\"backends\"><h2>Backends: idle time before the backend closes</h2>\n";
     if (backends.empty()) out << "<p class=\"muted\">No backends seen.</p>\n";
+    // Backends that closed idle connections get a chart, those first; on a busy node the
+    // rest (clients, backends the peer always closes) are one line each at the end.
+    std::stable_partition(backends.begin(), backends.end(),
+                          [](const BackendProfile& b) { return !b.idle_histogram.empty(); });
     for (const auto& b : backends) {
         out << fmt::format("<div class=\"backend\"><h3>{}</h3>\n", escape(b.label()));
         uint64_t resets = 0;
@@ -229,7 +233,7 @@ void render_backends(const Correlator& correlator, std::ostream& out) {
 // Resets over trace time: one row per kind, a mark per classified reset connection,
 // and under them every reset event of the trace per time bin (complete, unclassified).
 void render_reset_timeline(const std::vector<ConnectionRecord>& records, const std::vector<ResetMark>& marks,
-                     uint64_t dropped_marks, const ReplayStats& stats, const Clock& clock, std::ostream& out) {
+                           uint64_t dropped_marks, const ReplayStats& stats, const Clock& clock, std::ostream& out) {
     out << "<section id=\"timeline\"><h2>Timeline of resets</h2>\n";
     if (records.empty() && marks.empty()) {
         out << "<p class=\"none\">No resets in the trace.</p></section>\n";

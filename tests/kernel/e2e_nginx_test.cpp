@@ -208,7 +208,7 @@ constexpr int kLanes = 32, kMinGapMs = 5850, kMaxGapMs = 6050;
 
 }  // namespace
 
-TEST_CASE("e2e: every nginx 502 is an idle_close_race tcpwhy explains; the Node.js fix ends them") {
+TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the Node.js fix ends them") {
     TCPWHY_REQUIRE_ROOT();
     if (std::system("command -v nginx >/dev/null && command -v node >/dev/null") != 0) {
         WARN("SKIPPED: needs nginx and node (scripts/setup.sh installs nginx-light and nodejs)");
