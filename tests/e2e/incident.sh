@@ -8,9 +8,12 @@
 #
 #   incident.sh up                        namespaces, link, nginx
 #   incident.sh backend KEEP_ALIVE_MS     (re)start the backend; "" keeps Node's default
+#   incident.sh measure-close             print the backend's idle close in ms (timed from its
+#                                         response to its FIN; exits 1 if it does not close)
 #   incident.sh drive ROUNDS LANES MIN_GAP_MS MAX_GAP_MS
 #                                         the load: one keep-alive pool per lane, reused after
 #                                         the lane's idle gap (gaps spread from MIN to MAX)
+#   incident.sh gaps CLOSE_MS             "MIN_GAP_MS MAX_GAP_MS" that straddle that close
 #   incident.sh down                      stop everything, delete the namespaces
 #
 # Environment: WORK (a directory it owns, required), LB_NS (default lb), POD_NS (default
@@ -142,6 +145,18 @@ cmd_drive() {
     MIN_GAP_MS="$min_gap" MAX_GAP_MS="$max_gap" node "$repo/demo/lb-load.js" | tee -a "$WORK/driver.log"
 }
 
+cmd_measure_close() {
+  ip netns exec "$LB_NS" node "$repo/demo/measure-close.js"
+}
+
+# The lanes' idle gaps for a backend closing after CLOSE_MS: a request races the close
+# when it leaves nginx less than one RTT before the backend's FIN reaches nginx, i.e. for
+# gaps in (CLOSE_MS - 2 x DELAY_MS, CLOSE_MS); the range covers that with a margin.
+cmd_gaps() {
+  local close_ms=$1
+  echo "$((close_ms - 2 * DELAY_MS - 50)) $((close_ms + 50))"
+}
+
 cmd_down() {
   stop_pidfile "$WORK/backend.pid"
   stop_pidfile "$WORK/nginx.pid.master"
@@ -153,7 +168,9 @@ cmd_down() {
 case "${1:-}" in
   up) cmd_up ;;
   backend) cmd_backend "${2:-}" ;;
+  measure-close) cmd_measure_close ;;
+  gaps) cmd_gaps "$2" ;;
   drive) shift; cmd_drive "$@" ;;
   down) cmd_down ;;
-  *) echo "usage: incident.sh up | backend KEEP_ALIVE_MS | drive ROUNDS LANES MIN_GAP_MS MAX_GAP_MS | down" >&2; exit 2 ;;
+  *) echo "usage: incident.sh up | backend KEEP_ALIVE_MS | measure-close | gaps CLOSE_MS | drive ROUNDS LANES MIN_GAP_MS MAX_GAP_MS | down" >&2; exit 2 ;;
 esac
