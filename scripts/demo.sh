@@ -71,7 +71,9 @@ run_round() {  # $1: label, $2: backend keepAliveTimeout (ms) or empty for Node'
   sleep 1
   local before_502s
   before_502s=$(grep -c ' 502 ' "$WORK/nginx/access.log" 2>/dev/null || true)
-  bash tests/e2e/incident.sh drive "$rounds" "$lanes" "$min_gap_ms" "$max_gap_ms" >"$out/$label.load.log"
+  # in the background and waited for, so that Ctrl-C cleans up at once
+  bash tests/e2e/incident.sh drive "$rounds" "$lanes" "$min_gap_ms" "$max_gap_ms" >"$out/$label.load.log" &
+  wait $!
   wait "$live" 2>/dev/null || true
   if ! wait "$recorder"; then
     echo "demo: tcpwhy trace failed:" >&2

@@ -141,8 +141,16 @@ cmd_backend() {
 cmd_drive() {
   local rounds=$1 lanes=$2 min_gap=$3 max_gap=$4
   [ "$lanes" -le "$LANES_MAX" ] || die "at most $LANES_MAX lanes"
+  # In the background with a pid file, so that `down` stops it when the caller is interrupted.
+  local log=$WORK/driver.current.log status=0
   ip netns exec "$LB_NS" env TARGET="http://$NGINX_LISTEN" ROUNDS="$rounds" LANES="$lanes" \
-    MIN_GAP_MS="$min_gap" MAX_GAP_MS="$max_gap" node "$repo/demo/lb-load.js" | tee -a "$WORK/driver.log"
+    MIN_GAP_MS="$min_gap" MAX_GAP_MS="$max_gap" node "$repo/demo/lb-load.js" >"$log" 2>&1 &
+  echo $! >"$WORK/driver.pid"
+  wait $! || status=$?
+  rm -f "$WORK/driver.pid"
+  cat "$log"
+  cat "$log" >>"$WORK/driver.log"
+  return $status
 }
 
 cmd_measure_close() {
@@ -158,6 +166,7 @@ cmd_gaps() {
 }
 
 cmd_down() {
+  stop_pidfile "$WORK/driver.pid"
   stop_pidfile "$WORK/backend.pid"
   stop_pidfile "$WORK/nginx.pid.master"
   stop_pidfile "$WORK/delay.pid"
