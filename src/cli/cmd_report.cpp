@@ -27,7 +27,8 @@ Runner add_report(CLI::App& app) {
     sub->add_option("--html", *html,
                     "Also write a self-contained HTML postmortem to FILE: findings with the fix, per backend a\n"
                     "histogram of idle time before close against the LB idle timeout, a timeline of resets,\n"
-                    "the affected connections. No external assets: it opens offline");
+                    "the affected connections. No external assets: it opens offline")
+        ->option_text("FILE");
     add_lb_options(*sub, *lb);
     sub->add_option("--idle-threshold", options->idle_threshold_ms,
                     "Idle time (ms) before a close that counts as an idle close")
