@@ -122,14 +122,16 @@ private:
     std::string lb_, pod_;
 };
 
-// `tcpwhy trace --json -o FILE` on every namespace of the node, stopped with SIGTERM.
+// `tcpwhy trace --json -o FILE` on every namespace of the node (both sides of the LB's
+// connections), stopped with SIGTERM. Only port 8080: whatever else runs on the node (other
+// tests, benchmarks) would make the trace, and each `report --conn` replay of it, huge.
 class TraceCommand {
 public:
     explicit TraceCommand(const fs::path& trace) : trace_(trace), log_(fs::path(trace).replace_extension(".log")) {
         pid_ = fork();
         if (pid_ == 0) {
-            auto cmd = fmt::format("exec {} trace --json -o {} >/dev/null 2>{}", TCPWHY_BINARY, trace_.string(),
-                                   log_.string());
+            auto cmd = fmt::format("exec {} trace --json --port 8080 -o {} >/dev/null 2>{}", TCPWHY_BINARY,
+                                   trace_.string(), log_.string());
             execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
             _exit(127);
         }
