@@ -245,10 +245,14 @@ struct Correlator::Impl {
         return c;
     }
 
-    // SO_LINGER {1,0} zeroes the remote port before some events: keep what we knew.
+    // SO_LINGER {1,0} zeroes the remote port before some events: keep what we knew. And
+    // connect() changes the state to SYN_SENT before it picks the local port: take it
+    // from the events that follow.
     static void fill_missing_addresses(LiveConn& c, const Event& e) {
         if (c.rport == 0 && e.rport != 0) c.rport = e.rport;
         if (c.raddr.family == 0 && e.raddr.family != 0) c.raddr = e.raddr;
+        if (c.lport == 0 && e.lport != 0) c.lport = e.lport;
+        if (c.laddr.family == 0 && e.laddr.family != 0) c.laddr = e.laddr;
     }
 
     void mark_ended(LiveConn& c, uint64_t ts_ns) {
