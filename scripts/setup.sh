@@ -10,6 +10,7 @@ packages=(
   libcurl4-openssl-dev python3 openssl
   iproute2 procps
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd
+  nginx-light nodejs curl chromium
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

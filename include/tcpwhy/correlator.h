@@ -240,6 +240,9 @@ public:
     std::vector<BackendProfile> backends() const;
     // Connections with this peer, live or recently reset, oldest first.
     std::vector<ConnectionRecord> connections_with_peer(const IpAddr& raddr, uint16_t rport) const;
+    // Recently reset connections, oldest first: per backend and reset kind the last
+    // recent_connections_per_kind of them, with their verdict and evidence.
+    std::vector<ConnectionRecord> recent_resets() const;
     CorrelatorCounts counts() const;
     const CorrelatorConfig& config() const;
 

@@ -28,6 +28,7 @@ struct ReportOptions {
     std::optional<std::string> lb_ranges;       // --lb-ranges CIDR,...
     std::optional<uint32_t> lb_idle_timeout_s;  // --lb-idle-timeout SECONDS
     uint32_t idle_threshold_ms = 1000;          // --idle-threshold MS
+    std::optional<std::string> html;            // --html FILE: also write the self-contained HTML postmortem
 };
 
 // Runs the report; writes results to out and warnings/errors to err.
@@ -83,6 +84,16 @@ std::optional<std::pair<IpAddr, uint16_t>> parse_peer(std::string_view text);
 // Renderers.
 void render_text_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out);
 void render_json_report(const Correlator& correlator, std::ostream& out);
+// A reset event as the HTML timeline draws it (every one, classified or not).
+struct ResetMark {
+    uint64_t ts_ns = 0;
+    bool sent = true;  // reset_sent; false: reset_recv
+};
+// The HTML postmortem: findings with advice, per backend an idle-before-close histogram
+// with the LB idle timeout marked, a timeline of resets, the affected connections. One
+// file, no external assets. dropped_marks: reset events beyond those kept in marks.
+void render_html_report(const Correlator& correlator, const ReplayStats& stats, const std::vector<ResetMark>& marks,
+                        uint64_t dropped_marks, std::ostream& out);
 // One connection's timeline: its events (either side of it, as traced) in time order
 // and the correlator's verdict.
 void render_timeline(const IpAddr& raddr, uint16_t rport, std::vector<Event> events,

@@ -15,23 +15,31 @@ Runner add_report(CLI::App& app) {
         "  tcpwhy report trace.jsonl\n"
         "  tcpwhy report --json trace.jsonl.gz\n"
         "  tcpwhy report --conn 130.211.0.143:51234 trace.jsonl   # one connection's timeline\n"
+        "  tcpwhy report --html postmortem.html trace.jsonl       # and a page to share (opens offline)\n"
         "  tcpwhy report --lb aws-alb --lb-ranges 10.0.0.0/16 trace.jsonl");
     auto options = std::make_shared<ReportOptions>();
     auto lb = std::make_shared<LbArgs>();
     auto conn = std::make_shared<std::string>();
+    auto html = std::make_shared<std::string>();
     sub->add_option("trace", options->inputs, "Trace files ('-' for stdin)")->required();
     sub->add_flag("--json", options->json, "JSON output: findings[], backends, counts");
     sub->add_option("--conn", *conn, "Print the timeline of the connection with this peer (RADDR:RPORT)");
+    sub->add_option("--html", *html,
+                    "Also write a self-contained HTML postmortem to FILE: findings with the fix, per backend a\n"
+                    "histogram of idle time before close against the LB idle timeout, a timeline of resets,\n"
+                    "the affected connections. No external assets: it opens offline")
+        ->option_text("FILE");
     add_lb_options(*sub, *lb);
     sub->add_option("--idle-threshold", options->idle_threshold_ms,
                     "Idle time (ms) before a close that counts as an idle close")
         ->capture_default_str();
-    return [options, lb, conn] {
+    return [options, lb, conn, html] {
         ReportOptions opts = *options;
         opts.lb_preset = lb->preset;
         if (!lb->ranges.empty()) opts.lb_ranges = lb->ranges;
         if (lb->idle_timeout_s) opts.lb_idle_timeout_s = lb->idle_timeout_s;
         if (!conn->empty()) opts.conn = *conn;
+        if (!html->empty()) opts.html = *html;
         return run_report(opts, std::cout, std::cerr);
     };
 }

@@ -248,10 +248,14 @@ struct Correlator::Impl {
         return c;
     }
 
-    // SO_LINGER {1,0} zeroes the remote port before some events: keep what we knew.
+    // SO_LINGER {1,0} zeroes the remote port before some events: keep what we knew. And
+    // connect() changes the state to SYN_SENT before it picks the local port: take it
+    // from the events that follow.
     static void fill_missing_addresses(LiveConn& c, const Event& e) {
         if (c.rport == 0 && e.rport != 0) c.rport = e.rport;
         if (c.raddr.family == 0 && e.raddr.family != 0) c.raddr = e.raddr;
+        if (c.lport == 0 && e.lport != 0) c.lport = e.lport;
+        if (c.laddr.family == 0 && e.laddr.family != 0) c.laddr = e.laddr;
     }
 
     void mark_ended(LiveConn& c, uint64_t ts_ns) {
@@ -325,6 +329,7 @@ struct Correlator::Impl {
         tally.last_evidence = verdict.evidence;
         record.reset = verdict.kind;
         record.evidence = std::move(verdict.evidence);
+        record.last_ts_ns = std::max(record.last_ts_ns, ts_ns);  // the reset is its latest event
         if (watched_peer && watched_records.size() < kMaxWatchedRecords &&
             addr::same_endpoint(record.raddr, record.rport, watched_peer->first, watched_peer->second))
             watched_records.push_back(record);
@@ -761,6 +766,14 @@ std::vector<ConnectionRecord> Correlator::connections_with_peer(const IpAddr& pe
         if (addr::same_endpoint(c.raddr, c.rport, peer, rport) && !seen(cookie))
             out.push_back(impl_->record_of(cookie, c));
     std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.first_ts_ns < y.first_ts_ns; });
+    return out;
+}
+
+std::vector<ConnectionRecord> Correlator::recent_resets() const {
+    std::vector<ConnectionRecord> out;
+    for (const auto& b : impl_->backends)
+        for (const auto& tally : b.resets) out.insert(out.end(), tally.recent.begin(), tally.recent.end());
+    std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.last_ts_ns < y.last_ts_ns; });
     return out;
 }
 

@@ -1,5 +1,9 @@
 // `tcpwhy report`: options -> replay -> one of the renderers.
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <fstream>
 #include <ostream>
 
 #include <fmt/format.h>
@@ -13,6 +17,10 @@ namespace {
 // Events a --conn timeline keeps; a peer port reused thousands of times in one
 // trace would otherwise grow without bound.
 constexpr size_t kMaxTimelineEvents = 10'000;
+// Reset events the HTML timeline keeps (16 B each); the page says how many more there were.
+constexpr size_t kMaxHtmlResetMarks = 1'000'000;
+// Reset connections the HTML report keeps per backend and kind, for its table and timeline.
+constexpr size_t kHtmlConnectionsPerKind = 200;
 
 bool touches_peer(const Event& e, const IpAddr& peer, uint16_t port) {
     return addr::same_endpoint(e.raddr, e.rport, peer, port) || addr::same_endpoint(e.laddr, e.lport, peer, port);
@@ -52,6 +60,16 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
     auto config = CorrelatorConfig::from_options(options.lb_preset, ranges, options.lb_idle_timeout_s, &error);
     if (!config) return fail(kReportInputError, error);
     config->idle_threshold_ms = options.idle_threshold_ms;
+    if (options.html && options.conn)
+        return fail(kReportInputError, "--html and --conn do not go together: the page covers every connection");
+    std::ofstream html_file;
+    if (options.html) {
+        config->recent_connections_per_kind = std::max(config->recent_connections_per_kind, kHtmlConnectionsPerKind);
+        html_file.open(*options.html, std::ios::out | std::ios::trunc);
+        if (!html_file)
+            return fail(kReportInputError,
+                        fmt::format("cannot write the HTML report {}: {}", *options.html, std::strerror(errno)));
+    }
 
     std::optional<std::pair<IpAddr, uint16_t>> peer;
     if (options.conn) {
@@ -66,11 +84,19 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
     if (peer) correlator.watch_peer(peer->first, peer->second);
     ReplayStats stats;
     std::vector<Event> timeline;
+    std::vector<ResetMark> reset_marks;
+    uint64_t dropped_marks = 0;
     std::function<void(const Event&)> collect;
     if (peer) {
         collect = [&](const Event& e) {
             if (timeline.size() < kMaxTimelineEvents && touches_peer(e, peer->first, peer->second))
                 timeline.push_back(e);
+        };
+    } else if (options.html) {
+        collect = [&](const Event& e) {
+            if (e.type != EventType::reset_sent && e.type != EventType::reset_recv) return;
+            if (reset_marks.size() < kMaxHtmlResetMarks) reset_marks.push_back({e.ts_ns, e.type == EventType::reset_sent});
+            else ++dropped_marks;
         };
     }
     if (int code = replay_traces(options.inputs, correlator, collect, stats, &error); code != kReportOk)
@@ -88,6 +114,14 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
         render_json_report(correlator, out);
     else
         render_text_report(correlator, stats, out);
+    if (options.html) {
+        render_html_report(correlator, stats, reset_marks, dropped_marks, html_file);
+        html_file.close();
+        if (!html_file)
+            return fail(kReportIoError, fmt::format("writing the HTML report {} failed: {}", *options.html,
+                                                    std::strerror(errno)));
+        err << fmt::format("tcpwhy report: wrote the HTML report to {}\n", *options.html);
+    }
     return kReportOk;
 }
 

@@ -512,6 +512,21 @@ TEST_CASE("outbound connections are grouped by the remote service port") {
     CHECK(backends[0].connections_other == 3);
 }
 
+TEST_CASE("a connecting socket's local port, still 0 at SYN_SENT, is taken from later events") {
+    Correlator c;
+    Sock connecting{.cookie = 60, .laddr = "130.211.0.143", .lport = 0, .raddr = "10.56.5.6", .rport = 8080};
+    Sock bound = connecting;
+    bound.lport = 53266;
+    feed(c, {state(connecting, sec(1), TcpState::close, TcpState::syn_sent),
+             state(bound, sec(1) + ms(1), TcpState::syn_sent, TcpState::established),
+             reset_recv(bound, sec(8), TcpState::last_ack)});
+    c.finish();
+    auto conns = c.connections_with_peer(ip("10.56.5.6"), 8080);
+    REQUIRE(conns.size() == 1);
+    CHECK(conns[0].lport == 53266);
+    CHECK(only_finding(c, FindingKind::peer_reset).connections.at(0) == "10.56.5.6:8080->130.211.0.143:53266");
+}
+
 TEST_CASE("connections opened before tracing: a known listener decides the direction") {
     Correlator c;
     Sock listener{.cookie = 1, .lport = 80, .raddr = "0.0.0.0", .rport = 0};

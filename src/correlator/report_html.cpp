@@ -1,0 +1,402 @@
+// `tcpwhy report --html FILE`: one self-contained page (inline CSS, SVG and a few lines
+// of JS; nothing fetched, so it opens offline and can be attached to a postmortem).
+// Everything that comes from a trace (process names, pod names, reasons, evidence) is
+// HTML-escaped: a trace is input, and a process can name itself `<script>`.
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <map>
+#include <ostream>
+
+#include <fmt/format.h>
+
+#include "tcpwhy/report.h"
+
+namespace tcpwhy {
+namespace {
+
+constexpr size_t kMaxTableRows = 500;
+
+std::string escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
+
+std::string duration_text(uint64_t ms) {
+    if (ms < 1000) return fmt::format("{} ms", ms);
+    if (ms < 120'000) return fmt::format("{:.1f} s", ms / 1000.0);
+    return fmt::format("{:.0f} s", ms / 1000.0);
+}
+
+// Trace time (CLOCK_MONOTONIC ns) to wall-clock text, when the trace header allows it.
+class Clock {
+public:
+    explicit Clock(const ReplayStats& stats) {
+        if (!stats.headers.empty() && stats.headers.front().wall_start_ns) {
+            mono_ = stats.headers.front().mono_start_ns;
+            wall_ = stats.headers.front().wall_start_ns;
+        }
+    }
+    std::string wall(uint64_t ts_ns) const {
+        if (!wall_) return fmt::format("{:.3f} s", ts_ns / 1e9);
+        int64_t wall_ns = static_cast<int64_t>(wall_) + (static_cast<int64_t>(ts_ns) - static_cast<int64_t>(mono_));
+        time_t secs = static_cast<time_t>(wall_ns / 1'000'000'000);
+        std::tm tm{};
+        gmtime_r(&secs, &tm);
+        return fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC", tm.tm_year + 1900, tm.tm_mon + 1,
+                           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (wall_ns / 1'000'000) % 1000);
+    }
+
+    // "20:27:05.407" (the page's header has the date).
+    std::string time_of_day(uint64_t ts_ns) const {
+        std::string full = wall(ts_ns);
+        return wall_ ? full.substr(11, 12) : full;
+    }
+
+private:
+    uint64_t mono_ = 0, wall_ = 0;
+};
+
+std::string endpoint(const IpAddr& addr, uint16_t port) {
+    return addr.family == 6 ? fmt::format("[{}]:{}", addr.to_string(), port)
+                            : fmt::format("{}:{}", addr.to_string(), port);
+}
+
+// Colours per finding kind, also used for the timeline rows and table badges.
+std::string_view kind_colour(std::string_view kind) {
+    if (kind == "idle_close_race") return "#d6453d";
+    if (kind == "idle_timeout_below_lb") return "#e8a33d";
+    if (kind == "close_with_unread_data" || kind == "timewait_data") return "#b5651d";
+    if (kind == "peer_reset") return "#7a7a7a";
+    if (kind == "no_listener") return "#6a51a3";
+    return "#3b75af";
+}
+
+constexpr std::string_view kStyle = R"(
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
+header{background:#1d232b;color:#fff;padding:18px 28px}
+header h1{margin:0;font-size:22px}header p{margin:4px 0 0;color:#c6ccd4}
+main{padding:16px 28px;max-width:1280px}
+section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:14px 18px;margin:0 0 16px}
+h2{font-size:17px;margin:0 0 10px}h3{font-size:15px;margin:8px 0}
+.finding{border-left:5px solid var(--k);padding:6px 12px;margin:10px 0;background:#fbfbfc}
+.kind{display:inline-block;font:12px ui-monospace,monospace;color:#fff;background:var(--k);border-radius:3px;padding:1px 6px}
+.advice{background:#eef7ee;border:1px solid #b7dcb7;border-radius:4px;padding:8px 10px;margin-top:8px}
+.evidence,.conns{color:#4a5563;font-size:13px}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12.5px}
+table{border-collapse:collapse;width:100%;font-size:12.5px}
+th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #e6e9ed;vertical-align:top}
+th{background:#f0f2f5;position:sticky;top:0}
+.num{text-align:right;white-space:nowrap}td.mono{white-space:nowrap}.muted{color:#7a8591}
+svg text{font:11px system-ui,sans-serif;fill:#39424e}
+.chart{overflow-x:auto}.none{color:#2f7d32;font-weight:600}
+)";
+
+// Keeps the page usable offline with many rows: filter the connection table by kind.
+constexpr std::string_view kScript = R"(
+(function(){
+  var select=document.getElementById('kind-filter');
+  if(select){
+    select.addEventListener('change',function(){
+      var rows=document.querySelectorAll('#connections tbody tr');
+      for(var i=0;i<rows.length;i++){
+        rows[i].style.display=(select.value===''||rows[i].dataset.kind===select.value)?'':'none';
+      }
+    });
+  }
+  document.body.setAttribute('data-script','ran');  // a headless browser test checks the script ran
+})();
+)";
+
+void render_findings(const std::vector<Finding>& findings, std::ostream& out) {
+    out << "<section id=\"findings\"><h2>Findings</h2>\n";
+    if (findings.empty())
+        out << "<p class=\"none\">None: no classified resets and no backend closing idle connections before the "
+               "load balancer.</p>\n";
+    int number = 1;
+    for (const auto& f : findings) {
+        auto kind = to_string(f.kind);
+        out << fmt::format("<div class=\"finding\" style=\"--k:{}\" data-kind=\"{}\">", kind_colour(kind), kind);
+        out << fmt::format("<p><b>{}.</b> <span class=\"kind\">{}</span> {}</p>\n", number++, kind,
+                           escape(f.summary));
+        for (const auto& line : f.evidence)
+            out << fmt::format("<p class=\"evidence\">evidence: {}</p>\n", escape(line));
+        if (!f.connections.empty()) {
+            std::string list;
+            for (const auto& c : f.connections) list += (list.empty() ? "" : ", ") + escape(c);
+            std::string more = f.count > f.connections.size()
+                                   ? fmt::format(" (most recent {} of {})", f.connections.size(), f.count)
+                                   : "";
+            out << fmt::format("<p class=\"conns\">connections{}: <span class=\"mono\">{}</span></p>\n", more, list);
+        }
+        out << fmt::format("<div class=\"advice\"><b>Fix:</b> {}</div></div>\n", escape(f.advice));
+    }
+    out << "</section>\n";
+}
+
+// Idle-before-close per backend on a log time axis, with the LB's idle timeout marked:
+// a backend whose bars sit left of the line closes connections the LB still holds.
+void render_histogram(const BackendProfile& b, uint32_t lb_timeout_s, std::ostream& out) {
+    constexpr double kWidth = 760, kHeight = 190, kLeft = 46, kRight = 16, kTop = 26, kBottom = 34;
+    const double lb_ms = lb_timeout_s * 1000.0;
+    double lo_ms = 10, hi_ms = std::max(lb_ms * 2, 10'000.0);
+    uint64_t peak = 1;
+    for (const auto& [low, count] : b.idle_histogram) {
+        lo_ms = std::min(lo_ms, std::max(1.0, low * 0.8));
+        hi_ms = std::max(hi_ms, DurationHistogram::bucket_high(DurationHistogram::bucket_of(low)) * 1.25);
+        peak = std::max(peak, count);
+    }
+    const double log_lo = std::log10(lo_ms), log_hi = std::log10(hi_ms), plot_w = kWidth - kLeft - kRight,
+                 plot_h = kHeight - kTop - kBottom;
+    auto x_of = [&](double ms) { return kLeft + (std::log10(std::max(ms, lo_ms)) - log_lo) / (log_hi - log_lo) * plot_w; };
+
+    out << fmt::format("<div class=\"chart\"><svg class=\"histogram\" role=\"img\" width=\"{0}\" height=\"{1}\" "
+                       "viewBox=\"0 0 {0} {1}\" xmlns=\"http://www.w3.org/2000/svg\">"
+                       "<title>idle before close, {2}</title>\n",
+                       kWidth, kHeight, escape(b.label()));
+    out << fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#9aa3ad\"/>\n", kLeft,
+                       kTop + plot_h, kLeft + plot_w);
+    for (double tick = std::pow(10, std::ceil(log_lo)); tick <= hi_ms; tick *= 10)
+        out << fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#e3e6ea\"/>"
+                           "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
+                           x_of(tick), kTop, kTop + plot_h, kTop + plot_h + 14,
+                           tick < 1000 ? fmt::format("{:.0f} ms", tick) : fmt::format("{:.0f} s", tick / 1000));
+    out << fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n", kLeft - 4, kTop + 8, peak);
+    out << fmt::format("<text x=\"{}\" y=\"{}\">idle before the backend's close (log scale)</text>\n", kLeft,
+                       kHeight - 4);
+    for (const auto& [low, count] : b.idle_histogram) {
+        uint32_t high = DurationHistogram::bucket_high(DurationHistogram::bucket_of(low));
+        double x0 = x_of(low), x1 = std::max(x_of(high + 1.0), x0 + 6);
+        double h = plot_h * static_cast<double>(count) / static_cast<double>(peak);
+        out << fmt::format("<rect class=\"bar\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" "
+                           "fill=\"#3b75af\"><title>{}–{}: {} close{}</title></rect>\n",
+                           x0, kTop + plot_h - h, x1 - x0, h, duration_text(low), duration_text(high), count,
+                           count == 1 ? "" : "s");
+    }
+    if (b.idle_close.samples) {
+        double x = x_of(b.idle_close.p50_ms);
+        out << fmt::format("<text class=\"p50\" x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\" fill=\"#3b75af\">"
+                           "backend closes after {} (p50)</text>\n",
+                           x, kTop - 8, duration_text(b.idle_close.p50_ms));
+    }
+    if (lb_timeout_s) {
+        double x = x_of(lb_ms);
+        out << fmt::format("<line class=\"lb-timeout\" x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" "
+                           "stroke=\"#d6453d\" stroke-width=\"2\" stroke-dasharray=\"5,3\"/>"
+                           "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"end\" fill=\"#d6453d\">LB idle timeout {4} s"
+                           "</text>\n",
+                           x, kTop - 4, kTop + plot_h, kTop - 8, lb_timeout_s);
+    }
+    out << "</svg></div>\n";
+}
+
+void render_backends(const Correlator& correlator, std::ostream& out) {
+    auto backends = correlator.backends();
+    const uint32_t lb_timeout_s = correlator.config().lb_idle_timeout_s;
+    out << "<section id=\"backends\"><h2>Backends: idle time before the backend closes</h2>\n";
+    if (backends.empty()) out << "<p class=\"muted\">No backends seen.</p>\n";
+    // Backends that closed idle connections get a chart, those first; on a busy node the
+    // rest (clients, backends the peer always closes) are one line each at the end.
+    std::stable_partition(backends.begin(), backends.end(),
+                          [](const BackendProfile& b) { return !b.idle_histogram.empty(); });
+    for (const auto& b : backends) {
+        out << fmt::format("<div class=\"backend\"><h3>{}</h3>\n", escape(b.label()));
+        uint64_t resets = 0;
+        for (size_t k = 0; k < b.resets_lb.size(); ++k) resets += b.resets_lb[k] + b.resets_other[k];
+        out << fmt::format("<p class=\"muted\">{} connections from the LB, {} from others; {} closed by the "
+                           "backend first, {} by the peer; {} resets",
+                           b.connections_lb, b.connections_other, b.closed_local_first, b.closed_remote_first, resets);
+        if (b.idle_close.samples)
+            out << fmt::format("; idle closes p50 {}, p90 {}, max {} ({} closes{})",
+                               duration_text(b.idle_close.p50_ms), duration_text(b.idle_close.p90_ms),
+                               duration_text(b.idle_close.max_ms), b.idle_close.samples,
+                               b.idle_close.exact ? "" : ", percentiles ±3%");
+        out << "</p>\n";
+        if (b.idle_histogram.empty()) out << "<p class=\"muted\">No idle closes by this backend.</p>\n";
+        else render_histogram(b, lb_timeout_s, out);
+        out << "</div>\n";
+    }
+    out << "</section>\n";
+}
+
+// Resets over trace time: one row per kind, a mark per classified reset connection,
+// and under them every reset event of the trace per time bin (complete, unclassified).
+void render_reset_timeline(const std::vector<ConnectionRecord>& records, const std::vector<ResetMark>& marks,
+                           uint64_t dropped_marks, const ReplayStats& stats, const Clock& clock, std::ostream& out) {
+    out << "<section id=\"timeline\"><h2>Timeline of resets</h2>\n";
+    if (records.empty() && marks.empty()) {
+        out << "<p class=\"none\">No resets in the trace.</p></section>\n";
+        return;
+    }
+    uint64_t t0 = stats.first_ts_ns, t1 = std::max(stats.last_ts_ns, t0 + 1'000'000'000);
+    std::vector<std::string> kinds;
+    for (const auto& r : records) {
+        std::string kind(to_string(*r.reset));
+        if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) kinds.push_back(kind);
+    }
+    constexpr double kWidth = 900, kLeft = 170, kRight = 36, kRow = 24, kBars = 60, kTop = 8;
+    const double plot_w = kWidth - kLeft - kRight;
+    const double rows_h = kRow * static_cast<double>(kinds.size());
+    const double height = kTop + rows_h + kBars + 40;
+    auto x_of = [&](uint64_t ts) {
+        return kLeft + plot_w * static_cast<double>(std::clamp(ts, t0, t1) - t0) / static_cast<double>(t1 - t0);
+    };
+    out << fmt::format("<div class=\"chart\"><svg class=\"timeline\" role=\"img\" width=\"{0}\" height=\"{1}\" "
+                       "viewBox=\"0 0 {0} {1}\" xmlns=\"http://www.w3.org/2000/svg\"><title>resets over time</title>\n",
+                       kWidth, height);
+    for (size_t row = 0; row < kinds.size(); ++row) {
+        double y = kTop + kRow * static_cast<double>(row) + kRow / 2;
+        out << fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>"
+                           "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#eef0f3\"/>\n",
+                           kLeft - 6, y + 4, kinds[row], kLeft, y, kLeft + plot_w, y);
+    }
+    for (const auto& r : records) {
+        auto kind = to_string(*r.reset);
+        size_t row = static_cast<size_t>(std::find(kinds.begin(), kinds.end(), kind) - kinds.begin());
+        double y = kTop + kRow * static_cast<double>(row) + kRow / 2;
+        out << fmt::format("<circle class=\"reset\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4\" fill=\"{}\" "
+                           "fill-opacity=\"0.8\"><title>{} {} {}</title></circle>\n",
+                           x_of(r.last_ts_ns), y, kind_colour(kind), escape(clock.wall(r.last_ts_ns)), kind,
+                           escape(r.four_tuple()));
+    }
+    // Every reset event per bin: how many there were, even beyond the classified ones kept.
+    constexpr int kBins = 120;
+    std::array<uint64_t, kBins> bins{};
+    for (const auto& m : marks)
+        bins[std::min<size_t>(kBins - 1, static_cast<size_t>((x_of(m.ts_ns) - kLeft) / plot_w * kBins))]++;
+    uint64_t peak = std::max<uint64_t>(1, *std::max_element(bins.begin(), bins.end()));
+    double base = kTop + rows_h + kBars;
+    auto sent = std::count_if(marks.begin(), marks.end(), [](const ResetMark& m) { return m.sent; });
+    out << fmt::format("<text x=\"{0}\" y=\"{1:.1f}\" text-anchor=\"end\">all reset events</text>"
+                       "<text x=\"{0}\" y=\"{2:.1f}\" text-anchor=\"end\">{3} sent, {4} received</text>\n",
+                       kLeft - 6, base - kBars / 2, base - kBars / 2 + 13, sent, marks.size() - static_cast<size_t>(sent));
+    for (int i = 0; i < kBins; ++i) {
+        if (!bins[static_cast<size_t>(i)]) continue;
+        double h = (kBars - 8) * static_cast<double>(bins[static_cast<size_t>(i)]) / static_cast<double>(peak);
+        out << fmt::format("<rect class=\"bin\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" "
+                           "fill=\"#9aa3ad\"><title>{} reset events</title></rect>\n",
+                           kLeft + plot_w * i / kBins, base - h, std::max(1.0, plot_w / kBins - 1), h,
+                           bins[static_cast<size_t>(i)]);
+    }
+    out << fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#9aa3ad\"/>\n", kLeft, base,
+                       kLeft + plot_w);
+    for (int i = 0; i <= 4; ++i) {
+        uint64_t ts = t0 + (t1 - t0) * static_cast<uint64_t>(i) / 4;
+        out << fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">+{:.1f} s</text>\n", x_of(ts),
+                           base + 16, (ts - t0) / 1e9);
+    }
+    out << fmt::format("<text x=\"{}\" y=\"{:.1f}\">trace time from {}</text>\n", kLeft, base + 32,
+                       escape(clock.wall(t0)));
+    out << "</svg></div>\n";
+    if (dropped_marks)
+        out << fmt::format("<p class=\"muted\">{} further reset events are not in the bars (the page keeps the first "
+                           "{}).</p>\n",
+                           dropped_marks, marks.size());
+    out << "</section>\n";
+}
+
+void render_connections(const std::vector<ConnectionRecord>& records, const Correlator& correlator, const Clock& clock,
+                        std::ostream& out) {
+    out << "<section id=\"connections-section\"><h2>Affected connections</h2>\n";
+    if (records.empty()) {
+        out << "<p class=\"none\">No reset connections.</p></section>\n";
+        return;
+    }
+    std::map<std::string, int> kinds;
+    for (const auto& r : records) kinds[std::string(to_string(*r.reset))]++;
+    out << "<p><label>kind <select id=\"kind-filter\"><option value=\"\">all</option>";
+    for (const auto& [kind, n] : kinds) out << fmt::format("<option value=\"{0}\">{0} ({1})</option>", kind, n);
+    out << fmt::format("</select></label> <span class=\"muted\">newest first; the correlator keeps the last {} per "
+                       "backend and kind</span></p>\n",
+                       correlator.config().recent_connections_per_kind);
+    // Each connection's backend by name (pod, ip-netns name, ...) when naming found one.
+    auto backends = correlator.backends();
+    auto backend_of = [&backends](const ConnectionRecord& r) -> std::string {
+        const BackendProfile* best = nullptr;
+        for (const auto& b : backends) {
+            if (b.id.netns != r.netns) continue;
+            if (!b.id.outbound && b.id.port == r.lport) return b.label();
+            if (b.id.outbound && b.id.port == r.rport) best = &b;
+        }
+        return best ? best->label() : fmt::format("netns {}", r.netns);
+    };
+    out << "<table id=\"connections\"><thead><tr><th>reset at</th><th>verdict</th><th>backend</th><th>peer</th>"
+           "<th>local</th><th>LB</th><th>opened</th><th>first close</th><th class=\"num\">idle before close</th>"
+           "<th class=\"num\">rx / tx</th><th>ended</th><th>evidence</th></tr></thead><tbody>\n";
+    size_t shown = 0;
+    for (auto it = records.rbegin(); it != records.rend() && shown < kMaxTableRows; ++it, ++shown) {
+        const auto& r = *it;
+        auto kind = to_string(*r.reset);
+        out << fmt::format(
+            "<tr data-kind=\"{0}\"><td class=\"mono\">{1}</td><td><span class=\"kind\" style=\"--k:{2}\">{0}</span></td>"
+            "<td>{3}</td><td class=\"mono\">{4}</td><td class=\"mono\">{5}</td><td>{6}</td><td>{7}</td><td>{8}</td>"
+            "<td class=\"num\">{9}</td><td class=\"num\">{10} B / {11} B</td><td>{12}{13}</td><td>{14}</td></tr>\n",
+            kind, escape(clock.time_of_day(r.last_ts_ns)), kind_colour(kind), escape(backend_of(r)),
+            escape(endpoint(r.raddr, r.rport)),
+            escape(endpoint(r.laddr, r.lport)), r.lb_peer ? "yes" : "no", to_string(r.opened), to_string(r.first_close),
+            r.close_ts_ns ? duration_text(r.idle_before_close_ms) : "-", r.bytes_rx, r.bytes_tx, to_string(r.end),
+            r.reset_reason.empty() ? "" : " (" + escape(r.reset_reason) + ")", escape(r.evidence));
+    }
+    out << "</tbody></table>\n";
+    if (records.size() > shown)
+        out << fmt::format("<p class=\"muted\">{} older connections not shown.</p>\n", records.size() - shown);
+    out << "</section>\n";
+}
+
+void render_counts(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
+    CorrelatorCounts c = correlator.counts();
+    const auto& t = c.events_by_type;
+    out << "<section id=\"counts\"><h2>Counts</h2><table>\n";
+    out << fmt::format("<tr><th>events</th><td>{} (state {}, close {}, reset_sent {}, reset_recv {}, setsockopt {})"
+                       "</td></tr>\n",
+                       c.events, t[1], t[2], t[3], t[4], t[5]);
+    out << fmt::format("<tr><th>connections</th><td>{} seen, {} expired silent, {} evicted over the cap</td></tr>\n",
+                       c.connections, c.expired_stale, c.evicted_over_cap);
+    out << fmt::format("<tr><th>load balancer</th><td>{}</td></tr>\n", escape(correlator.config().describe_lb()));
+    if (stats.bad_lines)
+        out << fmt::format("<tr><th>bad lines</th><td>{} skipped (first: {})</td></tr>\n", stats.bad_lines,
+                           escape(stats.first_bad));
+    out << "</table></section>\n";
+}
+
+}  // namespace
+
+void render_html_report(const Correlator& correlator, const ReplayStats& stats, const std::vector<ResetMark>& marks,
+                        uint64_t dropped_marks, std::ostream& out) {
+    Clock clock(stats);
+    auto findings = correlator.findings();
+    auto records = correlator.recent_resets();
+    std::string host = stats.headers.empty() ? "" : stats.headers.front().hostname;
+    std::string kernel = stats.headers.empty() ? "" : stats.headers.front().kernel;
+
+    out << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">";
+    out << fmt::format("<title>tcpwhy report{}</title>\n", host.empty() ? "" : " — " + escape(host));
+    out << "<style>" << kStyle << "</style></head>\n<body>\n<header><h1>tcpwhy: why did these TCP connections "
+        << "end the way they did?</h1>\n";
+    out << fmt::format("<p>{}{}{}; trace from {} to {} ({:.1f} s, {} events)</p></header>\n<main>\n",
+                       host.empty() ? "" : "node " + escape(host), kernel.empty() ? "" : ", kernel " + escape(kernel),
+                       stats.headers.size() > 1 ? fmt::format(" and {} more traces", stats.headers.size() - 1) : "",
+                       escape(clock.wall(stats.first_ts_ns)), escape(clock.wall(stats.last_ts_ns)),
+                       stats.last_ts_ns > stats.first_ts_ns ? (stats.last_ts_ns - stats.first_ts_ns) / 1e9 : 0.0,
+                       stats.events);
+    render_findings(findings, out);
+    render_backends(correlator, out);
+    render_reset_timeline(records, marks, dropped_marks, stats, clock, out);
+    render_connections(records, correlator, clock, out);
+    render_counts(correlator, stats, out);
+    out << "</main>\n<script>" << kScript << "</script>\n</body></html>\n";
+}
+
+}  // namespace tcpwhy
