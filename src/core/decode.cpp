@@ -161,6 +161,7 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonNames& reasons) {
             }
         }
         break;
+    case EventType::existing: e.new_state = state_of(raw.existing.state); break;
     case EventType::setsockopt:
         e.level = level_name(raw.sockopt.level);
         e.optname = optname_name(raw.sockopt.level, raw.sockopt.optname);
