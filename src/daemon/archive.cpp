@@ -121,16 +121,32 @@ bool Archive::open_segment_locked(time_t now) {
 
 void Archive::close_segment_locked() {
     if (!gz_) return;
+    errno = 0;
     int rc = gzclose(as_gz(gz_));
+    int close_errno = errno;
     gz_ = nullptr;
-    if (rc != Z_OK) record_error_locked(fmt::format("cannot finish {} (gzclose {})", open_.path, rc));
+    if (rc != Z_OK)
+        record_error_locked(fmt::format("cannot finish {}: {}", open_.path,
+                                        rc == Z_ERRNO && close_errno ? strerror(close_errno) : zError(rc)));
     struct stat st{};
-    if (stat(open_.path.c_str(), &st) == 0) {
+    if (open_event_lines_ == 0) {
+        unlink(open_.path.c_str());  // a header alone says nothing; failed retries must not pile up
+    } else if (stat(open_.path.c_str(), &st) == 0) {
         open_.bytes = st.st_size;
         open_.last_write = st.st_mtime;
         closed_.push_back(std::move(open_));
     }
     open_ = ArchiveSegment{};
+    if (close_errno == ENOSPC) delete_oldest_locked();
+}
+
+void Archive::delete_oldest_locked() {
+    if (closed_.empty()) return;
+    const auto& oldest = closed_.front();
+    if (unlink(oldest.path.c_str()) != 0 && errno != ENOENT)
+        record_error_locked(fmt::format("cannot delete {}: {}", oldest.path, strerror(errno)));
+    ++stats_.segments_deleted;
+    closed_.erase(closed_.begin());
 }
 
 void Archive::write(std::string_view line) {
@@ -147,11 +163,13 @@ void Archive::write(std::string_view line) {
         }
     }
     auto* gz = as_gz(gz_);
+    errno = 0;
     if (gzwrite(gz, line.data(), static_cast<unsigned>(line.size())) <= 0 || gzputc(gz, '\n') < 0) {
-        int errnum = 0;
+        int write_errno = errno, errnum = 0;
         record_error_locked(fmt::format("cannot write {}: {}", open_.path, gzerror(gz, &errnum)));
         ++stats_.lines_dropped_write_error;
         close_segment_locked();
+        if (write_errno == ENOSPC) delete_oldest_locked();  // the disk filled under us: the oldest goes first
         retry_after_ = time(nullptr) + kRetryAfterFailure;
         return;
     }
@@ -203,13 +221,7 @@ uint64_t Archive::free_bytes_locked() const {
 }
 
 void Archive::enforce_limits_locked(time_t now) {
-    auto delete_oldest = [&] {
-        const auto& oldest = closed_.front();
-        if (unlink(oldest.path.c_str()) != 0 && errno != ENOENT)
-            record_error_locked(fmt::format("cannot delete {}: {}", oldest.path, strerror(errno)));
-        ++stats_.segments_deleted;
-        closed_.erase(closed_.begin());
-    };
+    auto delete_oldest = [&] { delete_oldest_locked(); };
     if (limits_.max_age_s)
         while (!closed_.empty() && closed_.front().last_write + static_cast<time_t>(limits_.max_age_s) < now)
             delete_oldest();

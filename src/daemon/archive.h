@@ -75,6 +75,7 @@ private:
     void close_segment_locked();
     void record_error_locked(std::string message);
     void enforce_limits_locked(time_t now);
+    void delete_oldest_locked();
     uint64_t free_bytes_locked() const;
 
     std::string dir_;

@@ -96,8 +96,8 @@ std::vector<std::string> still_loaded(const BpfIds& ids) {
 // `tcpwhy daemon` with a temporary archive and socket and a free metrics port on 127.0.0.1.
 class DaemonProcess {
 public:
-    DaemonProcess(const fs::path& dir, const std::string& extra = "")
-        : archive(dir / "archive"), socket(dir / "tcpwhy.sock"), err_(dir / fmt::format("daemon-{}.err", ++runs_)) {
+    DaemonProcess(const fs::path& dir, const std::string& extra = "", const fs::path& archive_dir = {})
+        : archive(archive_dir.empty() ? dir / "archive" : archive_dir), socket(dir / "tcpwhy.sock"), err_(dir / fmt::format("daemon-{}.err", ++runs_)) {
         std::string cmd = fmt::format("exec {} daemon --archive {} --socket {} --metrics-addr 127.0.0.1:0 {} >{} 2>&1",
                                       TCPWHY_BINARY, archive.string(), socket.string(), extra, err_.string());
         pid = fork();
@@ -358,7 +358,8 @@ TEST_CASE("daemon: kill -9 leaves nothing loaded and a restart resumes the archi
     }
     CHECK(clock_bases.size() == 2);
     CHECK(events > 0);
-    CHECK(second.stop(SIGTERM) == 0);
+    CHECK(second.stop(SIGINT) == 0);  // Ctrl-C stops it as cleanly as SIGTERM
+    CHECK(second.stderr_text().find("daemon stopped") != std::string::npos);
 }
 
 TEST_CASE("daemon and export: bad input is refused with one line and exit 2; no daemon is exit 1") {
@@ -376,4 +377,112 @@ TEST_CASE("daemon and export: bad input is refused with one line and exit 2; no 
     auto absent = shell(fmt::format("{} export -o /dev/null --socket /nonexistent/tcpwhy.sock", TCPWHY_BINARY));
     CHECK(absent.first == 1);
     CHECK(absent.second.find("is `tcpwhy daemon` running?") != std::string::npos);
+}
+
+TEST_CASE("daemon: under a small archive limit segments rotate, the oldest go, the newest events stay") {
+    TCPWHY_REQUIRE_ROOT();
+    Netns ns("arch");
+    TempDir dir;
+    DaemonProcess daemon(dir.path, "--segment-size 64K --archive-max 256K --archive-min-free 0");
+    INFO(daemon.stderr_text());
+
+    // Enough connections for several MB of trace: ~10 events each.
+    constexpr int kConnections = 1500;
+    const uint16_t port = unique_port();
+    uint16_t last_client_port = ns.enter([port] {
+        Fd listener = tcp_listen_v4("127.0.0.1", port);
+        uint16_t client_port = 0;
+        for (int i = 0; i < kConnections; ++i) {
+            Fd client = tcp_connect_v4("127.0.0.1", port);
+            Fd server = accept_one(listener);
+            client_port = local_port(client);
+            server.reset();
+        }
+        return client_port;
+    });
+    sleep_ms(1500);
+
+    std::string metrics = daemon.get("/metrics");
+    CHECK(metric(metrics, "tcpwhy_archive_segments_deleted_total") > 0);
+    CHECK(metric(metrics, "tcpwhy_archive_write_errors_total") == 0);
+    CHECK(metric(metrics, "tcpwhy_archive_bytes") <= 256 * 1024 + 64 * 1024);
+
+    std::string trace_file = (dir.path / "export.jsonl").string();
+    auto exported = shell(fmt::format("{} export --since 10m -o {} --socket {}", TCPWHY_BINARY, trace_file,
+                                      daemon.socket.string()));
+    REQUIRE(exported.first == 0);
+    bool last_close = false;
+    int closes = 0;
+    for (const auto& l : parse_trace(slurp(trace_file))) {
+        if (l.kind != LineKind::event || l.event.netns != ns.inode() || l.event.type != EventType::close ||
+            l.event.lport != port)
+            continue;  // the server side's closes: one per connection
+        ++closes;
+        if (l.event.rport == last_client_port) last_close = true;
+    }
+    CHECK(last_close);               // the newest events are kept
+    CHECK(closes < kConnections);    // the oldest were deleted with their segments
+    CHECK(daemon.stop(SIGTERM) == 0);
+
+    uint64_t on_disk = 0;
+    int segments = 0;
+    for (const auto& entry : fs::directory_iterator(daemon.archive)) {
+        ++segments;
+        on_disk += fs::file_size(entry.path());
+        auto first_line = shell(fmt::format("zcat {} | head -1", entry.path().string())).second;
+        CHECK(parse_json_line(first_line.substr(0, first_line.find('\n'))).kind == LineKind::header);
+    }
+    CHECK(segments >= 3);
+    CHECK(on_disk <= 256 * 1024 + 64 * 1024);
+}
+
+// A filesystem the test mounts (tmpfs of a fixed size) and unmounts.
+struct SmallFilesystem {
+    fs::path path;
+    explicit SmallFilesystem(const fs::path& where, const char* size) : path(where) {
+        fs::create_directories(path);
+        run(fmt::format("mount -t tmpfs -o size={} tcpwhy-test {}", size, path.string()));
+    }
+    ~SmallFilesystem() { std::system(fmt::format("umount {} >/dev/null 2>&1", path.string()).c_str()); }
+};
+
+TEST_CASE("daemon: a full archive filesystem is counted and reported while tracing goes on") {
+    TCPWHY_REQUIRE_ROOT();
+    TempDir dir;
+    SmallFilesystem small(dir.path / "small", "96k");
+    Netns ns("full");
+    // No free-space reserve: let the writes themselves fail.
+    DaemonProcess daemon(dir.path, "--archive-min-free 0 --segment-size 1M --archive-max 4M", small.path / "archive");
+    INFO(daemon.stderr_text());
+    const uint16_t port = unique_port();
+    auto churn = [&](int connections) {
+        ns.enter([port, connections] {
+            Fd listener = tcp_listen_v4("127.0.0.1", port);
+            for (int i = 0; i < connections; ++i) {
+                Fd client = tcp_connect_v4("127.0.0.1", port);
+                accept_one(listener).reset();
+            }
+            return 0;
+        });
+    };
+    churn(1500);  // a few MB of trace into 96 KiB
+    sleep_ms(1500);
+    std::string metrics = daemon.get("/metrics");
+    INFO(metrics);
+    CHECK(metric(metrics, "tcpwhy_archive_write_errors_total") > 0);
+    double not_archived = metric(metrics, "tcpwhy_events_dropped_total", {"where=\"archive_write\""});
+    CHECK(not_archived > 0);
+    std::string health = daemon.get("/healthz");
+    INFO(health);
+    CHECK(health.rfind("ok\n", 0) == 0);  // still healthy: tracing goes on
+    CHECK(health.find("archive:") != std::string::npos);
+    CHECK(health.find("No space left on device") != std::string::npos);
+
+    // Events still arrive and are counted after the failure.
+    double closes_before = metric(metrics, "tcpwhy_events_total", {"type=\"close\""});
+    churn(10);
+    sleep_ms(1200);
+    CHECK(metric(daemon.get("/metrics"), "tcpwhy_events_total", {"type=\"close\""}) >= closes_before + 20);
+    CHECK(daemon.stop(SIGTERM) == 0);
+    CHECK(daemon.stderr_text().find("WARNING archive:") != std::string::npos);
 }
