@@ -29,20 +29,22 @@ class Resolver {
 public:
     explicit Resolver(const std::vector<BackendProfile>& backends) {
         for (const auto& b : backends) {
-            if (!b.id.outbound) by_port_[key(b.id.netns, b.id.port)] = &b.id;
+            by_port_[key(b.id.netns, b.id.port, b.id.outbound)] = &b.id;
             if (!b.id.pod.empty() || !b.id.namespace_name.empty()) by_netns_.try_emplace(b.id.netns, &b.id);
         }
     }
     Who of_backend(const BackendId& id) const { return {id.namespace_name, id.pod, std::to_string(id.port)}; }
-    Who of_socket(uint32_t netns, uint16_t port) const {
-        if (auto it = by_port_.find(key(netns, port)); it != by_port_.end()) return of_backend(*it->second);
+    Who of_socket(uint32_t netns, uint16_t port, bool outbound) const {
+        if (auto it = by_port_.find(key(netns, port, outbound)); it != by_port_.end()) return of_backend(*it->second);
         if (auto it = by_netns_.find(netns); it != by_netns_.end())
             return {it->second->namespace_name, it->second->pod, std::to_string(port)};
         return {"", "", std::to_string(port)};
     }
 
 private:
-    static uint64_t key(uint32_t netns, uint16_t port) { return (uint64_t{netns} << 16) | port; }
+    static uint64_t key(uint32_t netns, uint16_t port, bool outbound) {
+        return (uint64_t{outbound} << 48) | (uint64_t{netns} << 16) | port;
+    }
     std::unordered_map<uint64_t, const BackendId*> by_port_;
     std::unordered_map<uint32_t, const BackendId*> by_netns_;
 };
@@ -120,21 +122,38 @@ void EventMetrics::count(std::map<ResetKey, uint64_t>& series, ResetKey key) {
     if (it == series.end()) {
         if (sent_.size() + received_.size() >= max_series_) {
             ++folded_;
-            key = ResetKey{0, 0, std::string(kOther), std::string(kOther)};
+            key = ResetKey{0, 0, false, std::string(kOther), std::string(kOther)};
         }
         it = series.try_emplace(std::move(key), 0).first;
     }
     ++it->second;
 }
 
+bool EventMetrics::listening(uint32_t netns, uint16_t port) const {
+    return listeners_.count((uint64_t{netns} << 16) | port) != 0;
+}
+
 void EventMetrics::on_event(const Event& e) {
     ++by_type_[static_cast<size_t>(e.type) & 7];
+    uint64_t listener = (uint64_t{e.netns} << 16) | e.lport;
+    // A listener shows itself by listen(), in the socket iterator, or by a passive open
+    // (LISTEN -> SYN_RECV, SYN_RECV -> ESTABLISHED) when it predates the trace.
+    bool state = e.type == EventType::state;
+    if ((state || e.type == EventType::existing) && e.new_state == TcpState::listen) listeners_.insert(listener);
+    else if (state && e.old_state == TcpState::listen && e.new_state == TcpState::close) listeners_.erase(listener);
+    else if (state && (e.old_state == TcpState::listen || e.old_state == TcpState::syn_recv)) listeners_.insert(listener);
     if (e.type != EventType::reset_sent && e.type != EventType::reset_recv) return;
+
     std::string lb_range;
     if (const Cidr* range = config_.lb_ranges.match(e.raddr)) lb_range = range->to_string();
     else if (config_.is_lb_peer(e.raddr)) lb_range = "any";  // a preset without fixed ranges
-    if (e.type == EventType::reset_sent) count(sent_, {e.netns, e.lport, e.reason, std::move(lb_range)});
-    else count(received_, {e.netns, e.lport, "", std::move(lb_range)});
+    // Label by the backend's port, as the correlator keys backends: the listening port, or for an
+    // outgoing connection the service it went to (never the ephemeral local port). A segment
+    // nothing listened for (sk none) keeps the port it was sent to.
+    bool outbound = e.sk_kind != SockKind::none && !listening(e.netns, e.lport) && e.rport != 0;
+    uint16_t port = outbound ? e.rport : e.lport;
+    if (e.type == EventType::reset_sent) count(sent_, {e.netns, port, outbound, e.reason, std::move(lb_range)});
+    else count(received_, {e.netns, port, outbound, "", std::move(lb_range)});
 }
 
 std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
@@ -143,7 +162,7 @@ std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
     auto other_key = [](const EventMetrics::ResetKey& k) { return k.port == 0 && k.reason == kOther; };
     auto who_of_key = [&](const EventMetrics::ResetKey& k) {
         return other_key(k) ? Who{std::string(kOther), std::string(kOther), std::string(kOther)}
-                            : resolve.of_socket(k.netns, k.port);
+                            : resolve.of_socket(k.netns, k.port, k.outbound);
     };
     for (const auto& b : s.backends) {
         uint64_t weight = b.connections_lb + b.connections_other;

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -30,7 +31,8 @@ public:
 
     struct ResetKey {
         uint32_t netns = 0;
-        uint16_t port = 0;     // the local port; 0 for the overflow key
+        uint16_t port = 0;     // the backend's port (see outbound); 0 for the overflow key
+        bool outbound = false; // port is the remote one: the local port was not listening (an outgoing connection)
         std::string reason;    // kernel reason (reset_sent only)
         std::string lb_range;  // the LB range the peer is in, "" when none
         auto operator<=>(const ResetKey&) const = default;
@@ -42,7 +44,9 @@ public:
 
 private:
     void count(std::map<ResetKey, uint64_t>& series, ResetKey key);
+    bool listening(uint32_t netns, uint16_t port) const;
 
+    std::set<uint64_t> listeners_;  // (netns << 16 | port) of listening sockets, as the events showed them
     const CorrelatorConfig& config_;
     size_t max_series_;
     std::array<uint64_t, 8> by_type_{};

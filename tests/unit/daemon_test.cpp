@@ -322,7 +322,7 @@ TEST_CASE("daemon metrics: a replayed race as Prometheus text, cardinality bound
     CHECK(kernel_reason_resets == 6);
 
     // A second, quieter socket; with one label set allowed it folds into _other.
-    snap.resets_sent[{4026531840, 9999, "NO_SOCKET", ""}] = 1;
+    snap.resets_sent[{4026531840, 9999, false, "NO_SOCKET", ""}] = 1;
     std::string folded = render_prometheus(snap, 1);
     CHECK(folded.find("tcpwhy_resets_sent_total{namespace=\"_other\",pod=\"_other\",port=\"_other\","
                       "reason=\"NO_SOCKET\",lb_range=\"\"} 1\n") != std::string::npos);
@@ -333,4 +333,39 @@ TEST_CASE("daemon metrics: a replayed race as Prometheus text, cardinality bound
 
 TEST_CASE("daemon metrics: label values are escaped") {
     CHECK(escape_label_value("a\"b\\c\nd") == "a\\\"b\\\\c\\nd");
+}
+
+TEST_CASE("daemon metrics: resets are labelled with the backend's port, never an ephemeral one") {
+    CorrelatorConfig config = CorrelatorConfig::defaults();
+    EventMetrics metrics(config);
+    auto event = [](EventType type, uint16_t lport, uint16_t rport) {
+        Event e;
+        e.type = type;
+        e.netns = 4026531840;
+        e.laddr = *IpAddr::parse("10.56.5.6");
+        e.raddr = *IpAddr::parse("130.211.0.143");
+        e.lport = lport;
+        e.rport = rport;
+        e.sk_kind = SockKind::full;
+        return e;
+    };
+    Event listen = event(EventType::existing, 8080, 0);
+    listen.new_state = TcpState::listen;
+    metrics.on_event(listen);
+    Event inbound = event(EventType::reset_sent, 8080, 51234);
+    inbound.reason = "TCP_ABORT_ON_DATA";
+    metrics.on_event(inbound);
+    Event outbound = event(EventType::reset_sent, 43210, 5432);  // this node's client to a database
+    outbound.raddr = *IpAddr::parse("10.60.0.7");
+    outbound.reason = "TCP_ABORT_ON_CLOSE";
+    metrics.on_event(outbound);
+
+    std::map<uint16_t, std::pair<bool, std::string>> by_port;
+    for (const auto& [key, n] : metrics.resets_sent()) {
+        CHECK(n == 1);
+        by_port[key.port] = {key.outbound, key.lb_range};
+    }
+    REQUIRE(by_port.size() == 2);
+    CHECK(by_port[8080] == std::pair<bool, std::string>{false, "130.211.0.0/22"});
+    CHECK(by_port[5432] == std::pair<bool, std::string>{true, ""});
 }
