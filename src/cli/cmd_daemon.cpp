@@ -70,17 +70,6 @@ std::string hostname() {
     return buf.data();
 }
 
-// What the event loop and the server thread share.
-struct DaemonState {
-    explicit DaemonState(const CorrelatorConfig& config) : view(config), metrics(view.correlator().config()) {}
-    std::mutex mutex;  // guards view, metrics, kernel, existing
-    LiveView view;
-    EventMetrics metrics;
-    KernelCounters kernel;
-    uint64_t existing = 0;
-    std::atomic<int64_t> loop_heartbeat_ms{0};
-};
-
 // Exports run on threads of their own: a long one must not hold up /healthz or the event loop.
 class Exports {
 public:
@@ -122,6 +111,273 @@ private:
 
 std::string error_json(const std::string& message) { return nlohmann::json{{"error", message}}.dump(); }
 
+std::optional<ArchiveLimits> parse_archive_limits(const DaemonArgs& args) {
+    ArchiveLimits limits;
+    struct Flag {
+        const char* name;
+        const std::string& text;
+        uint64_t* out;
+        bool duration;
+    };
+    for (const auto& f : {Flag{"--segment-size", args.segment_size, &limits.segment_bytes, false},
+                          Flag{"--segment-age", args.segment_age, &limits.segment_age_s, true},
+                          Flag{"--archive-max", args.archive_max, &limits.total_bytes, false},
+                          Flag{"--archive-max-age", args.archive_max_age, &limits.max_age_s, true},
+                          Flag{"--archive-min-free", args.archive_min_free, &limits.min_free_bytes, false}}) {
+        auto value = f.duration ? parse_duration_s(f.text) : parse_size(f.text);
+        if (!value) {
+            print_error(fmt::format("{} {}: not a {}", f.name, f.text, f.duration ? "duration" : "size"),
+                        f.duration ? "use seconds or a unit: 90s, 30m, 12h, 7d" : "use bytes or a unit: 64K, 16M, 1G");
+            return std::nullopt;
+        }
+        *f.out = *value;
+    }
+    if (limits.segment_bytes == 0 || limits.segment_age_s == 0 || limits.total_bytes < 2 * limits.segment_bytes) {
+        print_error(fmt::format("--archive-max {} must hold at least two segments of --segment-size {}",
+                                args.archive_max, args.segment_size),
+                    "raise --archive-max or lower --segment-size (both non-zero)");
+        return std::nullopt;
+    }
+    return limits;
+}
+
+TraceHeader make_header(const CorrelatorConfig& config) {
+    // Any pair of readings taken before the first event works as the trace's clock base.
+    WallClock clock = WallClock::now();
+    utsname u{};
+    uname(&u);
+    TraceHeader header;
+    header.hostname = hostname();
+    header.kernel = u.release;
+    header.mono_start_ns = clock.mono_ns;
+    header.wall_start_ns = clock.wall_ns;
+    header.lb_ranges = config.lb_ranges.to_string();
+    return header;
+}
+
+// Removes the socket file however the daemon ends but kill -9; the next start replaces a stale one.
+struct SocketFile {
+    std::string path;
+    ~SocketFile() {
+        if (!path.empty()) unlink(path.c_str());
+    }
+};
+
+// The running daemon: the tracer's events go to the archive, the live view and the
+// metrics; the server thread reads them through http() and control().
+class Daemon {
+public:
+    Daemon(const DaemonArgs& args, const CorrelatorConfig& config, std::unique_ptr<Tracer> tracer,
+           std::unique_ptr<Archive> archive, const TraceHeader& header)
+        : args_(args),
+          config_(config),
+          tracer_(std::move(tracer)),
+          archive_(std::move(archive)),
+          header_line_(to_json_line(header)),
+          view_(config),
+          metrics_(view_.correlator().config()) {
+        status_.node = header.hostname;
+        status_.kernel = header.kernel;
+        status_.attach = tracer_->attach_summary();
+    }
+
+    // Each event of the session, the socket iterator's first.
+    void on_event(Event& e) {
+        e.lb = config_.is_lb_peer(e.raddr);
+        ++consumed_;
+        if (archive_) archive_->write(to_json_line(e));
+        std::lock_guard lock(mutex_);
+        view_.on_event(e);
+        metrics_.on_event(e);
+    }
+    void learned_existing(size_t count) {
+        std::lock_guard lock(mutex_);
+        existing_ = count;
+    }
+
+    // Until SIGTERM/SIGINT; then drains the ring buffer, stops the server and exports,
+    // finishes the archive and detaches every program.
+    int run(Fd http_listener, Fd unix_listener) {
+        std::optional<Server> server;
+        server.emplace(std::move(http_listener), std::move(unix_listener),
+                       ServerHandlers{[this](const std::string& path) { return http(path); },
+                                      [this](const std::string& line, Fd& client) { return control(line, client); }});
+        auto sink = [this](Event& e) { on_event(e); };
+        auto next_tick = std::chrono::steady_clock::now();
+        heartbeat_ms_ = mono_ms();
+        while (!stop_requested()) {
+            tracer_->poll(25, sink);
+            heartbeat_ms_ = mono_ms();
+            auto now = std::chrono::steady_clock::now();
+            if (now < next_tick) continue;
+            next_tick = now + std::chrono::seconds(1);
+            tick();
+        }
+
+        tracer_->poll(0, sink);
+        stopping_ = true;
+        server.reset();
+        exports_.reset();  // joins them; they stop at their next line
+        KernelCounters kernel = tracer_->counters();
+        tracer_.reset();  // detaches every program and frees the maps: nothing is pinned
+        std::string archived;
+        if (archive_) {
+            archive_->close();
+            auto a = archive_->stats();
+            archived = fmt::format("; archived {} lines in {} segments ({} write errors)", a.lines_written, a.segments,
+                                   a.write_errors);
+        }
+        fmt::print(stderr, "tcpwhy: daemon stopped: {} events, {} dropped in the kernel{}\n", consumed_,
+                   kernel.dropped(), archived);
+        return kExitOk;
+    }
+
+private:
+    // About once a second: the view's clock, archive limits, warnings.
+    void tick() {
+        KernelCounters kernel = tracer_->counters();
+        status_.events_total = consumed_;
+        status_.dropped_total = kernel.dropped();
+        {
+            std::lock_guard lock(mutex_);
+            kernel_ = kernel;
+            view_.tick(WallClock::now().mono_ns, status_);
+        }
+        if (archive_) {
+            archive_->maintain(time(nullptr));
+            auto a = archive_->stats();
+            if (a.write_errors > archive_errors_reported_) {
+                fmt::print(stderr, "tcpwhy: WARNING archive: {} write errors so far ({} lines not archived); last: {}\n",
+                           a.write_errors, a.lines_dropped_write_error + a.lines_dropped_low_disk, a.last_error);
+                archive_errors_reported_ = a.write_errors;
+            }
+        }
+        if (kernel.dropped() > drops_reported_) {
+            fmt::print(stderr, "tcpwhy: WARNING {} events dropped in the kernel so far -- raise --ring-mb\n",
+                       kernel.dropped());
+            drops_reported_ = kernel.dropped();
+        }
+    }
+
+    HttpResponse http(const std::string& path) {
+        constexpr const char* kText = "text/plain; charset=utf-8";
+        if (path == "/healthz") {
+            int64_t age = mono_ms() - heartbeat_ms_.load();
+            if (age > kHealthyLoopAgeMs) return {503, kText, fmt::format("event loop stalled for {} ms\n", age)};
+            std::string body = "ok\n";
+            if (archive_) {
+                auto a = archive_->stats();
+                if (a.write_errors)
+                    body += fmt::format("archive: {} write errors, last: {}\n", a.write_errors, a.last_error);
+            }
+            return {200, kText, body};
+        }
+        if (path == "/metrics")
+            return {200, "text/plain; version=0.0.4; charset=utf-8",
+                    render_prometheus(metrics_snapshot(), args_.metrics_max_backends)};
+        if (path == "/") return {200, kText, "tcpwhy daemon: /metrics (Prometheus), /healthz\n"};
+        return {404, kText, "not found: try /metrics or /healthz\n"};
+    }
+
+    MetricsSnapshot metrics_snapshot() {
+        MetricsSnapshot snap;
+        {
+            std::lock_guard lock(mutex_);
+            const Correlator& c = view_.correlator();
+            snap.backends = c.backends();
+            snap.findings = c.findings();
+            snap.counts = c.counts();
+            snap.events_by_type = metrics_.events_by_type();
+            snap.resets_sent = metrics_.resets_sent();
+            snap.resets_received = metrics_.resets_received();
+            snap.event_series_folded = metrics_.folded();
+            snap.kernel = kernel_;
+            snap.existing_connections = existing_;
+        }
+        if (archive_) snap.archive = archive_->stats();
+        snap.lb_name = config_.lb_name;
+        snap.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+        snap.version = kVersion;
+        snap.kernel_release = status_.kernel;
+        snap.attach = status_.attach;
+        return snap;
+    }
+
+    // The control protocol (include/tcpwhy/live_view.h). nullopt: the export took the connection.
+    std::optional<std::string> control(const std::string& line, Fd& client) {
+        auto request = nlohmann::json::parse(line, nullptr, false);
+        if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string())
+            return error_json(R"(expected one JSON object per line, e.g. {"cmd":"snapshot"})");
+        std::string cmd = request["cmd"];
+        if (cmd == "snapshot") {
+            std::lock_guard lock(mutex_);
+            return view_.snapshot_json();
+        }
+        if (cmd != "export") return error_json(fmt::format("unknown cmd '{}': snapshot or export", cmd));
+        if (!archive_) return error_json("this daemon keeps no archive (--archive none)");
+        auto since = request.value("since_s", nlohmann::json(1800));
+        if (!since.is_number_unsigned()) return error_json("since_s must be a non-negative number of seconds");
+        return start_export(since.get<uint64_t>(), client);
+    }
+
+    std::optional<std::string> start_export(uint64_t since_s, Fd& client) {
+        uint64_t now_ns = WallClock::now().wall_ns;
+        uint64_t cutoff_ns = since_s >= now_ns / 1'000'000'000ull ? 0 : now_ns - since_s * 1'000'000'000ull;
+        archive_->rotate();  // what was written up to now becomes a closed segment, read whole
+        auto segments = archive_->segments_since(static_cast<time_t>(cutoff_ns / 1'000'000'000ull));
+        auto owned = std::make_shared<Fd>(std::move(client));
+        bool started = exports_->start([this, owned, segments, cutoff_ns] {
+            stream_export(owned->get(), segments, cutoff_ns);
+        });
+        if (started) return std::nullopt;
+        client = std::move(*owned);
+        return error_json(fmt::format("{} exports are running already; try again shortly", kMaxConcurrentExports));
+    }
+
+    // On an export thread: the segments as one JSONL stream, in blocking writes of up to 256 KiB.
+    void stream_export(int fd, const std::vector<ArchiveSegment>& segments, uint64_t cutoff_ns) {
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        std::string buffer;
+        auto flush = [&] {
+            std::string_view rest = buffer;
+            while (!rest.empty()) {
+                ssize_t n = send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) return false;
+                rest.remove_prefix(static_cast<size_t>(n));
+            }
+            buffer.clear();
+            return true;
+        };
+        export_segments(segments, cutoff_ns, header_line_, [&](std::string_view line) {
+            if (stopping_.load()) return false;
+            buffer.append(line);
+            buffer += '\n';
+            return buffer.size() < (256 << 10) || flush();
+        });
+        flush();
+    }
+
+    const DaemonArgs& args_;
+    const CorrelatorConfig& config_;
+    std::unique_ptr<Tracer> tracer_;
+    std::unique_ptr<Archive> archive_;
+    const std::string header_line_;
+    const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+    LiveStatus status_;  // event loop only
+    uint64_t consumed_ = 0, drops_reported_ = 0, archive_errors_reported_ = 0;
+
+    std::mutex mutex_;  // guards what the server thread reads: view_, metrics_, kernel_, existing_
+    LiveView view_;
+    EventMetrics metrics_;
+    KernelCounters kernel_;
+    uint64_t existing_ = 0;
+
+    std::atomic<int64_t> heartbeat_ms_{0};
+    std::atomic<bool> stopping_{false};
+    std::optional<Exports> exports_{std::in_place};  // declared last: its threads use the members above
+};
+
 int run_daemon(const DaemonArgs& args) {
     set_libbpf_verbose(args.verbose);
     std::string error;
@@ -136,34 +392,20 @@ int run_daemon(const DaemonArgs& args) {
         print_error(fmt::format("--ring-mb {} is not a power of two", args.ring_mb), "use 1, 2, 4, 8, 16, ...");
         return kExitUsage;
     }
-    ArchiveLimits limits;
-    struct SizeFlag {
-        const char* flag;
-        const std::string& text;
-        uint64_t* out;
-        bool duration;
-    };
-    for (const auto& f : {SizeFlag{"--segment-size", args.segment_size, &limits.segment_bytes, false},
-                          SizeFlag{"--segment-age", args.segment_age, &limits.segment_age_s, true},
-                          SizeFlag{"--archive-max", args.archive_max, &limits.total_bytes, false},
-                          SizeFlag{"--archive-max-age", args.archive_max_age, &limits.max_age_s, true},
-                          SizeFlag{"--archive-min-free", args.archive_min_free, &limits.min_free_bytes, false}}) {
-        auto value = f.duration ? parse_duration_s(f.text) : parse_size(f.text);
-        if (!value) {
-            print_error(fmt::format("{} {}: not a {}", f.flag, f.text, f.duration ? "duration" : "size"),
-                        f.duration ? "use seconds or a unit: 90s, 30m, 12h, 7d" : "use bytes or a unit: 64K, 16M, 1G");
+    auto limits = parse_archive_limits(args);
+    if (!limits) return kExitUsage;
+
+    // Everything that can be bad input is checked before the programs load: the
+    // archive directory, a port in use, a second daemon on the socket.
+    TraceHeader header = make_header(*config);
+    std::unique_ptr<Archive> archive;
+    if (args.archive != "none") {
+        archive = Archive::open(args.archive, *limits, header, &error);
+        if (!archive) {
+            print_error(error, "choose a writable --archive DIR (or --archive none)");
             return kExitUsage;
         }
-        *f.out = *value;
     }
-    if (limits.segment_bytes == 0 || limits.segment_age_s == 0 || limits.total_bytes < 2 * limits.segment_bytes) {
-        print_error(fmt::format("--archive-max {} must hold at least two segments of --segment-size {}",
-                                args.archive_max, args.segment_size),
-                    "raise --archive-max or lower --segment-size (both non-zero)");
-        return kExitUsage;
-    }
-
-    // Listeners before the programs: a port in use or a second daemon is bad input, found at once.
     Fd http_listener;
     if (args.metrics_addr != "off") {
         http_listener = listen_tcp(args.metrics_addr, &error);
@@ -182,13 +424,7 @@ int run_daemon(const DaemonArgs& args) {
             return kExitUsage;
         }
     }
-    // Removes the socket file however run_daemon returns; a kill -9 leaves it, and the next start replaces it.
-    struct SocketFile {
-        std::string path;
-        ~SocketFile() {
-            if (!path.empty()) unlink(path.c_str());
-        }
-    } socket_file{unix_listener ? args.socket : ""};
+    SocketFile socket_file{unix_listener ? args.socket : ""};
 
     install_stop_handlers();
     std::unique_ptr<Tracer> tracer;
@@ -202,8 +438,6 @@ int run_daemon(const DaemonArgs& args) {
         return kExitFailure;
     }
 
-    // The trace's clock base, read before the socket iterator stamps its first event.
-    WallClock clock = WallClock::now();
     // After attach, so a connection is either listed here or seen by the programs (or both).
     ExistingSockets existing;
     try {
@@ -213,203 +447,25 @@ int run_daemon(const DaemonArgs& args) {
     }
     for (const auto& why : existing.errors) fmt::print(stderr, "tcpwhy: WARNING socket iterator: {}\n", why);
 
-    utsname u{};
-    uname(&u);
-    TraceHeader header;
-    header.hostname = hostname();
-    header.kernel = u.release;
-    header.mono_start_ns = clock.mono_ns;
-    header.wall_start_ns = clock.wall_ns;
-    header.lb_ranges = config->lb_ranges.to_string();
-    const std::string header_line = to_json_line(header);
-
-    std::unique_ptr<Archive> archive;
-    if (args.archive != "none") {
-        archive = Archive::open(args.archive, limits, header, &error);
-        if (!archive) {
-            print_error(error, "choose a writable --archive DIR (or --archive none)");
-            return kExitUsage;
-        }
-    }
-
     // Everything that needed privilege is done: programs attached, namespaces walked,
     // sockets bound. CAP_BPF stays so the drop and emit counters (BPF map reads) keep
     // working on kernels that check it for every bpf() call (before 6.5, unprivileged BPF off).
+    // Before any thread starts: capabilities belong to threads.
     if (!args.keep_capabilities && !drop_capabilities_except({kCapBpf}, &error))
         fmt::print(stderr, "tcpwhy: WARNING could not drop capabilities: {}\n", error);
 
-    DaemonState state(*config);
-    uint64_t consumed = 0;
-    auto sink = [&](Event& e) {
-        e.lb = config->is_lb_peer(e.raddr);
-        ++consumed;
-        if (archive) archive->write(to_json_line(e));
-        std::lock_guard lock(state.mutex);
-        state.view.on_event(e);
-        state.metrics.on_event(e);
-    };
-    for (auto& e : existing.events) sink(e);
-    {
-        std::lock_guard lock(state.mutex);
-        state.existing = existing.events.size();
-    }
-
-    const auto started = std::chrono::steady_clock::now();
-    LiveStatus status;
-    status.node = header.hostname;
-    status.kernel = header.kernel;
-    status.attach = tracer->attach_summary();
-
-    std::atomic<bool> stopping{false};  // before `exports`: its threads read it until joined
-    Exports exports;
-    ServerHandlers handlers;
-    handlers.http = [&](const std::string& path) -> HttpResponse {
-        if (path == "/healthz") {
-            int64_t age = mono_ms() - state.loop_heartbeat_ms.load();
-            if (age > kHealthyLoopAgeMs)
-                return {503, "text/plain; charset=utf-8", fmt::format("event loop stalled for {} ms\n", age)};
-            std::string body = "ok\n";
-            if (archive) {
-                auto a = archive->stats();
-                if (a.write_errors) body += fmt::format("archive: {} write errors, last: {}\n", a.write_errors, a.last_error);
-            }
-            return {200, "text/plain; charset=utf-8", body};
-        }
-        if (path == "/metrics") {
-            MetricsSnapshot snap;
-            {
-                std::lock_guard lock(state.mutex);
-                const Correlator& c = state.view.correlator();
-                snap.backends = c.backends();
-                snap.findings = c.findings();
-                snap.counts = c.counts();
-                snap.events_by_type = state.metrics.events_by_type();
-                snap.resets_sent = state.metrics.resets_sent();
-                snap.resets_received = state.metrics.resets_received();
-                snap.event_series_folded = state.metrics.folded();
-                snap.kernel = state.kernel;
-                snap.existing_connections = state.existing;
-            }
-            if (archive) snap.archive = archive->stats();
-            snap.lb_name = config->lb_name;
-            snap.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-            snap.version = kVersion;
-            snap.kernel_release = status.kernel;
-            snap.attach = status.attach;
-            return {200, "text/plain; version=0.0.4; charset=utf-8", render_prometheus(snap, args.metrics_max_backends)};
-        }
-        if (path == "/")
-            return {200, "text/plain; charset=utf-8", "tcpwhy daemon: /metrics (Prometheus), /healthz\n"};
-        return {404, "text/plain; charset=utf-8", "not found: try /metrics or /healthz\n"};
-    };
-    handlers.control = [&](const std::string& line, Fd& client) -> std::optional<std::string> {
-        auto request = nlohmann::json::parse(line, nullptr, false);
-        if (!request.is_object() || !request.contains("cmd") || !request["cmd"].is_string())
-            return error_json(R"(expected one JSON object per line, e.g. {"cmd":"snapshot"})");
-        std::string cmd = request["cmd"];
-        if (cmd == "snapshot") {
-            std::lock_guard lock(state.mutex);
-            return state.view.snapshot_json();
-        }
-        if (cmd != "export") return error_json(fmt::format("unknown cmd '{}': snapshot or export", cmd));
-        if (!archive) return error_json("this daemon keeps no archive (--archive none)");
-        auto since = request.value("since_s", nlohmann::json(1800));
-        if (!since.is_number_unsigned()) return error_json("since_s must be a non-negative number of seconds");
-        uint64_t since_s = since.get<uint64_t>();
-        uint64_t now_wall_ns = WallClock::now().wall_ns;
-        uint64_t cutoff_ns = since_s * 1'000'000'000ull >= now_wall_ns ? 0 : now_wall_ns - since_s * 1'000'000'000ull;
-        archive->rotate();  // what was written up to now becomes a closed segment export can read whole
-        auto segments = archive->segments_since(static_cast<time_t>(cutoff_ns / 1'000'000'000ull));
-        auto owned = std::make_shared<Fd>(std::move(client));
-        bool started_export = exports.start([owned, segments, cutoff_ns, &header_line, &stopping] {
-            int fd = owned->get();
-            int flags = fcntl(fd, F_GETFL);
-            fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-            std::string buffer;
-            auto flush = [&] {
-                std::string_view rest = buffer;
-                while (!rest.empty()) {
-                    ssize_t n = send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
-                    if (n < 0 && errno == EINTR) continue;
-                    if (n <= 0) return false;
-                    rest.remove_prefix(static_cast<size_t>(n));
-                }
-                buffer.clear();
-                return true;
-            };
-            export_segments(segments, cutoff_ns, header_line, [&](std::string_view line) {
-                if (stopping.load()) return false;
-                buffer.append(line);
-                buffer += '\n';
-                return buffer.size() < (256 << 10) || flush();
-            });
-            flush();
-        });
-        if (!started_export) {
-            client = std::move(*owned);
-            return error_json(fmt::format("{} exports are running already; try again shortly", kMaxConcurrentExports));
-        }
-        return std::nullopt;
-    };
-    std::optional<Server> server;
-    std::string metrics_where = http_listener ? local_address(http_listener) : "off";
-    server.emplace(std::move(http_listener), std::move(unix_listener), std::move(handlers));
+    std::string attach = tracer->attach_summary();
+    Daemon daemon(args, *config, std::move(tracer), std::move(archive), header);
+    for (auto& e : existing.events) daemon.on_event(e);
+    daemon.learned_existing(existing.events.size());
 
     fmt::print(stderr,
                "tcpwhy: daemon tracing TCP on {} (close via {}; LB {}); {} connections existed in {} namespaces; "
                "metrics http://{}/metrics; socket {}; archive {}; capabilities kept: {}\n",
-               status.kernel, status.attach, config->describe_lb(), existing.events.size(), existing.namespaces,
-               metrics_where, args.socket, args.archive, effective_capabilities());
-
-    uint64_t drops_reported = 0, archive_errors_reported = 0;
-    auto next_tick = std::chrono::steady_clock::now();
-    state.loop_heartbeat_ms = mono_ms();
-    while (!stop_requested()) {
-        tracer->poll(25, sink);
-        state.loop_heartbeat_ms = mono_ms();
-        auto now = std::chrono::steady_clock::now();
-        if (now < next_tick) continue;
-        next_tick = now + std::chrono::seconds(1);
-        KernelCounters kernel = tracer->counters();
-        status.events_total = consumed;
-        status.dropped_total = kernel.dropped();
-        {
-            std::lock_guard lock(state.mutex);
-            state.kernel = kernel;
-            state.view.tick(WallClock::now().mono_ns, status);
-        }
-        if (archive) {
-            archive->maintain(time(nullptr));
-            auto a = archive->stats();
-            if (a.write_errors > archive_errors_reported) {
-                fmt::print(stderr, "tcpwhy: WARNING archive: {} write errors so far ({} lines not archived); last: {}\n",
-                           a.write_errors, a.lines_dropped_write_error + a.lines_dropped_low_disk, a.last_error);
-                archive_errors_reported = a.write_errors;
-            }
-        }
-        if (kernel.dropped() > drops_reported) {
-            fmt::print(stderr, "tcpwhy: WARNING {} events dropped in the kernel so far -- raise --ring-mb\n",
-                       kernel.dropped());
-            drops_reported = kernel.dropped();
-        }
-    }
-
-    // Stop: take in what the kernel still holds, finish the archive, then detach.
-    tracer->poll(0, sink);
-    stopping = true;
-    server.reset();
-    KernelCounters kernel = tracer->counters();
-    tracer.reset();  // detaches every program and frees the maps: nothing is pinned
-    std::string archived;
-    if (archive) {
-        archive->close();
-        auto a = archive->stats();
-        archived = fmt::format("; archived {} lines in {} segments ({} write errors)", a.lines_written, a.segments,
-                               a.write_errors);
-    }
-    fmt::print(stderr, "tcpwhy: daemon stopped: {} events, {} dropped in the kernel{}\n", consumed, kernel.dropped(),
-               archived);
-    return kExitOk;
+               header.kernel, attach, config->describe_lb(), existing.events.size(), existing.namespaces,
+               http_listener ? local_address(http_listener) : "off", args.socket, args.archive,
+               effective_capabilities());
+    return daemon.run(std::move(http_listener), std::move(unix_listener));
 }
 
 }  // namespace

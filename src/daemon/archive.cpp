@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -49,8 +50,11 @@ Archive::Archive(std::string dir, const ArchiveLimits& limits, TraceHeader heade
 
 std::unique_ptr<Archive> Archive::open(const std::string& dir, const ArchiveLimits& limits, TraceHeader header,
                                        std::string* error) {
-    if (mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
-        *error = fmt::format("cannot create archive directory {}: {}", dir, strerror(errno));
+    std::error_code ec;
+    if (std::filesystem::create_directories(dir, ec))
+        std::filesystem::permissions(dir, std::filesystem::perms(0750), ec);
+    if (ec) {
+        *error = fmt::format("cannot create archive directory {}: {}", dir, ec.message());
         return nullptr;
     }
     if (access(dir.c_str(), W_OK | X_OK) != 0) {
