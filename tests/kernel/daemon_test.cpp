@@ -94,13 +94,17 @@ std::vector<std::string> still_loaded(const BpfIds& ids) {
     return left;
 }
 
-// `tcpwhy daemon` with a temporary archive and socket and a free metrics port on 127.0.0.1.
+// `tcpwhy daemon` with a temporary archive and socket and a free metrics port on 127.0.0.1;
+// no free-space reserve, so the test's outcome does not depend on the machine's disk.
 class DaemonProcess {
 public:
     DaemonProcess(const fs::path& dir, const std::string& extra = "", const fs::path& archive_dir = {})
-        : archive(archive_dir.empty() ? dir / "archive" : archive_dir), socket(dir / "tcpwhy.sock"), err_(dir / fmt::format("daemon-{}.err", ++runs_)) {
-        std::string cmd = fmt::format("exec {} daemon --archive {} --socket {} --metrics-addr 127.0.0.1:0 {} >{} 2>&1",
-                                      TCPWHY_BINARY, archive.string(), socket.string(), extra, err_.string());
+        : archive(archive_dir.empty() ? dir / "archive" : archive_dir),
+          socket(dir / "tcpwhy.sock"),
+          err_(dir / fmt::format("daemon-{}.err", ++runs_)) {
+        std::string cmd = fmt::format(
+            "exec {} daemon --archive {} --socket {} --metrics-addr 127.0.0.1:0 --archive-min-free 0 {} >{} 2>&1",
+            TCPWHY_BINARY, archive.string(), socket.string(), extra, err_.string());
         pid = fork();
         if (pid == 0) {
             execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
@@ -387,7 +391,7 @@ TEST_CASE("daemon: under a small archive limit segments rotate, the oldest go, t
     TCPWHY_REQUIRE_ROOT();
     Netns ns("arch");
     TempDir dir;
-    DaemonProcess daemon(dir.path, "--segment-size 32K --archive-max 96K --archive-min-free 0");
+    DaemonProcess daemon(dir.path, "--segment-size 32K --archive-max 96K");
     INFO(daemon.stderr_text());
 
     // Enough connections for several MB of trace: ~10 events each. Other traffic on the
@@ -459,8 +463,8 @@ TEST_CASE("daemon: a full archive filesystem is counted and reported while traci
     TempDir dir;
     SmallFilesystem small(dir.path / "small", "96k");
     Netns ns("full");
-    // No free-space reserve: let the writes themselves fail.
-    DaemonProcess daemon(dir.path, "--archive-min-free 0 --segment-size 1M --archive-max 4M", small.path / "archive");
+    // No free-space reserve (the DaemonProcess default): the writes themselves fail.
+    DaemonProcess daemon(dir.path, "--segment-size 1M --archive-max 4M", small.path / "archive");
     INFO(daemon.stderr_text());
     const uint16_t port = unique_port();
     auto churn = [&](int connections) {
