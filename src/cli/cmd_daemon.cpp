@@ -247,7 +247,8 @@ private:
             archive_->maintain(time(nullptr));
             auto a = archive_->stats();
             if (a.write_errors > archive_errors_reported_) {
-                fmt::print(stderr, "tcpwhy: WARNING archive: {} write errors so far ({} lines not archived); last: {}\n",
+                fmt::print(stderr,
+                           "tcpwhy: WARNING archive: {} write errors so far ({} lines not archived); last: {}\n",
                            a.write_errors, a.lines_dropped_write_error + a.lines_dropped_low_disk, a.last_error);
                 archive_errors_reported_ = a.write_errors;
             }

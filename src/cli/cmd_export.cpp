@@ -35,7 +35,8 @@ int run_export(const ExportArgs& args) {
     if (!to_stdout) {
         file.open(args.output, std::ios::out | std::ios::trunc | std::ios::binary);
         if (!file) {
-            print_error(fmt::format("cannot write {}: {}", args.output, strerror(errno)), "choose a writable path for -o");
+            print_error(fmt::format("cannot write {}: {}", args.output, strerror(errno)),
+                        "choose a writable path for -o");
             return kExitUsage;
         }
     }

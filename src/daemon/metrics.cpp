@@ -141,7 +141,8 @@ void EventMetrics::on_event(const Event& e) {
     bool state = e.type == EventType::state;
     if ((state || e.type == EventType::existing) && e.new_state == TcpState::listen) listeners_.insert(listener);
     else if (state && e.old_state == TcpState::listen && e.new_state == TcpState::close) listeners_.erase(listener);
-    else if (state && (e.old_state == TcpState::listen || e.old_state == TcpState::syn_recv)) listeners_.insert(listener);
+    else if (state && (e.old_state == TcpState::listen || e.old_state == TcpState::syn_recv))
+        listeners_.insert(listener);
     if (e.type != EventType::reset_sent && e.type != EventType::reset_recv) return;
 
     std::string lb_range;

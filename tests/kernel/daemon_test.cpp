@@ -83,9 +83,11 @@ std::vector<std::string> still_loaded(const BpfIds& ids) {
     for (int attempt = 0; attempt < 50; ++attempt) {
         left.clear();
         for (auto id : ids.progs)
-            if (shell(fmt::format("bpftool prog show id {}", id)).first == 0) left.push_back(fmt::format("prog {}", id));
+            if (shell(fmt::format("bpftool prog show id {}", id)).first == 0)
+                left.push_back(fmt::format("prog {}", id));
         for (auto id : ids.links)
-            if (shell(fmt::format("bpftool link show id {}", id)).first == 0) left.push_back(fmt::format("link {}", id));
+            if (shell(fmt::format("bpftool link show id {}", id)).first == 0)
+                left.push_back(fmt::format("link {}", id));
         for (auto id : ids.maps)
             if (shell(fmt::format("bpftool map show id {}", id)).first == 0) left.push_back(fmt::format("map {}", id));
         if (left.empty()) break;
@@ -163,7 +165,8 @@ double metric(const std::string& text, const std::string& name, const std::vecto
         if (line.empty() || line[0] == '#') continue;
         auto end_of_name = line.find_first_of("{ ");
         if (line.substr(0, end_of_name) != name) continue;
-        std::string label_text = line[end_of_name] == '{' ? line.substr(end_of_name, line.rfind('}') - end_of_name) : "";
+        std::string label_text =
+            line[end_of_name] == '{' ? line.substr(end_of_name, line.rfind('}') - end_of_name) : "";
         bool all = true;
         for (const auto& l : labels) all = all && label_text.find(l) != std::string::npos;
         if (all) sum += std::stod(line.substr(line.rfind(' ') + 1));
@@ -268,7 +271,8 @@ TEST_CASE("daemon: race in namespaces, metrics match the events, snapshot, expor
     CHECK(metric(metrics, "tcpwhy_keepalive_races_total", {our_port, gcp_range}) == kRaces);
     CHECK(metric(metrics, "tcpwhy_resets_total", {our_port, "class=\"idle_close_race\"", "peer=\"lb\""}) == kRaces);
     CHECK(metric(metrics, "tcpwhy_idle_close_seconds_count", {our_port}) >= kRaces);
-    CHECK(metric(metrics, "tcpwhy_idle_close_seconds_bucket", {our_port, "le=\"1\""}) <= 1);  // the old one may be quick
+    // at most the connection older than the daemon closed within a second
+    CHECK(metric(metrics, "tcpwhy_idle_close_seconds_bucket", {our_port, "le=\"1\""}) <= 1);
     CHECK(metric(metrics, "tcpwhy_idle_close_seconds_bucket", {our_port, "le=\"2\""}) >= kRaces);
     CHECK(metric(metrics, "tcpwhy_findings", {our_port, "kind=\"idle_close_race\""}) == kRaces);
     CHECK(metric(metrics, "tcpwhy_events_total", {"type=\"existing\""}) >= 2);  // the listener and `before`

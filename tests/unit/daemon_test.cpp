@@ -308,7 +308,8 @@ TEST_CASE("daemon metrics: a replayed race as Prometheus text, cardinality bound
     uint64_t reset_events = snap.events_by_type[static_cast<size_t>(EventType::reset_sent)];
     REQUIRE(reset_events > 0);
     CHECK(text.find(fmt::format("tcpwhy_events_total{{type=\"reset_sent\"}} {}\n", reset_events)) != std::string::npos);
-    CHECK(text.find("tcpwhy_keepalive_races_total{namespace=\"\",pod=\"\",port=\"8080\",lb_range=\"130.211.0.0/22\"} 6\n") !=
+    CHECK(text.find("tcpwhy_keepalive_races_total{namespace=\"\",pod=\"\",port=\"8080\","
+                    "lb_range=\"130.211.0.0/22\"} 6\n") !=
           std::string::npos);
     CHECK(text.find("tcpwhy_findings{namespace=\"\",pod=\"\",port=\"8080\",kind=\"idle_close_race\"} 6\n") !=
           std::string::npos);
