@@ -13,6 +13,7 @@ static_assert(offsetof(tcpwhy_event, laddr) == 48);
 static_assert(offsetof(tcpwhy_event, lport) == 80);
 static_assert(offsetof(tcpwhy_event, type) == 84);
 static_assert(offsetof(tcpwhy_event, state) == 88);
+static_assert(offsetof(tcpwhy_event, existing.sock_ino) == 96);
 static_assert(offsetof(tcpwhy_event, opts) == 120);
 static_assert(static_cast<int>(SockOpt::tcp_defer_accept) == TCPWHY_OPT_TCP_DEFER_ACCEPT);
 static_assert(kSockOptCount == TCPWHY_OPT__MAX);
