@@ -77,19 +77,24 @@ BpfIds bpf_ids_of(pid_t pid) {
     return ids;
 }
 
-// Which of these ids bpftool still shows (the kernel frees them shortly after the last reference).
+// Which of these ids `bpftool prog|link|map show` lists now.
+std::vector<std::string> loaded(const BpfIds& ids) {
+    std::vector<std::string> found;
+    for (const auto& [kind, mine] : {std::pair{"prog", &ids.progs}, {"link", &ids.links}, {"map", &ids.maps}}) {
+        auto listing = nlohmann::json::parse(shell(fmt::format("bpftool -j {} show 2>/dev/null", kind)).second,
+                                             nullptr, false);
+        REQUIRE(listing.is_array());
+        for (const auto& object : listing)
+            if (uint32_t id = object.value("id", 0u); mine->count(id)) found.push_back(fmt::format("{} {}", kind, id));
+    }
+    return found;
+}
+
+// The same, after giving the kernel a moment to free what lost its last reference.
 std::vector<std::string> still_loaded(const BpfIds& ids) {
     std::vector<std::string> left;
     for (int attempt = 0; attempt < 50; ++attempt) {
-        left.clear();
-        for (auto id : ids.progs)
-            if (shell(fmt::format("bpftool prog show id {}", id)).first == 0)
-                left.push_back(fmt::format("prog {}", id));
-        for (auto id : ids.links)
-            if (shell(fmt::format("bpftool link show id {}", id)).first == 0)
-                left.push_back(fmt::format("link {}", id));
-        for (auto id : ids.maps)
-            if (shell(fmt::format("bpftool map show id {}", id)).first == 0) left.push_back(fmt::format("map {}", id));
+        left = loaded(ids);
         if (left.empty()) break;
         sleep_ms(100);
     }
@@ -113,7 +118,8 @@ public:
             _exit(127);
         }
         std::smatch m;
-        for (int i = 0; i < 1000; ++i) {  // walking every namespace's sockets takes a moment on a busy node
+        // Loading, and walking every namespace's sockets, can take seconds on a loaded node.
+        for (int i = 0; i < 3000; ++i) {
             std::string text = stderr_text();
             if (std::regex_search(text, m, std::regex(R"(metrics http://(\S+)/metrics)"))) {
                 metrics_addr = m[1];
@@ -126,7 +132,7 @@ public:
             }
             sleep_ms(20);
         }
-        throw std::runtime_error("daemon did not start: " + stderr_text());
+        throw std::runtime_error("daemon did not start within 60 s; its stderr: " + stderr_text());
     }
     ~DaemonProcess() {
         if (pid > 0) stop(SIGKILL);
@@ -144,7 +150,7 @@ public:
     }
     std::string stderr_text() const { return slurp(err_.string()); }
     std::string get(const std::string& path) const {
-        return shell(fmt::format("curl -sf --max-time 5 http://{}{}", metrics_addr, path)).second;
+        return shell(fmt::format("curl -sf --max-time 20 http://{}{}", metrics_addr, path)).second;
     }
 
     fs::path archive, socket;
@@ -259,14 +265,21 @@ TEST_CASE("daemon: race in namespaces, metrics match the events, snapshot, expor
     for (auto& c : conns) c.server.reset();
     for (auto& c : conns) send_all(c.client, "GET /again HTTP/1.1\r\nHost: pod\r\n\r\n");
     before.server.reset();  // and the connection older than the daemon closes too
-    sleep_ms(2500);         // two ticks: the correlator settles the resets
 
-    CHECK(daemon.get("/healthz") == "ok\n");
-    std::string metrics = daemon.get("/metrics");
-    INFO(metrics);
-    REQUIRE_FALSE(metrics.empty());
+    // The correlator settles resets on its once-a-second tick; a loaded node can take a while.
     std::string our_port = fmt::format("port=\"{}\"", port);
     std::string gcp_range = "lb_range=\"130.211.0.0/22\"";
+    std::string metrics;
+    for (int i = 0; i < 60; ++i) {
+        sleep_ms(500);
+        metrics = daemon.get("/metrics");
+        if (metric(metrics, "tcpwhy_keepalive_races_total", {our_port}) >= kRaces &&
+            metric(metrics, "tcpwhy_idle_close_seconds_count", {our_port}) >= kRaces + 1)
+            break;
+    }
+    CHECK(daemon.get("/healthz") == "ok\n");
+    INFO(metrics);
+    REQUIRE_FALSE(metrics.empty());
     CHECK(metric(metrics, "tcpwhy_resets_sent_total", {our_port, gcp_range}) == kRaces);
     CHECK(metric(metrics, "tcpwhy_keepalive_races_total", {our_port, gcp_range}) == kRaces);
     CHECK(metric(metrics, "tcpwhy_resets_total", {our_port, "class=\"idle_close_race\"", "peer=\"lb\""}) == kRaces);
@@ -324,6 +337,7 @@ TEST_CASE("daemon: race in namespaces, metrics match the events, snapshot, expor
     CHECK(report.second.find("idle_close_race") != std::string::npos);
 
     // SIGTERM: exit 0, the archive finished, the socket file and every BPF object gone.
+    CHECK(loaded(held).size() == held.progs.size() + held.links.size() + held.maps.size());  // bpftool sees them now
     CHECK(daemon.stop(SIGTERM) == 0);
     CHECK(daemon.stderr_text().find("daemon stopped") != std::string::npos);
     CHECK_FALSE(fs::exists(daemon.socket));
