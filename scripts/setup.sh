@@ -11,6 +11,7 @@ packages=(
   iproute2 procps
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd
   nginx-light nodejs curl chromium
+  python3-yaml
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

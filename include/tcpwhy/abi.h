@@ -24,6 +24,7 @@ enum tcpwhy_event_type {
 	TCPWHY_EV_RESET_SENT = 3, /* tcp_send_reset / tcp_send_active_reset / stateless reset */
 	TCPWHY_EV_RESET_RECV = 4, /* tcp_receive_reset */
 	TCPWHY_EV_SETSOCKOPT = 5, /* a timeout-related socket option was set */
+	TCPWHY_EV_EXISTING = 6,   /* a socket that existed before tracing started (bpf/tcpwhy_iter.bpf.c) */
 };
 
 /* Why an event could not be emitted; per-CPU counters indexed by this. */
@@ -116,6 +117,12 @@ struct tcpwhy_setsockopt_data {
 	__s64 value2;  /* linger: seconds */
 };
 
+struct tcpwhy_existing_data {
+	__u8 state;      /* TCP_* state when the socket iterator saw it */
+	__u8 pad[7];
+	__u64 sock_ino;  /* inode of the socket's file (0: none, e.g. timewait): userspace finds the owner in /proc */
+};
+
 struct tcpwhy_event {
 	__u64 ts_ns;     /* CLOCK_MONOTONIC */
 	__u64 cookie;    /* socket cookie; 0 when no socket */
@@ -135,6 +142,7 @@ struct tcpwhy_event {
 		struct tcpwhy_close_data close;
 		struct tcpwhy_reset_data reset;
 		struct tcpwhy_setsockopt_data sockopt;
+		struct tcpwhy_existing_data existing;
 	};
 	struct tcpwhy_sockopts opts; /* options in force on the socket (close, reset, setsockopt) */
 };

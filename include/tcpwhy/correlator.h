@@ -205,7 +205,7 @@ struct Finding {
 };
 
 struct CorrelatorCounts {
-    std::array<uint64_t, 6> events_by_type{};  // indexed by EventType
+    std::array<uint64_t, 7> events_by_type{};  // indexed by EventType
     uint64_t events = 0;
     uint64_t connections = 0;          // distinct connections seen
     uint64_t live_connections = 0;     // in memory now

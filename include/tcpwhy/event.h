@@ -11,7 +11,9 @@
 
 namespace tcpwhy {
 
-enum class EventType : uint8_t { state = 1, close = 2, reset_sent = 3, reset_recv = 4, setsockopt = 5 };
+// existing: a socket that was already there when tracing started (the daemon's socket
+// iterator); new_state is its state then.
+enum class EventType : uint8_t { state = 1, close = 2, reset_sent = 3, reset_recv = 4, setsockopt = 5, existing = 6 };
 
 std::string_view to_string(EventType type);
 std::optional<EventType> event_type_from_string(std::string_view name);

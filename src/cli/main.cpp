@@ -134,6 +134,8 @@ int main(int argc, char** argv) {
     add(add_doctor);
     add(add_trace);
     add(add_report);
+    add(add_daemon);
+    add(add_export);
 
     try {
         app.parse(argc, argv);

@@ -13,6 +13,7 @@ static_assert(offsetof(tcpwhy_event, laddr) == 48);
 static_assert(offsetof(tcpwhy_event, lport) == 80);
 static_assert(offsetof(tcpwhy_event, type) == 84);
 static_assert(offsetof(tcpwhy_event, state) == 88);
+static_assert(offsetof(tcpwhy_event, existing.sock_ino) == 96);
 static_assert(offsetof(tcpwhy_event, opts) == 120);
 static_assert(static_cast<int>(SockOpt::tcp_defer_accept) == TCPWHY_OPT_TCP_DEFER_ACCEPT);
 static_assert(kSockOptCount == TCPWHY_OPT__MAX);
@@ -163,6 +164,7 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonNames& reasons) {
             }
         }
         break;
+    case EventType::existing: e.new_state = state_of(raw.existing.state); break;
     case EventType::setsockopt:
         e.level = level_name(raw.sockopt.level);
         e.optname = optname_name(raw.sockopt.level, raw.sockopt.optname);

@@ -7,8 +7,8 @@
 namespace tcpwhy {
 namespace {
 
-constexpr std::array<std::string_view, 6> kEventTypeNames = {"", "state", "close", "reset_sent", "reset_recv",
-                                                             "setsockopt"};
+constexpr std::array<std::string_view, 7> kEventTypeNames = {"", "state", "close", "reset_sent", "reset_recv",
+                                                             "setsockopt", "existing"};
 constexpr std::array<std::string_view, 13> kStateNames = {
     "UNKNOWN",   "ESTABLISHED", "SYN_SENT",   "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",
     "CLOSE",     "CLOSE_WAIT",  "LAST_ACK",   "LISTEN",   "CLOSING",   "NEW_SYN_RECV"};

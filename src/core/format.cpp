@@ -33,6 +33,7 @@ std::string detail(const Event& e) {
                            to_string(e.sk_kind), to_string(e.sk_state),
                            e.sk_kind == SockKind::full ? fmt::format(" unread={}B", e.unread_bytes) : "");
     case EventType::reset_recv: return fmt::format("state={} idle_rx={}ms", to_string(e.sk_state), e.idle_rx_ms);
+    case EventType::existing: return fmt::format("{} before tracing started", to_string(e.new_state));
     case EventType::setsockopt:
         if (e.optname == "SO_LINGER") return fmt::format("{} onoff={} linger={}s", e.optname, e.value, e.value2);
         if (e.optname.starts_with("SO_RCVTIMEO") || e.optname.starts_with("SO_SNDTIMEO"))

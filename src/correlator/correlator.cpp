@@ -108,7 +108,7 @@ OpenKind opened_by(const Event& e) {
 // The listening socket itself: it starts or stops listening. (A child socket's
 // LISTEN -> SYN_RECV is a connection, not a listener.)
 bool is_listener_event(const Event& e) {
-    return e.type == EventType::state &&
+    return (e.type == EventType::state || e.type == EventType::existing) &&
            (e.new_state == TcpState::listen || (e.old_state == TcpState::listen && e.new_state == TcpState::close));
 }
 
@@ -526,6 +526,7 @@ struct Correlator::Impl {
         case EventType::reset_sent: on_reset_sent(e.cookie, c, e); break;
         case EventType::reset_recv: on_reset_recv(c, e); break;
         case EventType::setsockopt: break;
+        case EventType::existing: break;  // the connection is known now: its close or reset is not an orphan
         }
     }
 

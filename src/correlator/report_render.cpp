@@ -115,6 +115,7 @@ std::string describe_event(const Event& e) {
                            e.reason_inferred ? " (inferred)" : "", to_string(e.sk_kind), to_string(e.sk_state),
                            e.has_skb ? ", triggered by a received segment" : "");
     case EventType::reset_recv: return fmt::format("in {}", to_string(e.sk_state));
+    case EventType::existing: return fmt::format("already {} when tracing started{}", to_string(e.new_state), owner(e));
     case EventType::setsockopt:
         return fmt::format("{} {} = {}{}{}", e.level, e.optname, e.value,
                            e.optname == "SO_LINGER" ? fmt::format(",{}", e.value2) : "", owner(e));

@@ -1,0 +1,163 @@
+#include "daemon/existing_sockets.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "bpf/fd.h"
+#include "tcpwhy/decode.h"
+#include "tcpwhy_iter.skel.h"
+
+namespace tcpwhy::daemon {
+namespace {
+
+struct SkeletonDeleter {
+    void operator()(tcpwhy_iter_bpf* skel) const { tcpwhy_iter_bpf__destroy(skel); }
+};
+struct LinkDeleter {
+    void operator()(bpf_link* link) const { bpf_link__destroy(link); }
+};
+
+bool all_digits(const char* s) {
+    if (!*s) return false;
+    for (; *s; ++s)
+        if (*s < '0' || *s > '9') return false;
+    return true;
+}
+
+// One path per distinct network namespace: processes' /proc/PID/ns/net and `ip netns` names.
+std::map<ino_t, std::string> network_namespaces() {
+    std::map<ino_t, std::string> found;
+    auto add = [&](const std::string& path) {
+        struct stat st{};
+        if (stat(path.c_str(), &st) == 0) found.try_emplace(st.st_ino, path);
+    };
+    add("/proc/self/ns/net");
+    if (DIR* d = opendir("/proc")) {
+        while (dirent* entry = readdir(d))
+            if (all_digits(entry->d_name)) add(fmt::format("/proc/{}/ns/net", entry->d_name));
+        closedir(d);
+    }
+    if (DIR* d = opendir("/run/netns")) {
+        while (dirent* entry = readdir(d))
+            if (entry->d_name[0] != '.') add(fmt::format("/run/netns/{}", entry->d_name));
+        closedir(d);
+    }
+    return found;
+}
+
+// Reads the iterator in the namespace at ns_path, on a thread of its own: the
+// iterator walks the namespace of the task that reads it, and setns() moves only that thread.
+std::vector<tcpwhy_event> walk_namespace(int link_fd, const std::string& ns_path, std::string* error) {
+    std::vector<tcpwhy_event> out;
+    std::thread([&] {
+        Fd ns(open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!ns || setns(ns.get(), CLONE_NEWNET) != 0) {
+            *error = fmt::format("{}: cannot enter: {}", ns_path, strerror(errno));
+            return;
+        }
+        Fd iter(bpf_iter_create(link_fd));
+        if (!iter) {
+            *error = fmt::format("{}: cannot create the socket iterator: {}", ns_path, strerror(errno));
+            return;
+        }
+        std::string bytes;
+        char buf[16384];
+        ssize_t n;
+        while ((n = read(iter.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
+            if (n > 0) bytes.append(buf, static_cast<size_t>(n));
+        if (n < 0) *error = fmt::format("{}: reading the socket iterator: {}", ns_path, strerror(errno));
+        for (size_t at = 0; at + sizeof(tcpwhy_event) <= bytes.size(); at += sizeof(tcpwhy_event)) {
+            tcpwhy_event raw;
+            std::memcpy(&raw, bytes.data() + at, sizeof(raw));
+            out.push_back(raw);
+        }
+    }).join();
+    return out;
+}
+
+struct Owner {
+    uint32_t pid = 0;
+    std::string comm;
+};
+
+// Owners of the given socket inodes, from /proc/PID/fd (the first process found holding each).
+std::unordered_map<uint64_t, Owner> socket_owners(const std::set<uint64_t>& inodes) {
+    std::unordered_map<uint64_t, Owner> owners;
+    if (inodes.empty()) return owners;
+    DIR* proc = opendir("/proc");
+    if (!proc) return owners;
+    while (dirent* entry = readdir(proc)) {
+        if (!all_digits(entry->d_name)) continue;
+        std::string fd_dir = fmt::format("/proc/{}/fd", entry->d_name);
+        DIR* fds = opendir(fd_dir.c_str());
+        if (!fds) continue;
+        std::string comm;
+        while (dirent* fd = readdir(fds)) {
+            char target[64];
+            ssize_t len = readlinkat(dirfd(fds), fd->d_name, target, sizeof(target) - 1);
+            if (len <= 8 || std::strncmp(target, "socket:[", 8) != 0) continue;
+            target[len] = '\0';
+            uint64_t ino = std::strtoull(target + 8, nullptr, 10);
+            if (!inodes.count(ino) || owners.count(ino)) continue;
+            if (comm.empty()) {
+                std::ifstream in(fmt::format("/proc/{}/comm", entry->d_name));
+                std::getline(in, comm);
+            }
+            owners[ino] = {static_cast<uint32_t>(std::strtoul(entry->d_name, nullptr, 10)), comm};
+        }
+        closedir(fds);
+    }
+    closedir(proc);
+    return owners;
+}
+
+}  // namespace
+
+ExistingSockets list_existing_sockets() {
+    std::unique_ptr<tcpwhy_iter_bpf, SkeletonDeleter> skel(tcpwhy_iter_bpf__open_and_load());
+    if (!skel) throw std::runtime_error(fmt::format("cannot load the socket iterator: {}", strerror(errno)));
+    std::unique_ptr<bpf_link, LinkDeleter> link(bpf_program__attach_iter(skel->progs.list_tcp_sockets, nullptr));
+    if (!link) throw std::runtime_error(fmt::format("cannot attach the socket iterator: {}", strerror(errno)));
+
+    ExistingSockets result;
+    std::vector<tcpwhy_event> raws;
+    for (const auto& [ino, path] : network_namespaces()) {
+        std::string error;
+        auto found = walk_namespace(bpf_link__fd(link.get()), path, &error);
+        if (!error.empty()) result.errors.push_back(std::move(error));
+        else ++result.namespaces;
+        raws.insert(raws.end(), found.begin(), found.end());
+    }
+    std::set<uint64_t> inodes;
+    for (const auto& raw : raws)
+        if (raw.existing.sock_ino) inodes.insert(raw.existing.sock_ino);
+    auto owners = socket_owners(inodes);
+    for (const auto& raw : raws) {
+        Event e = decode_event(raw, {});
+        if (auto it = owners.find(raw.existing.sock_ino); raw.existing.sock_ino && it != owners.end()) {
+            e.pid = it->second.pid;
+            e.comm = it->second.comm;
+        }
+        result.events.push_back(std::move(e));
+    }
+    return result;
+}
+
+}  // namespace tcpwhy::daemon
