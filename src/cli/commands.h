@@ -25,6 +25,7 @@ void add_lb_options(CLI::App& sub, LbArgs& lb);
 Runner add_doctor(CLI::App& app);
 Runner add_trace(CLI::App& app);
 Runner add_report(CLI::App& app);
+Runner add_top(CLI::App& app);
 
 // One-line error on stderr: "tcpwhy: <problem>" and, when given, "  fix: <remedy>".
 void print_error(const std::string& problem, const std::string& fix = {});

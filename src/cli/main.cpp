@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
     add(add_doctor);
     add(add_trace);
     add(add_report);
+    add(add_top);
 
     try {
         app.parse(argc, argv);
