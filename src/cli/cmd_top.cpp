@@ -225,7 +225,7 @@ Runner add_top(CLI::App& app) {
         "  tcpwhy top --once --interval 10              # trace 10 s, print one snapshot, exit");
     auto args = std::make_shared<TopArgs>();
     sub->add_option("--pod", args->filter.pod,
-                    "Only backends whose pod name contains this (netns inode until pods are named)");
+                    "Only backends whose pod name (or netns inode) contains this");
     sub->add_option("--namespace", args->filter.namespace_name,
                     "Only backends whose Kubernetes namespace contains this");
     add_lb_options(*sub, args->lb);

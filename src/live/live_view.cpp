@@ -49,7 +49,7 @@ std::vector<TimelineStep> timeline_of(const ConnectionRecord& r) {
     if (r.close_ts_ns) {
         uint64_t idle_ns = uint64_t{r.idle_before_close_ms} * kNsPerMs;
         if (r.first_close == FirstClose::local && idle_ns > 0) {
-            if (r.close_ts_ns > r.first_ts_ns + idle_ns) steps.push_back({r.close_ts_ns - idle_ns, "last data"});
+            if (r.close_ts_ns >= r.first_ts_ns + idle_ns) steps.push_back({r.close_ts_ns - idle_ns, "last data"});
             steps.push_back({0, fmt::format("idle {}", format_seconds(r.idle_before_close_ms))});
         }
         std::string close;
@@ -62,7 +62,11 @@ std::vector<TimelineStep> timeline_of(const ConnectionRecord& r) {
     }
     if (r.reset) steps.push_back(reset_step());
     switch (r.end) {
-    case EndKind::open: steps.push_back({r.last_ts_ns, "still open"}); break;
+    case EndKind::open:
+        if (r.last_ts_ns >= r.first_ts_ns + kNsPerSecond && !r.close_ts_ns && !r.reset)
+            steps.push_back({r.last_ts_ns, "last event"});
+        steps.push_back({0, "still open"});
+        break;
     case EndKind::orderly:
         if (r.end_ts_ns) steps.push_back({r.end_ts_ns, "closed"});
         break;

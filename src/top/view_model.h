@@ -58,7 +58,7 @@ struct RowFilter {
 struct ViewState {
     Column sort = Column::verdict;
     bool descending = true;
-    std::string filter;  // `/`: substring of pod (or "netns <inode>") or namespace
+    std::string filter;  // `/`: substring of pod (or "netns <inode>"), namespace or netns inode
 };
 
 // 2: resets are happening (a race); 1: something to look at; 0: nothing found.
