@@ -127,17 +127,21 @@ std::array<int, kColumnCount> layout(int width) {
     std::array<int, kColumnCount> widths{};
     for (size_t i = 0; i < kColumns.size(); ++i) widths[i] = kColumns[i].width;
     auto fixed_total = [&] {
-        int total = kColumnCount - 1;  // one space between columns
-        for (size_t i = 0; i + 1 < widths.size(); ++i) total += widths[i];
+        int total = 0;
+        for (size_t i = 0; i + 1 < widths.size(); ++i)
+            if (widths[i]) total += widths[i] + 1;  // and the space after it
         return total;
     };
-    // Narrower terminals give up sparkline and long-name space first, in this order.
-    const std::array<std::pair<Column, int>, 6> shrink = {{{Column::sparkline, 10},
-                                                           {Column::name, 16},
-                                                           {Column::process, 8},
+    // Narrower terminals give up sparkline and long-name space first, in this order;
+    // the drill-down still shows everything.
+    const std::array<std::pair<Column, int>, 8> shrink = {{{Column::sparkline, 10},
+                                                           {Column::name, 14},
+                                                           {Column::process, 7},
                                                            {Column::namespace_name, 6},
                                                            {Column::idle_closes, 9},
-                                                           {Column::sparkline, 0}}};
+                                                           {Column::sparkline, 0},
+                                                           {Column::namespace_name, 0},
+                                                           {Column::idle_closes, 0}}};
     for (auto [column, minimum] : shrink) {
         int excess = fixed_total() + kMinVerdictWidth - width;
         if (excess <= 0) break;
@@ -341,21 +345,22 @@ std::vector<std::string> wrap(std::string_view text, int width, int first_indent
     bool line_has_word = false;
     size_t pos = 0;
     while (pos < text.size()) {
-        size_t end = text.find(' ', pos);
-        if (end == std::string_view::npos) end = text.size();
-        std::string_view word = text.substr(pos, end - pos);
-        pos = end + 1;
-        if (word.empty()) continue;
+        size_t start = text.find_first_not_of(' ', pos);
+        if (start == std::string_view::npos) break;
+        int gap = static_cast<int>(start - pos);  // spaces inside a line are kept as written
+        size_t end = std::min(text.find(' ', start), text.size());
+        std::string_view word = text.substr(start, end - start);
+        pos = end;
         int word_width = display_width(word);
-        if (line_has_word && used + 1 + word_width > width) {
+        if (line_has_word && used + gap + word_width > width) {
             lines.push_back(std::move(line));
             line.assign(static_cast<size_t>(indent), ' ');
             used = indent;
             line_has_word = false;
         }
         if (line_has_word) {
-            line += ' ';
-            ++used;
+            line.append(static_cast<size_t>(gap), ' ');
+            used += gap;
         }
         line += word;  // a word longer than the line stays whole; the screen cuts it
         used += word_width;
