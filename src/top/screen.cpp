@@ -189,11 +189,11 @@ void TopScreen::move_selection(const Snapshot& snapshot, int delta) {
 void TopScreen::draw(const Snapshot& snapshot, std::string_view problem) {
     int height = LINES, width = COLS;
     erase();
-    draw_header(snapshot, width);
+    int x = draw_header(snapshot, width);
     switch (mode_) {
     case Mode::table:
-    case Mode::filter: draw_table(snapshot, width, height); break;
-    case Mode::detail: draw_detail(snapshot, width, height); break;
+    case Mode::filter: draw_table(snapshot, x, width, height); break;
+    case Mode::detail: draw_detail(snapshot, x, width, height); break;
     case Mode::help: draw_help(width, height); break;
     }
     if (mode_ == Mode::filter)
@@ -204,22 +204,26 @@ void TopScreen::draw(const Snapshot& snapshot, std::string_view problem) {
     refresh();  // one update of the physical screen per frame
 }
 
-void TopScreen::draw_header(const Snapshot& snapshot, int width) {
+// Line 0: where and how tcpwhy traces. Line 1 starts with the rates and drops, so a
+// narrow terminal still shows them; draw_table/draw_detail continue it at x.
+int TopScreen::draw_header(const Snapshot& snapshot, int width) {
     std::string title = "tcpwhy top  ";
     put(0, 0, title, width, A_BOLD);
-    std::string line = header_line(snapshot.header) + "  ";
-    int x = display_width(title);
-    put(0, x, line, width);
-    x += display_width(line);
+    put(0, display_width(title), header_line(snapshot.header), width);
+    std::string rates = rate_line(snapshot.header) + "  ";
+    put(1, 0, rates, width);
+    int x = display_width(rates);
     bool drops = snapshot.header.dropped_total > 0;
-    put(0, x, drops_text(snapshot.header), width, drops ? (colour(kRed) | A_BOLD | (colour_ ? 0 : A_REVERSE)) : 0);
+    std::string dropped = drops_text(snapshot.header);
+    put(1, x, dropped, width, drops ? (colour(kRed) | A_BOLD | (colour_ ? 0 : A_REVERSE)) : 0);
+    return x + display_width(dropped) + 2;
 }
 
 void TopScreen::draw_status(std::string_view text, int width, int height, int attributes) {
     put(height - 1, 0, fit(text, width), width, attributes, true);
 }
 
-void TopScreen::draw_table(const Snapshot& snapshot, int width, int height) {
+void TopScreen::draw_table(const Snapshot& snapshot, int x, int width, int height) {
     auto rows = visible_rows(snapshot, fixed_, state_);
     auto selected = std::find_if(rows.begin(), rows.end(), [&](const auto* r) { return r->key() == selected_key_; });
     if (selected == rows.end() && !rows.empty()) {
@@ -231,7 +235,7 @@ void TopScreen::draw_table(const Snapshot& snapshot, int width, int height) {
                                                            : fmt::format("{} of {} backends", rows.size(),
                                                                          snapshot.rows.size());
     std::string filter = state_.filter.empty() ? "" : fmt::format("  filter: \"{}\"", state_.filter);
-    put(1, 0,
+    put(1, x,
         fmt::format("{}{}  sorted by {}  |  Enter: details  /: filter  < >: sort  ?: help  q: quit", shown, filter,
                     column),
         width, colour(kCyan));
@@ -256,7 +260,7 @@ void TopScreen::draw_table(const Snapshot& snapshot, int width, int height) {
         int base = is_selected ? A_REVERSE : A_NORMAL;
         if (is_selected) put(y, 0, std::string(static_cast<size_t>(width), ' '), width, base, true);
         // Cell by cell, so the verdict and the sparkline carry their own colour.
-        int x = 0;
+        int cell_x = 0;
         for (size_t c = 0; c < column_specs().size(); ++c) {
             const ColumnSpec& spec = column_specs()[c];
             int w = widths[c];
@@ -269,8 +273,8 @@ void TopScreen::draw_table(const Snapshot& snapshot, int width, int height) {
             } else if (spec.column == Column::sparkline) {
                 attributes |= colour(kRed);
             }
-            put(y, x, text, width, attributes, is_selected);
-            x += w + 1;
+            put(y, cell_x, text, width, attributes, is_selected);
+            cell_x += w + 1;
         }
     }
     const SnapshotRow& current = *rows[static_cast<size_t>(selected_index)];
@@ -280,10 +284,10 @@ void TopScreen::draw_table(const Snapshot& snapshot, int width, int height) {
                     width, height, A_NORMAL);
 }
 
-void TopScreen::draw_detail(const Snapshot& snapshot, int width, int height) {
+void TopScreen::draw_detail(const Snapshot& snapshot, int x, int width, int height) {
     auto it = std::find_if(snapshot.rows.begin(), snapshot.rows.end(),
                            [&](const SnapshotRow& r) { return r.key() == selected_key_; });
-    put(1, 0, "details  |  Esc/Left: back  Up/Down PgUp/PgDn: scroll  q: quit", width, colour(kCyan));
+    put(1, x, "details  |  Esc/Left: back  Up/Down PgUp/PgDn: scroll  q: quit", width, colour(kCyan));
     if (it == snapshot.rows.end()) {
         put(3, 0, "this backend is gone from the view (Esc: back)", width);
         detail_lines_ = 0;

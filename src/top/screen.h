@@ -45,9 +45,9 @@ public:
 private:
     enum class Mode { table, filter, detail, help };
 
-    void draw_header(const Snapshot& snapshot, int width);
-    void draw_table(const Snapshot& snapshot, int width, int height);
-    void draw_detail(const Snapshot& snapshot, int width, int height);
+    int draw_header(const Snapshot& snapshot, int width);  // returns where line 1 continues
+    void draw_table(const Snapshot& snapshot, int x, int width, int height);
+    void draw_detail(const Snapshot& snapshot, int x, int width, int height);
     void draw_help(int width, int height);
     void draw_status(std::string_view text, int width, int height, int attributes);
     Action on_table_key(int key, const Snapshot& snapshot);

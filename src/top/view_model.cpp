@@ -135,7 +135,7 @@ std::array<int, kColumnCount> layout(int width) {
     // Narrower terminals give up sparkline and long-name space first, in this order;
     // the drill-down still shows everything.
     const std::array<std::pair<Column, int>, 8> shrink = {{{Column::sparkline, 10},
-                                                           {Column::name, 14},
+                                                           {Column::name, 16},
                                                            {Column::process, 7},
                                                            {Column::namespace_name, 6},
                                                            {Column::idle_closes, 9},
@@ -159,9 +159,12 @@ std::string drops_text(const SnapshotHeader& header) {
 std::string header_line(const SnapshotHeader& h) {
     std::string lb = h.lb_idle_timeout_s ? fmt::format("LB {} (idle timeout {} s)", h.lb_name, h.lb_idle_timeout_s)
                                          : std::string("LB none");
-    return fmt::format("node {}  kernel {}  attach {}  {}  {:.0f} events/s  {} events", h.node.empty() ? "?" : h.node,
-                       h.kernel.empty() ? "?" : h.kernel, h.attach.empty() ? "?" : h.attach, lb, h.events_per_s,
-                       h.events_total);
+    return fmt::format("node {}  kernel {}  attach {}  {}", h.node.empty() ? "?" : h.node,
+                       h.kernel.empty() ? "?" : h.kernel, h.attach.empty() ? "?" : h.attach, lb);
+}
+
+std::string rate_line(const SnapshotHeader& h) {
+    return fmt::format("{:.0f} events/s  {} events", h.events_per_s, h.events_total);
 }
 
 std::string column_titles(const std::array<int, kColumnCount>& widths, const ViewState& state, const Glyphs& glyphs) {
@@ -301,7 +304,8 @@ std::vector<std::string> detail_lines(const SnapshotRow& row, const SnapshotHead
 std::string render_plain(const Snapshot& snapshot, const RowFilter& fixed, const ViewState& state,
                          const Glyphs& glyphs) {
     constexpr int kPlainWidth = 140;
-    std::string out = fmt::format("tcpwhy top  {}  {}\n\n", header_line(snapshot.header), drops_text(snapshot.header));
+    std::string out = fmt::format("tcpwhy top  {}  {}  {}\n\n", header_line(snapshot.header),
+                                  rate_line(snapshot.header), drops_text(snapshot.header));
     auto rows = visible_rows(snapshot, fixed, state);
     if (rows.empty()) {
         out += snapshot.rows.empty() ? "no TCP connections seen yet\n" : "no backend matches the filter\n";

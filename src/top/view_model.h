@@ -72,8 +72,9 @@ std::vector<const SnapshotRow*> visible_rows(const Snapshot& snapshot, const Row
 // wide text columns before anything disappears. The last entry is the verdict's.
 std::array<int, kColumnCount> layout(int width);
 
-std::string header_line(const SnapshotHeader& header);  // node, kernel, attach, LB (drops: drops_text)
-std::string drops_text(const SnapshotHeader& header);   // "dropped 0" / "DROPPED 12"
+std::string header_line(const SnapshotHeader& header);  // node, kernel, attach path, LB and its idle timeout
+std::string rate_line(const SnapshotHeader& header);    // events/s and events so far
+std::string drops_text(const SnapshotHeader& header);   // "dropped 0" / "DROPPED 12 events"
 std::string column_titles(const std::array<int, kColumnCount>& widths, const ViewState& state, const Glyphs& glyphs);
 std::string cell_text(const SnapshotRow& row, Column column, int width, const Glyphs& glyphs);
 std::string row_line(const SnapshotRow& row, const std::array<int, kColumnCount>& widths, const Glyphs& glyphs);
