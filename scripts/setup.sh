@@ -8,6 +8,7 @@ packages=(
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
   iproute2 procps
+  tmux
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()
