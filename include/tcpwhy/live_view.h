@@ -64,7 +64,7 @@ struct SnapshotRow {
     uint16_t port = 0;
     bool outbound = false;  // the local side of outgoing connections to `port`
     std::string pod, namespace_name, container;  // empty until workload names are known
-    std::string name;  // the pod, or "netns <inode>" without one
+    std::string name;  // the pod, or "netns <inode>" without one; "(more backends)" past max_backends
     std::string process;
     uint32_t pid = 0;
     uint64_t live_lb = 0, live_other = 0;
@@ -103,6 +103,7 @@ struct Snapshot {
 std::string to_json(const Snapshot& snapshot);
 std::optional<Snapshot> parse_snapshot(std::string_view json, std::string* error = nullptr);
 
+// Not synchronised: one thread feeds it, or the caller serialises on_event, tick and snapshots.
 class LiveView {
 public:
     explicit LiveView(CorrelatorConfig config);

@@ -184,7 +184,9 @@ struct LiveView::Impl {
             row.pod = p.id.pod;
             row.namespace_name = p.id.namespace_name;
             row.container = p.id.container;
-            row.name = !p.id.pod.empty() ? p.id.pod : fmt::format("netns {}", p.id.netns);
+            if (!p.id.pod.empty()) row.name = p.id.pod;
+            else if (p.id.netns == 0 && p.id.port == 0) row.name = "(more backends)";  // past max_backends
+            else row.name = fmt::format("netns {}", p.id.netns);
             row.process = p.comm;
             row.pid = p.pid;
             if (i < activity.size()) {

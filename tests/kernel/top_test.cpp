@@ -103,6 +103,13 @@ public:
     std::string screen() const {
         return capture_output(fmt::format("tmux -L {} capture-pane -p -t top 2>/dev/null", socket_));
     }
+    // With the escape sequences of colours and attributes.
+    std::string screen_with_attributes() const {
+        return capture_output(fmt::format("tmux -L {} capture-pane -p -e -t top 2>/dev/null", socket_));
+    }
+    void resize(int width, int height) const {
+        run(fmt::format("tmux -L {} resize-window -t top -x {} -y {}", socket_, width, height));
+    }
     // Literal text (-l), or key names such as Enter, Escape, C-c.
     void type(const std::string& text) const {
         run(fmt::format("tmux -L {} send-keys -t top -l {}", socket_, shell_quote(text)));
@@ -177,6 +184,20 @@ TEST_CASE("top in a terminal: the racing backend's row, filtering, drill-down, q
     CHECK(has(screen, "attach tp_btf"));
     CHECK(has(screen, "LB gcp (idle timeout 600 s)"));
     CHECK(has(screen, "dropped 0"));
+    // The verdict of a race is red (SGR 31, alone or with bold/reverse).
+    CHECK(std::regex_search(tmux.screen_with_attributes(),
+                            std::regex("\x1b\\[[0-9;]*31[0-9;]*m *idle_close_race")));
+
+    // Resized narrower: redrawn to fit, the drops still on screen.
+    tmux.resize(100, 30);  // the sparkline is the first column to go
+    screen = tmux.wait_for([&](const std::string& s) {
+        return has(s, "dropped 0") && backend_row(s, net.pod, false).has_value() && !has(s, "RESETS 60s");
+    });
+    INFO(screen);
+    CHECK(backend_row(screen, net.pod, false));
+    for (const auto& line : std::vector<std::string>{"dropped 0", "VERDICT"}) CHECK(has(screen, line));
+    tmux.resize(200, 80);
+
     // The LB side's sockets are a backend too (outbound to 8080), until filtered out.
     screen = tmux.wait_for([&](const std::string& s) { return backend_row(s, net.lb, true).has_value(); });
     CHECK(backend_row(screen, net.lb, true));
