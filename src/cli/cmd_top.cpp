@@ -128,14 +128,7 @@ int run_plain(SnapshotSource& source, const TopArgs& args, bool traced_here) {
     return kExitOk;
 }
 
-int run_screen(SnapshotSource& source, const TopArgs& args) {
-    std::optional<top::Terminal> terminal;
-    try {
-        terminal.emplace();
-    } catch (const std::runtime_error& e) {
-        print_error(e.what(), "set TERM to your terminal (e.g. xterm-256color), or use --once for plain text");
-        return kExitUsage;
-    }
+int run_screen(std::optional<top::Terminal>& terminal, SnapshotSource& source, const TopArgs& args) {
     top::TopScreen screen(args.filter, top::Glyphs::for_locale(), !args.no_colour);
     // With our own tracer the tracer's poll is the wait; keys are read without waiting.
     terminal->set_key_wait_ms(source.pump_waits() ? 0 : 50);
@@ -190,6 +183,16 @@ int run_top(const TopArgs& args) {
     bool plain = args.once || args.json || !isatty(STDOUT_FILENO);
     install_stop_handlers();  // before curses, which then leaves SIGINT/SIGTERM to us
 
+    // The terminal first: an unusable one is reported before any program is loaded.
+    std::optional<top::Terminal> terminal;
+    if (!plain) {
+        try {
+            terminal.emplace();
+        } catch (const std::runtime_error& e) {
+            print_error(e.what(), "set TERM to your terminal (e.g. xterm-256color), or use --once for plain text");
+            return kExitUsage;
+        }
+    }
     std::unique_ptr<SnapshotSource> source;
     if (!args.connect.empty()) {
         source = std::make_unique<DaemonSource>(args.connect);
@@ -200,12 +203,13 @@ int run_top(const TopArgs& args) {
             options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
             source = std::make_unique<TracerSource>(Tracer::start(options), *config);
         } catch (const TracerError& e) {
+            terminal.reset();  // the message goes to the normal screen
             print_error(e.what(), e.fix());
             return kExitFailure;
         }
     }
     if (plain) return run_plain(*source, args, args.connect.empty());
-    return run_screen(*source, args);
+    return run_screen(terminal, *source, args);
 }
 
 }  // namespace

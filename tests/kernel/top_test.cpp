@@ -357,3 +357,21 @@ TEST_CASE("top --connect: reads a daemon's snapshot from its Unix socket") {
     std::string err = capture_output(fmt::format("{} top --connect {} --once 2>&1 >/dev/null", TCPWHY_BINARY, path));
     CHECK(has(err, path + ": cannot connect"));
 }
+
+TEST_CASE("top bad input: one clear line and exit 2") {
+    auto exit_code = [](const std::string& args) {
+        int status = std::system(fmt::format("{} top {} >/dev/null 2>&1 </dev/null", TCPWHY_BINARY, args).c_str());
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    };
+    CHECK(exit_code("--interval 0 --once") == 2);
+    CHECK(exit_code("--ring-mb 3 --once") == 2);
+    CHECK(exit_code("--lb nowhere --once") == 2);
+    CHECK(exit_code("--lb-ranges 130.211.0.0/33 --once") == 2);
+    std::string err = capture_output(fmt::format("{} top --lb nowhere --once 2>&1", TCPWHY_BINARY));
+    CHECK(err.rfind("tcpwhy: unknown --lb 'nowhere'", 0) == 0);
+    // A terminal tcpwhy cannot drive: said before any program is loaded, exit 2.
+    std::string tty = capture_output(fmt::format("TERM=no-such-terminal script -qec '{} top' /dev/null </dev/null 2>&1",
+                                                 TCPWHY_BINARY));
+    CHECK(has(tty, "cannot drive this terminal (TERM=no-such-terminal)"));
+    CHECK(has(tty, "use --once for plain text"));
+}
