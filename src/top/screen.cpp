@@ -32,7 +32,7 @@ constexpr std::string_view kHelp[] = {
     "tcpwhy top: one row per backend (pod and port; netns until pods are named)",
     "",
     "  Up/Down, j/k   select a backend      PgUp/PgDn, Home/End   move faster",
-    "  Enter          its findings with the fix, and its recent connections' timelines",
+    "  Enter, Right   its findings with the fix, and its recent connections' timelines",
     "  Esc, Left      back from the details",
     "  /              filter by pod or namespace (type, Enter keeps it, Esc clears it)",
     "  < >            sort by the previous / next column      r   reverse the order",
@@ -97,7 +97,7 @@ TopScreen::Action TopScreen::on_key(int key, const Snapshot& snapshot) {
     case Mode::table: return on_table_key(key, snapshot);
     case Mode::filter: return on_filter_key(key);
     case Mode::detail: return on_detail_key(key);
-    case Mode::help: mode_ = Mode::table; return Action::redraw;
+    case Mode::help: mode_ = help_return_; return Action::redraw;
     }
     return Action::none;
 }
@@ -107,7 +107,9 @@ TopScreen::Action TopScreen::on_table_key(int key, const Snapshot& snapshot) {
     case 'q':
     case 'Q': return Action::quit;
     case '?':
-    case 'h': mode_ = Mode::help; break;
+        help_return_ = Mode::table;
+        mode_ = Mode::help;
+        break;
     case '/':
         filter_before_ = state_.filter;
         mode_ = Mode::filter;
@@ -122,11 +124,10 @@ TopScreen::Action TopScreen::on_table_key(int key, const Snapshot& snapshot) {
     case KEY_HOME: move_selection(snapshot, -1'000'000); break;
     case KEY_END: move_selection(snapshot, 1'000'000); break;
     case '<':
-    case ',': state_.sort = static_cast<Column>((static_cast<int>(state_.sort) + kColumnCount - 1) % kColumnCount); break;
+    case ',': cycle_sort(kColumnCount - 1); break;
     case '>':
-    case '.': state_.sort = static_cast<Column>((static_cast<int>(state_.sort) + 1) % kColumnCount); break;
+    case '.': cycle_sort(1); break;
     case 'r': state_.descending = !state_.descending; break;
-    case KEY_RIGHT:
     default:
         if (!is_enter(key) && key != KEY_RIGHT) return Action::none;
         if (visible_rows(snapshot, fixed_, state_).empty()) return Action::none;
@@ -159,7 +160,10 @@ TopScreen::Action TopScreen::on_detail_key(int key) {
     switch (key) {
     case 'q':
     case 'Q': return Action::quit;
-    case '?': mode_ = Mode::help; break;
+    case '?':
+        help_return_ = Mode::detail;
+        mode_ = Mode::help;
+        break;
     case kEscape:
     case KEY_LEFT:
     case KEY_BACKSPACE:
@@ -175,6 +179,10 @@ TopScreen::Action TopScreen::on_detail_key(int key) {
     default: return Action::none;
     }
     return Action::redraw;
+}
+
+void TopScreen::cycle_sort(int step) {
+    state_.sort = static_cast<Column>((static_cast<int>(state_.sort) + step) % kColumnCount);
 }
 
 void TopScreen::move_selection(const Snapshot& snapshot, int delta) {

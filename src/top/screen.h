@@ -54,6 +54,7 @@ private:
     Action on_filter_key(int key);
     Action on_detail_key(int key);
     void move_selection(const Snapshot& snapshot, int delta);
+    void cycle_sort(int step);
     int colour(int pair) const;
 
     RowFilter fixed_;
@@ -61,6 +62,7 @@ private:
     bool colour_ = false;
     ViewState state_;
     Mode mode_ = Mode::table;
+    Mode help_return_ = Mode::table;  // where any key leaves the help
     std::string selected_key_;    // SnapshotRow::key() of the selected row, kept across re-sorts
     std::string filter_before_;   // restored when the filter prompt is cancelled
     int detail_scroll_ = 0;
