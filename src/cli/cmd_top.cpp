@@ -234,7 +234,8 @@ Runner add_top(CLI::App& app) {
                     "Only backends whose Kubernetes namespace contains this");
     add_lb_options(*sub, args->lb);
     sub->add_option("--connect", args->connect,
-                    "Read the view from a running `tcpwhy daemon` at this Unix socket instead of tracing here");
+                    "Read the view from a running `tcpwhy daemon` at this Unix socket instead of tracing here\n"
+                    "(the daemon's default: /run/tcpwhy/tcpwhy.sock)");
     sub->add_flag("--once", args->once,
                   "Print one plain-text snapshot and exit (automatic when stdout is not a terminal);\n"
                   "without --connect, after tracing for --interval seconds");

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "bpf/fd.h"
 
@@ -60,6 +61,10 @@ std::optional<Snapshot> fetch_snapshot(const std::string& socket_path, int timeo
         if (answer.size() > kMaxAnswerBytes) return fail("answer larger than 64 MiB");
     }
     answer.resize(std::min(answer.find('\n'), answer.size()));
+    // The daemon answers what it cannot do with {"error": "..."}.
+    auto reply = nlohmann::json::parse(answer, nullptr, false);
+    if (reply.is_object() && reply.contains("error") && reply["error"].is_string())
+        return fail("the daemon answered: " + reply["error"].get<std::string>());
     std::string why;
     auto snapshot = parse_snapshot(answer, &why);
     if (!snapshot) return fail("answer is not a snapshot: " + why);

@@ -202,9 +202,29 @@ TEST_CASE("top --connect client: one request, one line back, clear errors") {
     REQUIRE(got);
     CHECK(to_json(*got) == to_json(s));
 
-    daemon = serve("{\"error\":\"busy\"}\n");
+    daemon = serve("{\"error\":\"unknown cmd 'snapshot'\"}\n");
+    CHECK_FALSE(fetch_snapshot(path, 2000, &error));
+    daemon.join();
+    CHECK(error == path + ": the daemon answered: unknown cmd 'snapshot'");
+
+    daemon = serve("{\"rows\":[]}\n");
     CHECK_FALSE(fetch_snapshot(path, 2000, &error));
     daemon.join();
     CHECK(error == path + ": answer is not a snapshot: not a tcpwhy snapshot");
+
+    daemon = serve("");  // closes without a word
+    CHECK_FALSE(fetch_snapshot(path, 2000, &error));
+    daemon.join();
+    CHECK(error == path + ": the daemon closed the connection without answering");
+
+    std::thread silent([&server] {  // reads the request, never answers, waits for the client to leave
+        Fd client(accept4(server.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        char buffer[256];
+        while (recv(client.get(), buffer, sizeof(buffer), 0) > 0) {
+        }
+    });
+    CHECK_FALSE(fetch_snapshot(path, 200, &error));
+    silent.join();
+    CHECK(error == path + ": no answer within 200 ms");
     unlink(path.c_str());
 }
