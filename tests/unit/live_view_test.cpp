@@ -133,11 +133,12 @@ TEST_CASE("live view: --lb none counts every peer's races; resets received are t
                           state(peer, sec(21), TcpState::established, TcpState::close)})
         view.on_event(e);
     view.tick(sec(30), status(10));
-    const SnapshotRow& row = row_of(view.snapshot(), 4026532891, 8080);
+    Snapshot snap = view.snapshot();
+    const SnapshotRow& row = row_of(snap, 4026532891, 8080);
     CHECK(row.resets_races == 1);
     CHECK(row.resets_received == 1);
     CHECK(row.verdict == "idle_close_race");
-    CHECK(view.snapshot().header.lb_idle_timeout_s == 0);
+    CHECK(snap.header.lb_idle_timeout_s == 0);
 }
 
 TEST_CASE("snapshot JSON: round trip is exact, one line, and foreign input is refused") {
