@@ -35,7 +35,7 @@ constexpr std::string_view kHelp[] = {
     "  Enter, Right   its findings with the fix, and its recent connections' timelines",
     "  Esc, Left      back from the details",
     "  /              filter by pod or namespace (type, Enter keeps it, Esc clears it)",
-    "  < >            sort by the previous / next column      r   reverse the order",
+    "  1..9, 0        sort by that column (again: reverse)     < >  previous / next column   r  reverse",
     "  q              quit                                     ?   this help",
     "",
     "Columns:",
@@ -129,6 +129,12 @@ TopScreen::Action TopScreen::on_table_key(int key, const Snapshot& snapshot) {
     case '.': cycle_sort(1); break;
     case 'r': state_.descending = !state_.descending; break;
     default:
+        if (key >= '0' && key <= '9') {  // 1..9 and 0: the columns in order; again: reverse
+            auto column = static_cast<Column>(key == '0' ? kColumnCount - 1 : key - '1');
+            if (column == state_.sort) state_.descending = !state_.descending;
+            else sort_by(column);
+            break;
+        }
         if (!is_enter(key) && key != KEY_RIGHT) return Action::none;
         if (visible_rows(snapshot, fixed_, state_).empty()) return Action::none;
         mode_ = Mode::detail;
@@ -182,7 +188,13 @@ TopScreen::Action TopScreen::on_detail_key(int key) {
 }
 
 void TopScreen::cycle_sort(int step) {
-    state_.sort = static_cast<Column>((static_cast<int>(state_.sort) + step) % kColumnCount);
+    sort_by(static_cast<Column>((static_cast<int>(state_.sort) + step) % kColumnCount));
+}
+
+// Names read best A to Z; counts and verdicts biggest first.
+void TopScreen::sort_by(Column column) {
+    state_.sort = column;
+    state_.descending = column != Column::name && column != Column::namespace_name && column != Column::process;
 }
 
 void TopScreen::move_selection(const Snapshot& snapshot, int delta) {

@@ -55,6 +55,7 @@ private:
     Action on_detail_key(int key);
     void move_selection(const Snapshot& snapshot, int delta);
     void cycle_sort(int step);
+    void sort_by(Column column);
     int colour(int pair) const;
 
     RowFilter fixed_;

@@ -237,6 +237,18 @@ TEST_CASE("top in a terminal: the racing backend's row, filtering, drill-down, q
     screen = tmux.wait_for([&](const std::string& s) { return backend_row(s, net.lb, true).has_value(); });
     CHECK(backend_row(screen, net.lb, true));
 
+    // Sorting: 1 is the first column (names A to Z), again reverses; > moves to the next column.
+    tmux.type("1");
+    screen = tmux.wait_for([](const std::string& s) { return has(s, "POD▲"); });
+    CHECK(has(screen, "POD▲"));
+    CHECK(has(screen, "sorted by POD"));
+    tmux.type("1");
+    screen = tmux.wait_for([](const std::string& s) { return has(s, "POD▼"); });
+    CHECK(has(screen, "POD▼"));
+    tmux.type(">");
+    screen = tmux.wait_for([](const std::string& s) { return has(s, "NAMESPACE▲"); });
+    CHECK(has(screen, "sorted by NAMESPACE"));
+
     // `?` shows the help; any key returns.
     tmux.type("?");
     screen = tmux.wait_for([&](const std::string& s) { return has(s, "Press any key to go back."); });
