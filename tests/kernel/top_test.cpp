@@ -387,3 +387,16 @@ TEST_CASE("top bad input: one clear line and exit 2") {
     CHECK(has(tty, "cannot drive this terminal (TERM=no-such-terminal)"));
     CHECK(has(tty, "use --once for plain text"));
 }
+
+TEST_CASE("top --connect in a terminal: an unreachable daemon is said on screen, and q still quits") {
+    std::string path = fmt::format("/tmp/tcpwhy-test-{}-absent.sock", getpid());
+    Tmux tmux(top_in_shell(fmt::format("--connect {} --interval 0.5", path)));
+    auto screen = tmux.wait_for([](const std::string& s) { return has(s, "cannot read the daemon's view"); });
+    INFO(screen);
+    CHECK(has(screen, fmt::format("cannot read the daemon's view: {}: cannot connect", path)));
+    CHECK(has(screen, "no TCP connections seen yet"));
+    tmux.type("q");
+    screen = tmux.wait_for([](const std::string& s) { return has(s, "top exited rc=") && has(s, "icanon"); });
+    CHECK(has(screen, "top exited rc=0"));
+    CHECK(tty_restored(screen));
+}
