@@ -231,7 +231,7 @@ Runner add_top(CLI::App& app) {
     sub->add_option("--pod", args->filter.pod,
                     "Only backends whose pod name (or netns inode) contains this");
     sub->add_option("--namespace", args->filter.namespace_name,
-                    "Only backends whose Kubernetes namespace contains this");
+                    "Only backends in this Kubernetes namespace");
     add_lb_options(*sub, args->lb);
     sub->add_option("--connect", args->connect,
                     "Read the view from a running `tcpwhy daemon` at this Unix socket instead of tracing here\n"

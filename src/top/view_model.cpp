@@ -102,7 +102,7 @@ bool matches(const SnapshotRow& row, const RowFilter& fixed, std::string_view fi
     if (!fixed.pod.empty() && !contains(row.name, fixed.pod) && !contains(row.pod, fixed.pod) &&
         !contains(std::to_string(row.netns), fixed.pod))
         return false;
-    if (!fixed.namespace_name.empty() && !contains(row.namespace_name, fixed.namespace_name)) return false;
+    if (!fixed.namespace_name.empty() && row.namespace_name != fixed.namespace_name) return false;
     // The netns inode too: it names a backend until pods are named, and stays unique after.
     return filter.empty() || contains(row.name, filter) || contains(row.pod, filter) ||
            contains(row.namespace_name, filter) || contains(std::to_string(row.netns), filter);

@@ -49,10 +49,10 @@ struct ColumnSpec {
 };
 std::span<const ColumnSpec> column_specs();
 
-// Filters the user gave on the command line (--pod, --namespace): substrings.
+// Filters the user gave on the command line (--pod, --namespace).
 struct RowFilter {
     std::string pod;             // matches the pod name (or "netns <inode>")
-    std::string namespace_name;  // matches the Kubernetes namespace
+    std::string namespace_name;  // the Kubernetes namespace, exactly (as `trace --namespace`)
 };
 
 struct ViewState {

@@ -90,6 +90,7 @@ TEST_CASE("top view: rows sort by verdict first, and by any column either way") 
 }
 
 TEST_CASE("top view: the filter matches pod, namespace or netns inode; --pod and --namespace narrow first") {
+    // `/` and --pod: substrings; --namespace: the exact namespace.
     Snapshot s = sample();
     ViewState state;
     state.filter = "web";
@@ -103,6 +104,7 @@ TEST_CASE("top view: the filter matches pod, namespace or netns inode; --pod and
     state.filter.clear();
     CHECK(names(visible_rows(s, RowFilter{.pod = "api"}, state)) == std::vector<std::string>{"api-7"});
     CHECK(names(visible_rows(s, RowFilter{.namespace_name = "shop"}, state)).size() == 2);
+    CHECK(visible_rows(s, RowFilter{.namespace_name = "sho"}, state).empty());  // exact, as trace --namespace
     CHECK(visible_rows(s, RowFilter{.pod = "api", .namespace_name = "other"}, state).empty());
 }
 
