@@ -12,6 +12,7 @@ packages=(
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd
   nginx-light nodejs curl chromium
   python3-yaml
+  tmux
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

@@ -134,6 +134,7 @@ struct ConnectionRecord {
     uint64_t close_ts_ns = 0;  // local close (0: none seen)
     uint64_t end_ts_ns = 0;    // reached CLOSE (0: not yet)
     uint64_t last_ts_ns = 0;
+    uint64_t reset_ts_ns = 0;  // when the reset that decided `reset` happened (0: not reset)
     uint32_t idle_before_close_ms = 0;  // the quiet time before the local close
     uint32_t unread_at_close = 0;
     uint64_t bytes_rx = 0, bytes_tx = 0;
@@ -217,6 +218,12 @@ struct CorrelatorCounts {
     std::array<uint64_t, kResetKindCount> resets{};
 };
 
+// What `tcpwhy top` shows of a backend beyond its profile.
+struct BackendActivity {
+    uint64_t live_lb = 0, live_other = 0;  // open connections, by peer
+    std::vector<ConnectionRecord> recent;  // newest first: reset ones (with evidence) and those still in memory
+};
+
 // ---- the correlator -------------------------------------------------------
 
 class Correlator {
@@ -264,6 +271,11 @@ public:
 
     // Bytes of live state one connection costs (the hash map node aside); <= 256.
     static size_t live_connection_bytes();
+
+    // One entry per backend, in the order of backends() (call both without an event in
+    // between), each with at most max_recent recent connections. One pass over the live
+    // connections: call it on a timer, not per event.
+    std::vector<BackendActivity> backend_activity(size_t max_recent) const;
 
 private:
     struct Impl;

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tcpwhy/correlator.h"
 #include "tcpwhy/event.h"
@@ -29,6 +30,80 @@ struct LiveStatus {
     uint64_t dropped_total = 0;  // events the kernel programs could not emit so far
 };
 
+// ---- the snapshot: what a view draws, and the daemon's wire format ----------
+
+// One step in a connection's life, for the drill-down's timeline.
+struct TimelineStep {
+    uint64_t ts_ns = 0;  // CLOCK_MONOTONIC; 0: a span, not an instant ("idle 6.0 s")
+    std::string what;    // "opened (accepted)", "last data", "backend closed (FIN)", ...
+};
+
+struct SnapshotConnection {
+    std::string peer, local;  // "130.211.0.143:59920", "10.56.5.6:8080"
+    bool lb_peer = false;
+    std::string end;      // "open", "orderly", "reset_sent", "reset_received", "expired"
+    std::string verdict;  // the reset's kind when it was reset, else ""
+    std::string evidence;
+    std::vector<TimelineStep> timeline;  // oldest first
+};
+
+struct SnapshotFinding {
+    std::string kind;  // "idle_close_race", "idle_timeout_below_lb", ...
+    uint64_t count = 0;
+    std::string summary;
+    std::vector<std::string> evidence;
+    std::string advice;
+    std::vector<std::string> connections;  // recent affected, newest first
+};
+
+inline constexpr size_t kSparklineSeconds = 60;
+
+// One backend (pod and port).
+struct SnapshotRow {
+    uint32_t netns = 0;
+    uint16_t port = 0;
+    bool outbound = false;  // the local side of outgoing connections to `port`
+    std::string pod, namespace_name, container;  // empty until workload names are known
+    std::string name;  // the pod, or "netns <inode>" without one; "(more backends)" past max_backends
+    std::string process;
+    uint32_t pid = 0;
+    uint64_t live_lb = 0, live_other = 0;
+    uint64_t idle_closes = 0;
+    uint32_t idle_p50_ms = 0;
+    // Resets sent to load-balancer peers (to every peer with --lb none): keep-alive races, and the rest.
+    uint64_t resets_races = 0, resets_other = 0;
+    uint64_t resets_received = 0;  // from any peer
+    std::vector<uint32_t> resets_per_second;  // every reset of the backend, the last 60 s, oldest first
+    std::string verdict;  // the leading finding's kind, "" when there is none
+    std::vector<SnapshotFinding> findings;         // most important first
+    std::vector<SnapshotConnection> connections;  // newest first
+
+    // Identifies the row across snapshots: "4026532246:8080" / "4026532246:out:8080".
+    std::string key() const;
+};
+
+struct SnapshotHeader {
+    std::string node, kernel, attach;
+    std::string lb_name, lb_description;
+    uint32_t lb_idle_timeout_s = 0;  // 0: no load balancer
+    double events_per_s = 0;
+    uint64_t events_total = 0, dropped_total = 0;
+    uint64_t now_ns = 0;       // CLOCK_MONOTONIC when taken
+    uint64_t wall_now_ns = 0;  // the wall clock at now_ns, to show times of day
+};
+
+struct Snapshot {
+    static constexpr int kVersion = 1;
+    SnapshotHeader header;
+    std::vector<SnapshotRow> rows;
+};
+
+// One line of JSON (no newline), and back. parse_snapshot: nullopt and *error on
+// anything that is not a snapshot of this version.
+std::string to_json(const Snapshot& snapshot);
+std::optional<Snapshot> parse_snapshot(std::string_view json, std::string* error = nullptr);
+
+// Not synchronised: one thread feeds it, or the caller serialises on_event, tick and snapshots.
 class LiveView {
 public:
     explicit LiveView(CorrelatorConfig config);
@@ -47,6 +122,11 @@ public:
     // The whole view as one line of JSON (no newline): header, one row per backend,
     // per backend its findings and recent connections.
     std::string snapshot_json() const;
+    // The same, as data; as of the last tick() for rates and sparklines.
+    Snapshot snapshot() const;
+
+    // Recent connections kept per row.
+    static constexpr size_t kRecentConnections = 10;
 
 private:
     struct Impl;

@@ -136,6 +136,7 @@ int main(int argc, char** argv) {
     add(add_report);
     add(add_daemon);
     add(add_export);
+    add(add_top);
 
     try {
         app.parse(argc, argv);

@@ -328,6 +328,7 @@ struct Correlator::Impl {
         if (record.lb_peer) tally.last_lb_range = lb_range;
         tally.last_evidence = verdict.evidence;
         record.reset = verdict.kind;
+        record.reset_ts_ns = ts_ns;
         record.evidence = std::move(verdict.evidence);
         record.last_ts_ns = std::max(record.last_ts_ns, ts_ns);  // the reset is its latest event
         if (watched_peer && watched_records.size() < kMaxWatchedRecords &&
@@ -812,5 +813,51 @@ void Correlator::set_netns_name(uint32_t netns, std::string name) { impl_->netns
 void Correlator::set_workloads(std::shared_ptr<const WorkloadTable> table) { impl_->workloads = std::move(table); }
 
 size_t Correlator::live_connection_bytes() { return sizeof(LiveConn); }
+
+std::vector<BackendActivity> Correlator::backend_activity(size_t max_recent) const {
+    const Impl& impl = *impl_;
+    std::vector<BackendActivity> out(impl.backends.size());
+    // Per backend, the newest max_recent connections in memory: a min-heap on (last activity, cookie).
+    using Candidate = std::pair<uint64_t, uint64_t>;
+    std::vector<std::vector<Candidate>> newest(out.size());
+    auto newer_first = [](const Candidate& x, const Candidate& y) { return x.first > y.first; };
+    for (const auto& [cookie, c] : impl.conns) {
+        BackendActivity& activity = out[c.backend];
+        if (!c.ended) ++(c.lb_peer ? activity.live_lb : activity.live_other);
+        if (max_recent == 0) continue;
+        auto& heap = newest[c.backend];
+        Candidate candidate{std::max(c.last_ts_ns, c.first_ts_ns), cookie};
+        if (heap.size() < max_recent) {
+            heap.push_back(candidate);
+            std::push_heap(heap.begin(), heap.end(), newer_first);
+        } else if (candidate.first > heap.front().first) {
+            std::pop_heap(heap.begin(), heap.end(), newer_first);
+            heap.back() = candidate;
+            std::push_heap(heap.begin(), heap.end(), newer_first);
+        }
+    }
+    auto latest = [](const ConnectionRecord& r) { return std::max({r.first_ts_ns, r.last_ts_ns, r.reset_ts_ns}); };
+    for (size_t i = 0; i < out.size(); ++i) {
+        auto& recent = out[i].recent;
+        for (const auto& tally : impl.backends[i].resets)
+            recent.insert(recent.end(), tally.recent.begin(), tally.recent.end());
+        for (const auto& [ts, cookie] : newest[i]) {
+            ConnectionRecord live = impl.record_of(cookie, impl.conns.at(cookie));
+            auto reset = std::find_if(recent.begin(), recent.end(), [&](const auto& r) { return r.cookie == cookie; });
+            if (reset == recent.end()) {
+                recent.push_back(std::move(live));
+                continue;
+            }
+            // The ring's record was taken at the reset; the live one knows what came after.
+            live.reset_ts_ns = reset->reset_ts_ns;
+            live.reset_reason = std::move(reset->reset_reason);
+            live.evidence = std::move(reset->evidence);
+            *reset = std::move(live);
+        }
+        std::sort(recent.begin(), recent.end(), [&](const auto& x, const auto& y) { return latest(x) > latest(y); });
+        if (recent.size() > max_recent) recent.resize(max_recent);
+    }
+    return out;
+}
 
 }  // namespace tcpwhy

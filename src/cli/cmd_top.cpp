@@ -1,0 +1,253 @@
+// `tcpwhy top`: the live view per backend (pod and port), full screen or as plain text.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <clocale>
+#include <cstdio>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "bpf/tracer.h"
+#include "cli/commands.h"
+#include "tcpwhy/format.h"
+#include "tcpwhy/live_view.h"
+#include "top/daemon_client.h"
+#include "top/screen.h"
+#include "top/view_model.h"
+
+namespace tcpwhy::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct TopArgs {
+    top::RowFilter filter;
+    LbArgs lb;
+    std::string connect;
+    bool once = false;
+    bool json = false;
+    double interval_s = 1.0;
+    bool no_colour = false;
+    bool tracepoints_only = false;
+    size_t ring_mb = 8;
+    bool verbose = false;
+};
+
+// Where snapshots come from: this process's own tracer, or a daemon's socket.
+class SnapshotSource {
+public:
+    virtual ~SnapshotSource() = default;
+    // Lets time pass for up to wait_ms, doing the source's work (reading events).
+    virtual void pump(int wait_ms) = 0;
+    // The view as of now; nullopt and *error when it cannot be had this time.
+    virtual std::optional<Snapshot> snapshot(std::string* error) = 0;
+    // Whether pump() waits by itself (else the caller waits for keys instead).
+    virtual bool pump_waits() const = 0;
+};
+
+std::string hostname() {
+    std::array<char, 256> buf{};
+    gethostname(buf.data(), buf.size() - 1);
+    return buf.data();
+}
+
+class TracerSource final : public SnapshotSource {
+public:
+    TracerSource(std::unique_ptr<Tracer> tracer, CorrelatorConfig config)
+        : tracer_(std::move(tracer)), view_(std::move(config)) {
+        utsname u{};
+        uname(&u);
+        status_.node = hostname();
+        status_.kernel = u.release;
+        status_.attach = tracer_->attach_summary();
+        tick();
+    }
+
+    void pump(int wait_ms) override {
+        const CorrelatorConfig& config = view_.correlator().config();
+        tracer_->poll(wait_ms, [&](Event& e) {
+            e.lb = config.is_lb_peer(e.raddr);
+            ++status_.events_total;
+            view_.on_event(e);
+        });
+        // Ticks follow the clock, not the refresh interval: sparklines count real seconds.
+        if (Clock::now() >= next_tick_) tick();
+    }
+
+    std::optional<Snapshot> snapshot(std::string*) override {
+        tick();
+        return view_.snapshot();
+    }
+
+    bool pump_waits() const override { return true; }
+
+private:
+    void tick() {
+        status_.dropped_total = tracer_->counters().dropped();
+        view_.tick(WallClock::now().mono_ns, status_);
+        next_tick_ = Clock::now() + std::chrono::seconds(1);
+    }
+
+    std::unique_ptr<Tracer> tracer_;
+    LiveView view_;
+    LiveStatus status_;
+    Clock::time_point next_tick_;
+};
+
+class DaemonSource final : public SnapshotSource {
+public:
+    explicit DaemonSource(std::string path) : path_(std::move(path)) {}
+    void pump(int) override {}
+    std::optional<Snapshot> snapshot(std::string* error) override {
+        return top::fetch_snapshot(path_, kAnswerTimeoutMs, error);
+    }
+    bool pump_waits() const override { return false; }
+
+private:
+    static constexpr int kAnswerTimeoutMs = 3000;
+    std::string path_;
+};
+
+int run_plain(SnapshotSource& source, const TopArgs& args, bool traced_here) {
+    if (traced_here) {  // gather for one interval first: a view of nothing explains nothing
+        auto until = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(args.interval_s * 1000));
+        while (!stop_requested() && Clock::now() < until) source.pump(25);
+    }
+    std::string error;
+    auto snapshot = source.snapshot(&error);
+    if (!snapshot) {
+        print_error(error, "is `tcpwhy daemon` running with this --socket path? (see `tcpwhy daemon --help`)");
+        return kExitFailure;
+    }
+    if (args.json) fmt::print("{}\n", to_json(*snapshot));
+    else fmt::print("{}", top::render_plain(*snapshot, args.filter, top::ViewState{}, top::Glyphs::for_locale()));
+    std::fflush(stdout);
+    return kExitOk;
+}
+
+int run_screen(std::optional<top::Terminal>& terminal, SnapshotSource& source, const TopArgs& args) {
+    top::TopScreen screen(args.filter, top::Glyphs::for_locale(), !args.no_colour);
+    // With our own tracer the tracer's poll is the wait; keys are read without waiting.
+    terminal->set_key_wait_ms(source.pump_waits() ? 0 : 50);
+    auto interval = std::chrono::milliseconds(static_cast<int64_t>(args.interval_s * 1000));
+
+    Snapshot current;
+    std::string problem;
+    auto next_refresh = Clock::now();
+    bool dirty = true;
+    while (!stop_requested()) {
+        if (source.pump_waits()) source.pump(25);
+        if (Clock::now() >= next_refresh) {
+            next_refresh = Clock::now() + interval;
+            std::string error;
+            if (auto s = source.snapshot(&error)) {
+                current = std::move(*s);
+                problem.clear();
+            } else {
+                problem = "cannot read the daemon's view: " + error;
+            }
+            dirty = true;
+        }
+        for (int key = terminal->next_key(); key != -1; key = terminal->next_key()) {
+            auto action = screen.on_key(key, current);
+            if (action == top::TopScreen::Action::quit) return kExitOk;
+            if (action == top::TopScreen::Action::redraw) dirty = true;
+            if (!source.pump_waits()) terminal->set_key_wait_ms(0);  // drain what is queued, then wait again
+        }
+        if (!source.pump_waits()) terminal->set_key_wait_ms(50);
+        if (dirty) screen.draw(current, problem);
+        dirty = false;
+    }
+    return kExitOk;  // SIGINT/SIGTERM: the Terminal's destructor restores the screen
+}
+
+int run_top(const TopArgs& args) {
+    set_libbpf_verbose(args.verbose);
+    std::setlocale(LC_ALL, "");
+    std::string error;
+    auto config = CorrelatorConfig::from_options(
+        args.lb.preset, args.lb.ranges.empty() ? std::nullopt : std::optional<std::string_view>(args.lb.ranges),
+        args.lb.idle_timeout_s ? std::optional(args.lb.idle_timeout_s) : std::nullopt, &error);
+    if (!config) {
+        print_error(error, "--lb takes gcp, aws-alb, aws-nlb, azure or none; --lb-ranges comma-separated CIDRs, "
+                           "e.g. 130.211.0.0/22,35.191.0.0/16");
+        return kExitUsage;
+    }
+    if (args.ring_mb == 0 || (args.ring_mb & (args.ring_mb - 1))) {
+        print_error(fmt::format("--ring-mb {} is not a power of two", args.ring_mb), "use 1, 2, 4, 8, 16, ...");
+        return kExitUsage;
+    }
+    bool plain = args.once || args.json || !isatty(STDOUT_FILENO);
+    install_stop_handlers();  // before curses, which then leaves SIGINT/SIGTERM to us
+
+    // The terminal first: an unusable one is reported before any program is loaded.
+    std::optional<top::Terminal> terminal;
+    if (!plain) {
+        try {
+            terminal.emplace();
+        } catch (const std::runtime_error& e) {
+            print_error(e.what(), "set TERM to your terminal (e.g. xterm-256color), or use --once for plain text");
+            return kExitUsage;
+        }
+    }
+    std::unique_ptr<SnapshotSource> source;
+    if (!args.connect.empty()) {
+        source = std::make_unique<DaemonSource>(args.connect);
+    } else {
+        try {
+            TracerOptions options;
+            options.ring_bytes = args.ring_mb << 20;
+            options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
+            source = std::make_unique<TracerSource>(Tracer::start(options), *config);
+        } catch (const TracerError& e) {
+            terminal.reset();  // the message goes to the normal screen
+            print_error(e.what(), e.fix());
+            return kExitFailure;
+        }
+    }
+    if (plain) return run_plain(*source, args, args.connect.empty());
+    return run_screen(terminal, *source, args);
+}
+
+}  // namespace
+
+Runner add_top(CLI::App& app) {
+    auto* sub = app.add_subcommand(
+        "top",
+        "The live view, one row per backend (pod and port): live connections from the load\n"
+        "balancer and others, idle closes, resets sent (keep-alive races / other) and received,\n"
+        "a sparkline of resets over the last minute, and the verdict. Enter opens a backend: its\n"
+        "findings with the fix, and its recent connections' timelines. `?` lists the keys.\n"
+        "When stdout is not a terminal (kubectl exec without -t) it prints one plain snapshot.\n\n"
+        "Examples:\n"
+        "  tcpwhy top                                   # trace this node and show it live\n"
+        "  tcpwhy top --pod web --lb aws-alb --lb-ranges 10.0.0.0/16\n"
+        "  tcpwhy top --connect /run/tcpwhy/tcpwhy.sock # the view of a running `tcpwhy daemon`\n"
+        "  tcpwhy top --once --interval 10              # trace 10 s, print one snapshot, exit");
+    auto args = std::make_shared<TopArgs>();
+    sub->add_option("--pod", args->filter.pod,
+                    "Only backends whose pod name (or netns inode) contains this");
+    sub->add_option("--namespace", args->filter.namespace_name,
+                    "Only backends in this Kubernetes namespace");
+    add_lb_options(*sub, args->lb);
+    sub->add_option("--connect", args->connect,
+                    "Read the view from a running `tcpwhy daemon` at this Unix socket instead of tracing here\n"
+                    "(the daemon's default: /run/tcpwhy/tcpwhy.sock)");
+    sub->add_flag("--once", args->once,
+                  "Print one plain-text snapshot and exit (automatic when stdout is not a terminal);\n"
+                  "without --connect, after tracing for --interval seconds");
+    sub->add_flag("--json", args->json, "Print one snapshot as JSON (the daemon's wire format) and exit");
+    sub->add_option("--interval", args->interval_s, "Seconds between refreshes (and of tracing before --once)")
+        ->check(CLI::Range(0.1, 3600.0))
+        ->capture_default_str();
+    sub->add_flag("--no-color", args->no_colour, "No colours, even where the terminal has them");
+    sub->add_option("--ring-mb", args->ring_mb, "Ring buffer size in MiB (power of two)")->capture_default_str();
+    sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
+    sub->add_flag("-v,--verbose", args->verbose, "Show libbpf's log (verifier output on load failures)");
+    return [args] { return run_top(*args); };
+}
+
+}  // namespace tcpwhy::cli

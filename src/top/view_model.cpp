@@ -1,0 +1,377 @@
+#include "top/view_model.h"
+
+#include <langinfo.h>
+
+#include <algorithm>
+#include <ctime>
+#include <numeric>
+
+#include <fmt/format.h>
+
+namespace tcpwhy::top {
+namespace {
+
+constexpr std::array<ColumnSpec, kColumnCount> kColumns = {{
+    {Column::name, "POD", 22, false},
+    {Column::namespace_name, "NAMESPACE", 11, false},
+    {Column::port, "PORT", 7, true},
+    {Column::process, "PROCESS", 14, false},
+    {Column::live, "LIVE LB/O", 9, true},
+    {Column::idle_closes, "IDLE CLOSES", 12, true},
+    {Column::resets_sent, "RST RACE/O", 10, true},
+    {Column::resets_received, "RST RECV", 8, true},
+    {Column::sparkline, "RESETS 60s", 20, false},
+    {Column::verdict, "VERDICT", 0, false},
+}};
+constexpr int kMinVerdictWidth = 22;
+
+size_t index_of(Column column) { return static_cast<size_t>(column); }
+
+std::string short_duration(uint32_t ms) {
+    if (ms < 1000) return fmt::format("{}ms", ms);
+    return fmt::format("{:.1f}s", ms / 1000.0);
+}
+
+uint64_t sum(std::span<const uint32_t> values) { return std::accumulate(values.begin(), values.end(), uint64_t{0}); }
+
+std::string time_of_day(uint64_t ts_ns, const SnapshotHeader& header) {
+    int64_t wall_ns = static_cast<int64_t>(header.wall_now_ns) -
+                      (static_cast<int64_t>(header.now_ns) - static_cast<int64_t>(ts_ns));
+    time_t seconds = static_cast<time_t>(wall_ns / 1'000'000'000);
+    tm local{};
+    localtime_r(&seconds, &local);
+    return fmt::format("{:02}:{:02}:{:02}.{:03}", local.tm_hour, local.tm_min, local.tm_sec,
+                       (wall_ns / 1'000'000) % 1000);
+}
+
+void rtrim(std::string& s) {
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+}
+
+int compare_rows(const SnapshotRow& a, const SnapshotRow& b, Column column) {
+    auto cmp = [](const auto& x, const auto& y) { return x < y ? -1 : y < x ? 1 : 0; };
+    switch (column) {
+    case Column::name: return cmp(a.name, b.name);
+    case Column::namespace_name: return cmp(a.namespace_name, b.namespace_name);
+    case Column::port: return cmp(a.port, b.port);
+    case Column::process: return cmp(a.process, b.process);
+    case Column::live: return cmp(a.live_lb + a.live_other, b.live_lb + b.live_other);
+    case Column::idle_closes: return cmp(a.idle_closes, b.idle_closes);
+    case Column::resets_sent:
+        return cmp(std::pair(a.resets_races, a.resets_other), std::pair(b.resets_races, b.resets_other));
+    case Column::resets_received: return cmp(a.resets_received, b.resets_received);
+    case Column::sparkline: return cmp(sum(a.resets_per_second), sum(b.resets_per_second));
+    case Column::verdict:
+        return cmp(std::tuple(verdict_severity(a.verdict), a.resets_races, a.resets_other + a.resets_received),
+                   std::tuple(verdict_severity(b.verdict), b.resets_races, b.resets_other + b.resets_received));
+    }
+    return 0;
+}
+
+}  // namespace
+
+Glyphs Glyphs::ascii() { return Glyphs{}; }
+
+Glyphs Glyphs::utf8() {
+    Glyphs g;
+    g.unicode = true;
+    g.arrow = "→";
+    g.sort_down = "▼";
+    g.sort_up = "▲";
+    g.spark_zero = " ";
+    g.spark_levels = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};
+    return g;
+}
+
+Glyphs Glyphs::for_locale() {
+    std::string_view codeset = nl_langinfo(CODESET);
+    return codeset == "UTF-8" ? utf8() : ascii();
+}
+
+std::span<const ColumnSpec> column_specs() { return kColumns; }
+
+int verdict_severity(std::string_view verdict) {
+    if (verdict.empty()) return 0;
+    return verdict == "idle_close_race" ? 2 : 1;
+}
+
+bool matches(const SnapshotRow& row, const RowFilter& fixed, std::string_view filter) {
+    auto contains = [](std::string_view haystack, std::string_view needle) {
+        return haystack.find(needle) != std::string_view::npos;
+    };
+    if (!fixed.pod.empty() && !contains(row.name, fixed.pod) && !contains(row.pod, fixed.pod) &&
+        !contains(std::to_string(row.netns), fixed.pod))
+        return false;
+    if (!fixed.namespace_name.empty() && row.namespace_name != fixed.namespace_name) return false;
+    // The netns inode too: it names a backend until pods are named, and stays unique after.
+    return filter.empty() || contains(row.name, filter) || contains(row.pod, filter) ||
+           contains(row.namespace_name, filter) || contains(std::to_string(row.netns), filter);
+}
+
+std::vector<const SnapshotRow*> visible_rows(const Snapshot& snapshot, const RowFilter& fixed,
+                                             const ViewState& state) {
+    std::vector<const SnapshotRow*> rows;
+    for (const auto& row : snapshot.rows)
+        if (matches(row, fixed, state.filter)) rows.push_back(&row);
+    std::stable_sort(rows.begin(), rows.end(), [&](const SnapshotRow* a, const SnapshotRow* b) {
+        int by_column = compare_rows(*a, *b, state.sort);
+        if (by_column != 0) return state.descending ? by_column > 0 : by_column < 0;
+        if (a->resets_races != b->resets_races) return a->resets_races > b->resets_races;
+        if (a->name != b->name) return a->name < b->name;
+        return a->key() < b->key();
+    });
+    return rows;
+}
+
+std::array<int, kColumnCount> layout(int width) {
+    std::array<int, kColumnCount> widths{};
+    for (size_t i = 0; i < kColumns.size(); ++i) widths[i] = kColumns[i].width;
+    auto fixed_total = [&] {
+        int total = 0;
+        for (size_t i = 0; i + 1 < widths.size(); ++i)
+            if (widths[i]) total += widths[i] + 1;  // and the space after it
+        return total;
+    };
+    // Narrower terminals give up sparkline and long-name space first, in this order;
+    // the drill-down still shows everything.
+    const std::array<std::pair<Column, int>, 8> shrink = {{{Column::sparkline, 10},
+                                                           {Column::name, 16},
+                                                           {Column::process, 7},
+                                                           {Column::namespace_name, 6},
+                                                           {Column::idle_closes, 9},
+                                                           {Column::sparkline, 0},
+                                                           {Column::namespace_name, 0},
+                                                           {Column::idle_closes, 0}}};
+    for (auto [column, minimum] : shrink) {
+        int excess = fixed_total() + kMinVerdictWidth - width;
+        if (excess <= 0) break;
+        int& w = widths[index_of(column)];
+        w = std::max(minimum, w - excess);
+    }
+    widths.back() = std::max(0, width - fixed_total());
+    return widths;
+}
+
+std::string drops_text(const SnapshotHeader& header) {
+    return header.dropped_total ? fmt::format("DROPPED {} events", header.dropped_total) : "dropped 0";
+}
+
+std::string header_line(const SnapshotHeader& h) {
+    std::string lb = h.lb_idle_timeout_s ? fmt::format("LB {} (idle timeout {} s)", h.lb_name, h.lb_idle_timeout_s)
+                                         : std::string("LB none");
+    return fmt::format("node {}  kernel {}  attach {}  {}", h.node.empty() ? "?" : h.node,
+                       h.kernel.empty() ? "?" : h.kernel, h.attach.empty() ? "?" : h.attach, lb);
+}
+
+std::string rate_line(const SnapshotHeader& h) {
+    return fmt::format("{:.0f} events/s  {} events", h.events_per_s, h.events_total);
+}
+
+std::string column_titles(const std::array<int, kColumnCount>& widths, const ViewState& state, const Glyphs& glyphs) {
+    std::string line;
+    for (size_t i = 0; i < kColumns.size(); ++i) {
+        if (widths[i] == 0) continue;
+        std::string title(kColumns[i].title);
+        if (kColumns[i].column == state.sort) title += std::string(state.descending ? glyphs.sort_down : glyphs.sort_up);
+        if (!line.empty()) line += ' ';
+        line += fit(title, widths[i], kColumns[i].right_align);
+    }
+    rtrim(line);
+    return line;
+}
+
+std::string sparkline(std::span<const uint32_t> per_second, int width, const Glyphs& glyphs) {
+    if (width <= 0 || per_second.empty()) return {};
+    // Each character covers ceil(n / width) seconds, the newest at the right.
+    size_t n = per_second.size(), per_char = (n + static_cast<size_t>(width) - 1) / static_cast<size_t>(width);
+    size_t chars = (n + per_char - 1) / per_char;
+    std::vector<uint64_t> folded(chars, 0);
+    for (size_t i = 0; i < n; ++i) folded[chars - 1 - (n - 1 - i) / per_char] += per_second[i];
+    uint64_t peak = *std::max_element(folded.begin(), folded.end());
+    std::string out;
+    for (uint64_t v : folded) {
+        if (v == 0) {
+            out += glyphs.spark_zero;
+            continue;
+        }
+        size_t level = static_cast<size_t>((v * glyphs.spark_levels.size() + peak - 1) / peak);  // 1..8
+        out += glyphs.spark_levels[std::clamp<size_t>(level, 1, glyphs.spark_levels.size()) - 1];
+    }
+    return out;
+}
+
+std::string cell_text(const SnapshotRow& row, Column column, int width, const Glyphs& glyphs) {
+    switch (column) {
+    case Column::name: return row.name;
+    case Column::namespace_name: return row.namespace_name.empty() ? "-" : row.namespace_name;
+    case Column::port: return row.outbound ? fmt::format("{}{}", glyphs.arrow, row.port) : fmt::format("{}", row.port);
+    case Column::process: return row.process.empty() ? "?" : row.process;
+    case Column::live: return fmt::format("{}/{}", row.live_lb, row.live_other);
+    case Column::idle_closes:
+        return row.idle_closes ? fmt::format("{} p50 {}", row.idle_closes, short_duration(row.idle_p50_ms)) : "-";
+    case Column::resets_sent: return fmt::format("{}/{}", row.resets_races, row.resets_other);
+    case Column::resets_received: return fmt::format("{}", row.resets_received);
+    case Column::sparkline: return sparkline(row.resets_per_second, width, glyphs);
+    case Column::verdict: return row.verdict.empty() ? "-" : row.verdict;
+    }
+    return {};
+}
+
+std::string row_line(const SnapshotRow& row, const std::array<int, kColumnCount>& widths, const Glyphs& glyphs) {
+    std::string line;
+    for (size_t i = 0; i < kColumns.size(); ++i) {
+        if (widths[i] == 0) continue;
+        if (i) line += ' ';
+        line += fit(cell_text(row, kColumns[i].column, widths[i], glyphs), widths[i], kColumns[i].right_align);
+    }
+    rtrim(line);
+    return line;
+}
+
+std::string timeline_text(const SnapshotConnection& connection, const SnapshotHeader& header, const Glyphs& glyphs) {
+    std::string out;
+    uint64_t origin = 0;
+    for (const auto& step : connection.timeline) {
+        if (!out.empty()) out += fmt::format(" {} ", glyphs.arrow);
+        out += step.what;
+        if (step.ts_ns == 0) continue;
+        if (origin == 0) {
+            origin = step.ts_ns;
+            out += " " + time_of_day(step.ts_ns, header);
+        } else {
+            out += fmt::format(" +{:.3f}s", static_cast<double>(static_cast<int64_t>(step.ts_ns - origin)) / 1e9);
+        }
+    }
+    return out;
+}
+
+std::vector<std::string> detail_lines(const SnapshotRow& row, const SnapshotHeader& header, const Glyphs& glyphs,
+                                      int width, size_t max_connections) {
+    std::vector<std::string> lines;
+    auto add_wrapped = [&](std::string_view text, int first_indent, int indent) {
+        for (auto& line : wrap(text, width, first_indent, indent)) lines.push_back(std::move(line));
+    };
+    std::string who = row.name;
+    if (!row.namespace_name.empty()) who += fmt::format("  namespace {}", row.namespace_name);
+    if (!row.container.empty()) who += fmt::format("  container {}", row.container);
+    who += row.outbound ? fmt::format("  outbound to port {}", row.port) : fmt::format("  port {}", row.port);
+    if (!row.process.empty()) who += fmt::format("  process {}[{}]", row.process, row.pid);
+    if (!row.pod.empty()) who += fmt::format("  netns {}", row.netns);
+    add_wrapped(who, 0, 2);
+    add_wrapped(fmt::format("live connections {} from the LB, {} other; idle closes {}{}; resets sent to LB peers: {} "
+                            "races, {} other; resets received {}",
+                            row.live_lb, row.live_other, row.idle_closes,
+                            row.idle_closes ? fmt::format(" (p50 {})", short_duration(row.idle_p50_ms)) : "",
+                            row.resets_races, row.resets_other, row.resets_received),
+                0, 2);
+    lines.push_back(fmt::format("resets, last 60 s: [{}]",
+                                sparkline(row.resets_per_second, static_cast<int>(row.resets_per_second.size()), glyphs)));
+    lines.emplace_back();
+    if (row.findings.empty()) {
+        lines.emplace_back("findings: none (nothing this backend did explains a reset)");
+    } else {
+        lines.emplace_back("findings:");
+        int n = 0;
+        for (const auto& f : row.findings) {
+            add_wrapped(fmt::format("{}. [{}] {}", ++n, f.kind, f.summary), 2, 6);
+            for (const auto& e : f.evidence) add_wrapped("evidence: " + e, 5, 15);
+            if (!f.advice.empty()) add_wrapped("fix: " + f.advice, 5, 10);
+            if (!f.connections.empty()) {
+                std::string list;
+                for (const auto& c : f.connections) list += (list.empty() ? "" : ", ") + c;
+                add_wrapped("connections: " + list, 5, 18);
+            }
+        }
+    }
+    lines.emplace_back();
+    if (row.connections.empty()) {
+        lines.emplace_back("recent connections: none in memory");
+        return lines;
+    }
+    lines.emplace_back("recent connections (newest first):");
+    size_t shown = 0;
+    for (const auto& c : row.connections) {
+        if (shown++ == max_connections) break;
+        std::string title = fmt::format("{} {} {}{}  {}", c.peer, glyphs.arrow, c.local, c.lb_peer ? "  LB" : "", c.end);
+        if (!c.verdict.empty()) title += "  " + c.verdict;
+        add_wrapped(title, 2, 4);
+        add_wrapped(timeline_text(c, header, glyphs), 4, 6);
+        if (!c.evidence.empty()) add_wrapped("why: " + c.evidence, 4, 9);
+    }
+    return lines;
+}
+
+std::string render_plain(const Snapshot& snapshot, const RowFilter& fixed, const ViewState& state,
+                         const Glyphs& glyphs) {
+    constexpr int kPlainWidth = 140;
+    std::string out = fmt::format("tcpwhy top  {}  {}  {}\n\n", header_line(snapshot.header),
+                                  rate_line(snapshot.header), drops_text(snapshot.header));
+    auto rows = visible_rows(snapshot, fixed, state);
+    if (rows.empty()) {
+        out += snapshot.rows.empty() ? "no TCP connections seen yet\n" : "no backend matches the filter\n";
+        return out;
+    }
+    auto widths = layout(kPlainWidth);
+    out += column_titles(widths, state, glyphs) + "\n";
+    for (const auto* row : rows) out += row_line(*row, widths, glyphs) + "\n";
+    for (const auto* row : rows) {
+        if (row->findings.empty()) continue;
+        out += fmt::format("\n== {} ==\n", row->name);
+        for (const auto& line : detail_lines(*row, snapshot.header, glyphs, kPlainWidth, 5)) out += line + "\n";
+    }
+    return out;
+}
+
+int display_width(std::string_view text) {
+    return static_cast<int>(std::count_if(text.begin(), text.end(), [](char c) {
+        return (static_cast<unsigned char>(c) & 0xC0) != 0x80;  // not a UTF-8 continuation byte
+    }));
+}
+
+std::string fit(std::string_view text, int width, bool right_align) {
+    if (width <= 0) return {};
+    std::string out;
+    int columns = 0;
+    for (size_t i = 0; i < text.size() && columns <= width; ++i) {
+        bool starts_char = (static_cast<unsigned char>(text[i]) & 0xC0) != 0x80;
+        if (starts_char && ++columns > width) break;
+        out += text[i];
+    }
+    int pad = width - display_width(out);
+    if (pad > 0) out = right_align ? std::string(pad, ' ') + out : out + std::string(pad, ' ');
+    return out;
+}
+
+std::vector<std::string> wrap(std::string_view text, int width, int first_indent, int indent) {
+    std::vector<std::string> lines;
+    std::string line(static_cast<size_t>(first_indent), ' ');
+    int used = first_indent;
+    bool line_has_word = false;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t start = text.find_first_not_of(' ', pos);
+        if (start == std::string_view::npos) break;
+        int gap = static_cast<int>(start - pos);  // spaces inside a line are kept as written
+        size_t end = std::min(text.find(' ', start), text.size());
+        std::string_view word = text.substr(start, end - start);
+        pos = end;
+        int word_width = display_width(word);
+        if (line_has_word && used + gap + word_width > width) {
+            lines.push_back(std::move(line));
+            line.assign(static_cast<size_t>(indent), ' ');
+            used = indent;
+            line_has_word = false;
+        }
+        if (line_has_word) {
+            line.append(static_cast<size_t>(gap), ' ');
+            used += gap;
+        }
+        line += word;  // a word longer than the line stays whole; the screen cuts it
+        used += word_width;
+        line_has_word = true;
+    }
+    if (line_has_word || lines.empty()) lines.push_back(std::move(line));
+    return lines;
+}
+
+}  // namespace tcpwhy::top
