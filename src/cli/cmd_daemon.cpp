@@ -39,6 +39,7 @@ using namespace tcpwhy::daemon;
 
 constexpr const char* kVersion = "0.1.0";
 constexpr int kCapBpf = 39;                // linux/capability.h CAP_BPF (5.8+)
+constexpr int kCapSysPtrace = 19;          // linux/capability.h CAP_SYS_PTRACE
 constexpr int64_t kHealthyLoopAgeMs = 10'000;  // /healthz fails when the event loop has not turned for this long
 constexpr size_t kMaxConcurrentExports = 2;
 
@@ -53,6 +54,7 @@ struct DaemonArgs {
     size_t metrics_max_backends = 200;
     std::string socket = "/run/tcpwhy/tcpwhy.sock";
     LbArgs lb;
+    NamingArgs naming;
     size_t ring_mb = 8;
     bool tracepoints_only = false;
     bool keep_capabilities = false;
@@ -168,14 +170,28 @@ struct SocketFile {
 class Daemon {
 public:
     Daemon(const DaemonArgs& args, const CorrelatorConfig& config, std::unique_ptr<Tracer> tracer,
-           std::unique_ptr<Archive> archive, const TraceHeader& header)
+           std::unique_ptr<Archive> archive, const TraceHeader& header, std::unique_ptr<WorkloadResolver> resolver)
         : args_(args),
           config_(config),
           tracer_(std::move(tracer)),
           archive_(std::move(archive)),
           header_line_(to_json_line(header)),
+          resolver_(std::move(resolver)),
           view_(config),
           metrics_(view_.correlator().config()) {
+        if (resolver_) {
+            view_.correlator().set_workloads(resolver_->table());
+            // Every segment starts with the names known so far, so an export of any time range names them.
+            if (archive_) archive_->set_preamble([table = resolver_->table()] {
+                std::string lines;
+                for (const auto& [netns, w] : table->netns_entries())
+                    lines += to_json_line(WorkloadRecord{netns, 0, w.kind == WorkloadKind::host, w}) + '\n';
+                for (const auto& [cgroup_id, w] : table->cgroup_entries())
+                    lines += to_json_line(WorkloadRecord{0, cgroup_id, false, w}) + '\n';
+                return lines;
+            });
+            resolver_->take_changes();  // the first segment's preamble carries them
+        }
         status_.node = header.hostname;
         status_.kernel = header.kernel;
         status_.attach = tracer_->attach_summary();
@@ -185,10 +201,19 @@ public:
     void on_event(Event& e) {
         e.lb = config_.is_lb_peer(e.raddr);
         ++consumed_;
+        std::lock_guard lock(mutex_);  // a name lookup may rescan: the server thread reads the names
+        if (resolver_) {
+            resolver_->resolve(e, e.ts_ns);
+            write_workloads();
+        }
         if (archive_) archive_->write(to_json_line(e));
-        std::lock_guard lock(mutex_);
         view_.on_event(e);
         metrics_.on_event(e);
+    }
+    // New or changed names go into the archive ahead of the events that need them.
+    void write_workloads() {
+        for (const auto& record : resolver_->take_changes())
+            if (archive_) archive_->write(to_json_line(record));
     }
     void learned_existing(size_t count) {
         std::lock_guard lock(mutex_);
@@ -241,6 +266,10 @@ private:
         {
             std::lock_guard lock(mutex_);
             kernel_ = kernel;
+            if (resolver_) {
+                resolver_->tick(WallClock::now().mono_ns);
+                write_workloads();
+            }
             view_.tick(WallClock::now().mono_ns, status_);
         }
         if (archive_) {
@@ -368,7 +397,8 @@ private:
     LiveStatus status_;  // event loop only
     uint64_t consumed_ = 0, drops_reported_ = 0, archive_errors_reported_ = 0;
 
-    std::mutex mutex_;  // guards what the server thread reads: view_, metrics_, kernel_, existing_
+    std::unique_ptr<WorkloadResolver> resolver_;  // nullptr with --no-names; its table is read under mutex_
+    std::mutex mutex_;  // guards what the server thread reads: view_, metrics_, kernel_, existing_, names
     LiveView view_;
     EventMetrics metrics_;
     KernelCounters kernel_;
@@ -395,6 +425,12 @@ int run_daemon(const DaemonArgs& args) {
     }
     auto limits = parse_archive_limits(args);
     if (!limits) return kExitUsage;
+    std::unique_ptr<WorkloadResolver> resolver = make_resolver(args.naming, &error);
+    if (!resolver && !args.naming.no_names) {
+        print_error(error);
+        return kExitUsage;
+    }
+    if (resolver) resolver->scan(WallClock::now().mono_ns);
 
     // Everything that can be bad input is checked before the programs load: the
     // archive directory, a port in use, a second daemon on the socket.
@@ -452,11 +488,15 @@ int run_daemon(const DaemonArgs& args) {
     // sockets bound. CAP_BPF stays so the drop and emit counters (BPF map reads) keep
     // working on kernels that check it for every bpf() call (before 6.5, unprivileged BPF off).
     // Before any thread starts: capabilities belong to threads.
-    if (!args.keep_capabilities && !drop_capabilities_except({kCapBpf}, &error))
+    // CAP_SYS_PTRACE stays while names are resolved: reading another process's
+    // /proc/PID/ns/net needs it (the ptrace access check), and pods come and go.
+    std::vector<int> keep{kCapBpf};
+    if (resolver) keep.push_back(kCapSysPtrace);
+    if (!args.keep_capabilities && !drop_capabilities_except(keep, &error))
         fmt::print(stderr, "tcpwhy: WARNING could not drop capabilities: {}\n", error);
 
     std::string attach = tracer->attach_summary();
-    Daemon daemon(args, *config, std::move(tracer), std::move(archive), header);
+    Daemon daemon(args, *config, std::move(tracer), std::move(archive), header, std::move(resolver));
     for (auto& e : existing.events) daemon.on_event(e);
     daemon.learned_existing(existing.events.size());
 
@@ -505,6 +545,7 @@ Runner add_daemon(CLI::App& app) {
     sub->add_option("--socket", args->socket, "Unix socket (mode 0600) for `top --connect` and `export` ('off': none)")
         ->capture_default_str();
     add_lb_options(*sub, args->lb);
+    add_naming_options(*sub, args->naming);
     sub->add_option("--ring-mb", args->ring_mb, "Ring buffer size in MiB (power of two)")->capture_default_str();
     sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
     sub->add_flag("--keep-capabilities", args->keep_capabilities,

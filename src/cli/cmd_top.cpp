@@ -26,6 +26,7 @@ using Clock = std::chrono::steady_clock;
 struct TopArgs {
     top::RowFilter filter;
     LbArgs lb;
+    NamingArgs naming;
     std::string connect;
     bool once = false;
     bool json = false;
@@ -56,8 +57,12 @@ std::string hostname() {
 
 class TracerSource final : public SnapshotSource {
 public:
-    TracerSource(std::unique_ptr<Tracer> tracer, CorrelatorConfig config)
-        : tracer_(std::move(tracer)), view_(std::move(config)) {
+    TracerSource(std::unique_ptr<Tracer> tracer, CorrelatorConfig config, std::unique_ptr<WorkloadResolver> resolver)
+        : tracer_(std::move(tracer)), view_(std::move(config)), resolver_(std::move(resolver)) {
+        if (resolver_) {
+            resolver_->scan(WallClock::now().mono_ns);
+            view_.correlator().set_workloads(resolver_->table());
+        }
         utsname u{};
         uname(&u);
         status_.node = hostname();
@@ -70,6 +75,7 @@ public:
         const CorrelatorConfig& config = view_.correlator().config();
         tracer_->poll(wait_ms, [&](Event& e) {
             e.lb = config.is_lb_peer(e.raddr);
+            if (resolver_) resolver_->resolve(e, e.ts_ns);  // a namespace or cgroup not seen yet: scan soon
             ++status_.events_total;
             view_.on_event(e);
         });
@@ -87,12 +93,14 @@ public:
 private:
     void tick() {
         status_.dropped_total = tracer_->counters().dropped();
+        if (resolver_) resolver_->tick(WallClock::now().mono_ns);
         view_.tick(WallClock::now().mono_ns, status_);
         next_tick_ = Clock::now() + std::chrono::seconds(1);
     }
 
     std::unique_ptr<Tracer> tracer_;
     LiveView view_;
+    std::unique_ptr<WorkloadResolver> resolver_;  // nullptr with --no-names
     LiveStatus status_;
     Clock::time_point next_tick_;
 };
@@ -180,6 +188,14 @@ int run_top(const TopArgs& args) {
         print_error(fmt::format("--ring-mb {} is not a power of two", args.ring_mb), "use 1, 2, 4, 8, 16, ...");
         return kExitUsage;
     }
+    std::unique_ptr<WorkloadResolver> resolver;
+    if (args.connect.empty()) {  // the daemon names its own backends
+        resolver = make_resolver(args.naming, &error);
+        if (!resolver && !args.naming.no_names) {
+            print_error(error);
+            return kExitUsage;
+        }
+    }
     bool plain = args.once || args.json || !isatty(STDOUT_FILENO);
     install_stop_handlers();  // before curses, which then leaves SIGINT/SIGTERM to us
 
@@ -201,7 +217,7 @@ int run_top(const TopArgs& args) {
             TracerOptions options;
             options.ring_bytes = args.ring_mb << 20;
             options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
-            source = std::make_unique<TracerSource>(Tracer::start(options), *config);
+            source = std::make_unique<TracerSource>(Tracer::start(options), *config, std::move(resolver));
         } catch (const TracerError& e) {
             terminal.reset();  // the message goes to the normal screen
             print_error(e.what(), e.fix());
@@ -233,6 +249,7 @@ Runner add_top(CLI::App& app) {
     sub->add_option("--namespace", args->filter.namespace_name,
                     "Only backends in this Kubernetes namespace");
     add_lb_options(*sub, args->lb);
+    add_naming_options(*sub, args->naming);
     sub->add_option("--connect", args->connect,
                     "Read the view from a running `tcpwhy daemon` at this Unix socket instead of tracing here\n"
                     "(the daemon's default: /run/tcpwhy/tcpwhy.sock)");

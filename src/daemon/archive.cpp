@@ -113,6 +113,7 @@ bool Archive::open_segment_locked(time_t now) {
     open_event_lines_ = 0;
     unflushed_bytes_ = 0;
     std::string header = to_json_line(header_) + '\n';
+    if (preamble_) header += preamble_();
     if (gzwrite(as_gz(gz_), header.data(), static_cast<unsigned>(header.size())) <= 0) {
         int errnum = 0;
         record_error_locked(fmt::format("cannot write {}: {}", open_.path, gzerror(as_gz(gz_), &errnum)));

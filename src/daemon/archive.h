@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <ctime>
 #include <memory>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -55,6 +56,10 @@ public:
     Archive(const Archive&) = delete;
     Archive& operator=(const Archive&) = delete;
 
+    // Lines (each ending in '\n') written after the header at the start of every segment:
+    // the names (`workload` lines) known so far, so every segment reads on its own.
+    // Called from whichever thread writes.
+    void set_preamble(std::function<std::string()> preamble) { preamble_ = std::move(preamble); }
     // One JSONL line (no newline). Never throws; failures are counted in stats().
     void write(std::string_view line);
     // About once a second: rotation by age, deletion by age, size and free space.
@@ -81,6 +86,7 @@ private:
     std::string dir_;
     ArchiveLimits limits_;
     TraceHeader header_;
+    std::function<std::string()> preamble_;
 
     mutable std::mutex mutex_;
     std::vector<ArchiveSegment> closed_;  // oldest first

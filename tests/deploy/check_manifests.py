@@ -56,6 +56,7 @@ def check_daemonset(ds, expect_api):
     c = containers[0]
     args = c.get("args", [])
     check(args[:1] == ["daemon"], "runs `tcpwhy daemon`")
+    check(("--kube-api" in args) == expect_api, "--kube-api exactly when the API enrichment (and its RBAC) is on")
     metrics_arg = [a for a in args if a.startswith("--metrics-addr")]
     check(len(metrics_arg) == 1, "--metrics-addr given")
     port = int(re.split("[:=]", metrics_arg[0])[-1]) if metrics_arg else None
@@ -145,6 +146,17 @@ def main():
             path = os.path.join(directory, resource)
             docs += from_files(path) if os.path.isdir(path) else load(path)
         for patch in kustomization.get("patches", []):
+            if "patch" in patch:
+                # An inline JSON 6902 patch; the overlay only appends to lists ("add" at ".../-").
+                for op in yaml.safe_load(patch["patch"]):
+                    check(op["op"] == "add" and op["path"].endswith("/-"), f"{directory}: supported patch {op}")
+                    for d in docs:
+                        if d["kind"] == patch["target"]["kind"] and d["metadata"]["name"] == patch["target"]["name"]:
+                            node = d
+                            for key in op["path"].strip("/").split("/")[:-1]:
+                                node = node[int(key)] if isinstance(node, list) else node[key]
+                            node.append(op["value"])
+                continue
             patch_doc = load(os.path.join(directory, patch["path"]))[0]
             for d in docs:
                 if d["kind"] == patch_doc["kind"] and d["metadata"]["name"] == patch_doc["metadata"]["name"]:

