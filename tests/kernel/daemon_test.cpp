@@ -248,7 +248,7 @@ TEST_CASE("daemon: race in namespaces, metrics match the events, snapshot, expor
     CHECK(held.progs.size() >= 4);  // state, reset_sent, reset_recv, setsockopt (+ close)
     CHECK_FALSE(held.links.empty());
 
-    // Privileges: only CAP_BPF is left, in every set, and the socket is root's alone.
+    // Privileges: only CAP_BPF (and CAP_SYS_PTRACE for naming) is left, in every set, and the socket is root's alone.
     std::string status = slurp(fmt::format("/proc/{}/status", daemon.pid));
     CHECK(status.find("CapEff:\t0000008000080000") != std::string::npos);
     CHECK(status.find("CapPrm:\t0000008000080000") != std::string::npos);
@@ -282,6 +282,9 @@ TEST_CASE("daemon: race in namespaces, metrics match the events, snapshot, expor
     REQUIRE_FALSE(metrics.empty());
     CHECK(metric(metrics, "tcpwhy_resets_sent_total", {our_port, gcp_range}) == kRaces);
     CHECK(metric(metrics, "tcpwhy_keepalive_races_total", {our_port, gcp_range}) == kRaces);
+    // named: the pod label is the namespace's `ip netns` name
+    CHECK(metric(metrics, "tcpwhy_keepalive_races_total", {our_port, fmt::format("pod=\"{}\"", net.pod.name())}) ==
+          kRaces);
     CHECK(metric(metrics, "tcpwhy_resets_total", {our_port, "class=\"idle_close_race\"", "peer=\"lb\""}) == kRaces);
     CHECK(metric(metrics, "tcpwhy_idle_close_seconds_count", {our_port}) >= kRaces);
     // at most the connection older than the daemon closed within a second
@@ -295,6 +298,7 @@ TEST_CASE("daemon: race in namespaces, metrics match the events, snapshot, expor
     // The control socket: a snapshot is one line of JSON; nonsense gets an error line.
     auto snapshot = nlohmann::json::parse(control_request(daemon.socket, R"({"cmd":"snapshot"})"), nullptr, false);
     CHECK(snapshot.is_object());
+    CHECK(snapshot.dump().find(net.pod.name()) != std::string::npos);
     auto bad = nlohmann::json::parse(control_request(daemon.socket, R"({"cmd":"reboot"})"), nullptr, false);
     REQUIRE(bad.is_object());
     CHECK(bad["error"].get<std::string>().find("unknown cmd") != std::string::npos);
