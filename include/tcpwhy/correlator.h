@@ -215,6 +215,7 @@ struct CorrelatorCounts {
     uint64_t backends_overflowed = 0;  // connections folded into the overflow backend
     uint64_t ignored_events = 0;       // events with nothing to attach to (cookie 0 and no address)
     uint64_t local_reset_recv = 0;     // reset_recv caused by our own abort (not a peer reset)
+    uint64_t follow_up_resets = 0;     // resets for segments of a connection already reset (peer data in flight)
     std::array<uint64_t, kResetKindCount> resets{};
 };
 

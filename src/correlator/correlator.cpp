@@ -114,6 +114,20 @@ bool is_listener_event(const Event& e) {
 
 uint64_t listener_key(uint32_t netns, uint16_t port) { return (uint64_t{netns} << 16) | port; }
 
+// A connection by its four-tuple in its namespace (FNV-1a).
+uint64_t tuple_key(uint32_t netns, const IpAddr& laddr, uint16_t lport, const IpAddr& raddr, uint16_t rport) {
+    uint64_t h = 14695981039346656037ull;
+    auto mix = [&h](uint64_t v, int bytes) {
+        for (int i = 0; i < bytes; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
+    };
+    mix(netns, 4);
+    mix(lport, 2);
+    mix(rport, 2);
+    for (auto b : laddr.bytes) mix(b, 1);
+    for (auto b : raddr.bytes) mix(b, 1);
+    return h;
+}
+
 uint64_t abs_diff(uint64_t a, uint64_t b) { return a > b ? a - b : b - a; }
 
 std::string format_duration_ms(uint64_t ms) {
@@ -142,6 +156,9 @@ struct Correlator::Impl {
     std::unordered_set<uint64_t> listening_ports;              // listener_key(netns, port)
     std::unordered_map<uint64_t, uint32_t> listener_backends;  // listener cookie -> backend
     std::unordered_map<uint32_t, std::string> netns_names;
+    // Connections closed locally or reset, by four-tuple: a reset the listener or the
+    // stack sends later for the same tuple (the peer's segments still in flight) belongs to them.
+    std::unordered_map<uint64_t, uint64_t> closed_by_tuple;
     std::shared_ptr<const WorkloadTable> workloads;
     std::deque<UnattributedChange> unattributed_changes;
     std::optional<std::pair<IpAddr, uint16_t>> watched_peer;
@@ -270,6 +287,10 @@ struct Correlator::Impl {
         LiveConn& c = it->second;
         settle_peer_reset(it->first, c);
         if (!c.ended) --backends[c.backend].live;
+        if (c.local_close_seen || c.reset_counted) {
+            auto t = closed_by_tuple.find(tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport));
+            if (t != closed_by_tuple.end() && t->second == it->first) closed_by_tuple.erase(t);
+        }
         conns.erase(it);
     }
 
@@ -437,8 +458,29 @@ struct Correlator::Impl {
         c.state_at_peer_reset = e.sk_state != TcpState::unknown ? e.sk_state : c.state;
     }
 
+    // A reset sent for a segment by the listener or with no socket at all. When the
+    // tuple belongs to a connection this host just closed or reset, it is that
+    // connection's reset (or the tail of one already counted: the peer's segments
+    // that were in flight), not a new one.
+    bool attach_segment_reset(const Event& e) {
+        if (!e.has_skb && e.cookie == 0 && !e.rport) return false;
+        auto t = closed_by_tuple.find(tuple_key(e.netns, e.laddr, e.lport, e.raddr, e.rport));
+        if (t == closed_by_tuple.end()) return false;
+        auto it = conns.find(t->second);
+        if (it == conns.end()) return false;
+        LiveConn& c = it->second;
+        if (c.reset_counted) {
+            ++counts.follow_up_resets;
+            return true;
+        }
+        c.last_ts_ns = std::max(c.last_ts_ns, e.ts_ns);
+        on_reset_sent(it->first, c, e);
+        return true;
+    }
+
     // A reset with no socket behind it: nothing to look up, classify from the segment.
     void on_stateless_reset(const Event& e) {
+        if (attach_segment_reset(e)) return;
         uint8_t range = lb_range_of(e.raddr);
         bool outbound = is_outbound(OpenKind::unknown, e.netns, e.lport, e.rport);
         uint32_t backend = backend_for(e.netns, outbound ? e.rport : e.lport, outbound, e.laddr);
@@ -514,6 +556,9 @@ struct Correlator::Impl {
             return;
         }
         if (e.type == EventType::reset_sent && e.sk_kind == SockKind::none) return on_stateless_reset(e);
+        // The listening socket answering a segment for a connection it no longer has.
+        if (e.type == EventType::reset_sent && (e.sk_state == TcpState::listen || listener_backends.count(e.cookie)))
+            return on_stateless_reset(e);
 
         LiveConn& c = connection_for(e.cookie, e);
         settle_if_due(e.cookie, c, e.ts_ns);
@@ -529,6 +574,9 @@ struct Correlator::Impl {
         case EventType::setsockopt: break;
         case EventType::existing: break;  // the connection is known now: its close or reset is not an orphan
         }
+        if ((e.type == EventType::close || e.type == EventType::reset_sent) && c.rport &&
+            (c.local_close_seen || c.reset_counted))
+            closed_by_tuple[tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport)] = e.cookie;
     }
 
     void expire(uint64_t now_ns) {

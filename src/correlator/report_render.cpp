@@ -88,7 +88,10 @@ void render_counts(const Correlator& correlator, const ReplayStats& stats, std::
                        c.events, t[1], t[2], t[3], t[4], t[5]);
     out << fmt::format("  connections  {} seen, {} in memory, {} expired silent, {} evicted over the cap\n",
                        c.connections, c.live_connections, c.expired_stale, c.evicted_over_cap);
-    out << fmt::format("  resets       {}\n", reset_counts_text(c.resets));
+    out << fmt::format("  resets       {}{}\n", reset_counts_text(c.resets),
+                       c.follow_up_resets ? fmt::format(" (+{} more for segments of connections already reset)",
+                                                        c.follow_up_resets)
+                                          : "");
     out << fmt::format("  lb           {}\n", correlator.config().describe_lb());
     if (stats.last_ts_ns > stats.first_ts_ns)
         out << fmt::format("  trace        {:.1f} s of events\n", (stats.last_ts_ns - stats.first_ts_ns) / 1e9);

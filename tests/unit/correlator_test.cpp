@@ -617,3 +617,34 @@ TEST_CASE("the LB peer rule trace marks `lb` with: ranges, or any non-loopback p
     REQUIRE(none);
     CHECK_FALSE(none->is_lb_peer(*IpAddr::parse("130.211.0.143")));
 }
+
+TEST_CASE("after a race, the listener's resets to the peer's in-flight segments are its tail, not new findings") {
+    Correlator c;
+    Sock s;
+    // the timewait shape: FIN after 6 s idle, the LB's request hits the TIME_WAIT socket
+    feed(c, {accepted(s, sec(1)), idle_fin(s, sec(7), 6000), state(s, sec(7), TcpState::fin_wait1, TcpState::fin_wait2),
+             state(s, sec(7), TcpState::fin_wait2, TcpState::time_wait),
+             reset_sent(s, sec(7) + ms(100), "TCP_TIMEWAIT_SOCKET", SockKind::timewait, TcpState::time_wait, true)});
+    // then the peer's segments still in flight reach the listening socket (another cookie)
+    Sock listener = s;
+    listener.cookie = 77;
+    feed(c, {reset_sent(listener, sec(7) + ms(150), "TCP_FLAGS", SockKind::full, TcpState::listen, true),
+             reset_sent(listener, sec(7) + ms(160), "TCP_FLAGS", SockKind::full, TcpState::listen, true)});
+    // and a stateless reply for the same tuple
+    Sock gone = s;
+    gone.cookie = 0;
+    feed(c, {reset_sent(gone, sec(7) + ms(170), "NO_SOCKET", SockKind::none, TcpState::unknown, true)});
+    c.finish();
+    const Finding& f = only_finding(c, FindingKind::idle_close_race);
+    CHECK(f.count == 1);
+    CHECK(c.counts().follow_up_resets == 3);
+    CHECK(c.counts().resets[static_cast<size_t>(ResetKind::other)] == 0);
+
+    // A listener reset for a tuple this host never had is classified on its own.
+    Sock stranger = listener;
+    stranger.rport = 40000;
+    feed(c, {reset_sent(stranger, sec(9), "TCP_FLAGS", SockKind::full, TcpState::listen, true)});
+    c.finish();
+    CHECK(c.counts().follow_up_resets == 3);
+    CHECK(c.counts().connections == 1);  // the listener did not become a connection
+}
