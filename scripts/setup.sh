@@ -8,6 +8,8 @@ packages=(
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
   iproute2 procps
+  libclang-rt-dev  # libFuzzer and the sanitizer runtimes (tests/fuzz, build-asan)
+  nginx-light wrk bpftrace  # bench/overhead: the server, the load and a peer tool
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()
