@@ -52,6 +52,7 @@ struct Tracer::Impl {
     ResetReasonNames reasons;
     const Sink* sink = nullptr;  // valid only inside poll()
     size_t consumed = 0;
+    uint64_t wakeups = 0;
     int ncpus = 1;
 
     static int on_sample(void* ctx, void* data, size_t size) {
@@ -89,6 +90,7 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
 
     skel->rodata->close_from_tcp_close = close_path != ClosePath::set_state;
     skel->rodata->wakeup_bytes = options.wakeup_bytes;
+    skel->rodata->all_state_changes = options.all_state_changes;
     bpf_map__set_max_entries(skel->maps.events, static_cast<uint32_t>(options.ring_bytes));
     bpf_program__set_autoload(skel->progs.fentry_tcp_close, close_path == ClosePath::fentry);
     bpf_program__set_autoload(skel->progs.kprobe_tcp_close, close_path == ClosePath::kprobe);
@@ -209,6 +211,7 @@ size_t Tracer::poll(int timeout_ms, const Sink& sink) {
     impl_->consumed = 0;
     // Woken early only when the kernel forces a wake-up past the fill threshold.
     int rc = ring_buffer__poll(impl_->ring.get(), timeout_ms);
+    if (rc > 0) ++impl_->wakeups;  // records before the timeout: the kernel woke us
     if (rc >= 0 || rc == -EINTR) ring_buffer__consume(impl_->ring.get());
     impl_->sink = nullptr;
     return impl_->consumed;
@@ -223,6 +226,8 @@ KernelCounters Tracer::counters() const {
     c.dropped_storage = impl_->sum_percpu(drops_fd, TCPWHY_DROP_STORAGE_FAILED);
     return c;
 }
+
+uint64_t Tracer::wakeups() const { return impl_->wakeups; }
 
 std::string Tracer::attach_summary() const {
     for (const auto& h : hooks_)

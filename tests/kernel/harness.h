@@ -151,8 +151,7 @@ class EventCollector {
 public:
     using Predicate = std::function<bool(const Event&)>;
 
-    explicit EventCollector(Predicate keep) : keep_(std::move(keep)) {
-        TracerOptions options;
+    explicit EventCollector(Predicate keep, TracerOptions options = {}) : keep_(std::move(keep)) {
         tracer_ = Tracer::start(options);
         thread_ = std::thread([this] {
             while (!stop_) tracer_->poll(10, [this](const Event& e) {
