@@ -277,6 +277,28 @@ static __always_inline bool in_owner_context(int oldstate, int newstate, const s
 	return newstate == TCP_CLOSE && oldstate == TCP_ESTABLISHED && unread_bytes(tp) > 0;
 }
 
+/*
+ * tp_btf hands us a BTF pointer: plain loads (relocated by CO-RE, fault-safe) instead of one
+ * bpf_probe_read_kernel call per field, which is most of what a state event costs otherwise.
+ */
+static __always_inline void fill_state_addrs(struct tcpwhy_event *e, const struct sock *sk)
+{
+	const struct sock_common *common = &sk->__sk_common;
+
+	e->netns = common->skc_net.net->ns.inum;
+	e->family = common->skc_family;
+	if (e->family == AF_INET) {
+		*(__u32 *)e->laddr = common->skc_rcv_saddr;
+		*(__u32 *)e->raddr = common->skc_daddr;
+	} else {
+		__builtin_memcpy(e->laddr, &common->skc_v6_rcv_saddr, sizeof(e->laddr));
+		__builtin_memcpy(e->raddr, &common->skc_v6_daddr, sizeof(e->raddr));
+	}
+	/* inet_sport lies past struct sock, where the verifier allows no plain load; skc_num is 0 at close */
+	e->lport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	e->rport = bpf_ntohs(common->skc_dport);
+}
+
 /* Set on a listener; an accepted child inherits it with the storage clone until its first state event. */
 #define SC_CLONED_FROM_LISTENER (1u << 15)
 
@@ -309,7 +331,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	__u64 cookie;
 	bool wanted;
 
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	/* Nothing to record, nothing to emit: leave before any helper call. */
 	if (!all_state_changes && (newstate == TCP_ESTABLISHED || newstate == TCP_FIN_WAIT2 ||
@@ -338,8 +360,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	if (!e)
 		return 0;
 	e->cookie = bpf_get_socket_cookie((void *)sk);
-	e->netns = sk_netns(sk);
-	fill_addrs_from_sock(e, sk);
+	fill_state_addrs(e, sk);
 	fill_owner(e, sc);
 	e->state.old_state = oldstate;
 	e->state.new_state = newstate;
