@@ -85,7 +85,14 @@ class Tool:
                 time.sleep(1.0)
                 return
             time.sleep(0.1)
+        self.kill()
         raise SystemExit(f"overhead: {self.name} did not attach within 60 s")
+
+    def kill(self):
+        """Leaves nothing attached behind, whatever went wrong."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def usage(self):
         """(CPU seconds, voluntary context switches) of the tool's process so far."""
@@ -285,6 +292,8 @@ def main():
                   f"{cpu * 10000 / max(events, 1):13.4f}")
         print("tcpwhy wakeups/event: ring wake-ups by the kernel / all voluntary context switches (25 ms poll timer too)")
     finally:
+        for tool in tools.values():
+            tool.kill()
         nginx.send_signal(signal.SIGQUIT)
         try:
             nginx.wait(timeout=10)

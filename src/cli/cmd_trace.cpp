@@ -76,6 +76,10 @@ void print_summary(const Totals& totals, const KernelCounters& kernel, uint64_t 
     fmt::print(stderr, "tcpwhy: dropped {} events in the kernel (ring buffer full {}, socket storage {}){}\n",
                kernel.dropped(), kernel.dropped_ringbuf_full, kernel.dropped_storage,
                kernel.dropped() ? " -- raise --ring-mb" : "");
+    uint64_t submitted = 0;
+    for (auto n : kernel.emitted) submitted += n;
+    // received < submitted only when a run stopped mid-drain: what the count of drops would miss
+    fmt::print(stderr, "tcpwhy: the kernel submitted {} events; {} received\n", submitted, received);
     fmt::print(stderr, "tcpwhy: woken by the kernel {} times (the rest: polled every 25 ms)\n", wakeups);
     if (totals.write_errors) fmt::print(stderr, "tcpwhy: {} trace lines could not be written\n", totals.write_errors);
 }

@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""bench/ingest: how much the live pipeline takes in, what it holds per connection, and a flood.
+
+  rate   wrk `Connection: close` on nginx (loopback) with `tcpwhy trace --json > /dev/null`: events per
+         second received, and the kernel's own counts (submitted, dropped), which must agree.
+  hold   N connections opened on loopback and kept open: kernel memory per socket for tcpwhy
+         (unreclaimable slab, with tcpwhy minus without; its socket storage) and tcpwhy's own RSS per
+         live connection (the correlator's table). Both ends are traced sockets, so 2N of each.
+  flood  the highest connection rate for --flood-seconds (default 60) with tcpwhy attached: its RSS
+         each 5 s (must stay bounded), then again with a 1 MiB ring and a consumer that stalls for a
+         third of the run (so the kernel must drop), checking received == submitted and that every
+         event the kernel could not submit was counted.
+
+Run as root from the repository: bench/ingest.py [--connections 100000] [--flood-seconds 60]
+"""
+import argparse
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from overhead import NGINX_CONF, run_wrk  # noqa: E402  (same server and load as bench/overhead)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def meminfo_kib(field):
+    with open("/proc/meminfo") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+class Trace:
+    """`tcpwhy trace --json` with stdout to /dev/null (or to a pipe we read when we choose)."""
+
+    def __init__(self, build, scratch, extra=(), stdout=subprocess.DEVNULL):
+        self.err_path = os.path.join(scratch, "trace.stderr")
+        with open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen([os.path.join(build, "tcpwhy"), "trace", "--json", *extra], stdout=stdout,
+                                         stderr=err, start_new_session=True)
+        deadline = time.time() + 30
+        while "tracing TCP on" not in open(self.err_path).read():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"ingest: tcpwhy trace did not start: {open(self.err_path).read()}")
+            time.sleep(0.1)
+        time.sleep(0.5)
+        Trace.running.append(self)
+
+    running = []  # killed on the way out whatever happens: nothing stays attached
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def rss_kib(self):
+        return rss_kib(self.proc.pid)
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(timeout=60)
+        err = open(self.err_path).read()
+        num = lambda pattern: int(re.search(pattern, err).group(1))  # noqa: E731
+        return dict(received=num(r"tcpwhy: (\d+) events"), dropped=num(r"dropped (\d+) events"),
+                    submitted=num(r"submitted (\d+) events"), wakeups=num(r"woken by the kernel (\d+) times"))
+
+
+def start_nginx(scratch, port):
+    with open(os.path.join(scratch, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF.format(prefix=scratch, port=port))
+    nginx = subprocess.Popen(["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    if nginx.poll() is not None:
+        raise SystemExit("ingest: nginx did not start")
+    return nginx
+
+
+def rate(args, scratch):
+    print(f"\nrate: wrk -c{args.wrk_connections} Connection: close for {args.seconds} s, tcpwhy trace --json > /dev/null")
+    trace = Trace(args.build, scratch)
+    rps, requests, errors = run_wrk(args.port, args.seconds, args.wrk_connections, False)
+    time.sleep(0.5)
+    counts = trace.stop()
+    print(f"  {rps:.0f} req/s; {counts['received'] / args.seconds:.0f} events/s received, "
+          f"{counts['submitted']} submitted, {counts['received']} received, {counts['dropped']} dropped; "
+          f"{counts['received'] / max(requests, 1):.2f} events per request")
+
+
+def open_connections(n, base_port):
+    """n loopback connections (client and accepted socket), over as many listeners as the ports need."""
+    per_listener = 20000
+    listeners, pairs = [], []
+    for i in range((n + per_listener - 1) // per_listener):
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", base_port + i))
+        ls.listen(4096)
+        listeners.append(ls)
+    for i in range(n):
+        ls = listeners[i // per_listener]
+        c = socket.create_connection(ls.getsockname())
+        s, _ = ls.accept()
+        pairs.append((c, s))
+    return listeners, pairs
+
+
+def close_connections(listeners, pairs):
+    linger0 = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # RST: no TIME_WAIT left behind
+    for c, s in pairs:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+        c.close()
+        s.close()
+    for ls in listeners:
+        ls.close()
+
+
+def settle():
+    time.sleep(3)  # sockets and their storage are freed after an RCU grace period
+
+
+def hold(args, scratch):
+    n = args.connections
+    need = 2 * n + 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+    else:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    print(f"\nhold: {n} loopback connections ({2 * n} sockets, both traced), open together")
+    deltas = {"without": [], "with": []}
+    rss = None
+    for which in ("without", "with", "without"):
+        trace = Trace(args.build, scratch) if which == "with" else None
+        settle()
+        slab0 = meminfo_kib("SUnreclaim")
+        rss0 = trace.rss_kib() if trace else 0
+        t0 = time.time()
+        listeners, pairs = open_connections(n, args.hold_port)
+        opened_s = time.time() - t0
+        time.sleep(2)  # let tcpwhy take in the events
+        slab1 = meminfo_kib("SUnreclaim")
+        if trace:
+            rss = (rss0, trace.rss_kib())
+        deltas[which].append(slab1 - slab0)
+        close_connections(listeners, pairs)
+        counts = trace.stop() if trace else None
+        print(f"  {which:7} tcpwhy: unreclaimable slab +{(slab1 - slab0) / 1024:.1f} MiB "
+              f"({(slab1 - slab0) * 1024 / (2 * n):.0f} B per socket); opened in {opened_s:.1f} s"
+              + (f"; tcpwhy RSS {rss[0] / 1024:.1f} -> {rss[1] / 1024:.1f} MiB, {counts['dropped']} dropped"
+                 if trace else ""))
+    without = sum(deltas["without"]) / len(deltas["without"])
+    kernel_per_socket = (deltas["with"][0] - without) * 1024 / (2 * n)
+    user_per_conn = (rss[1] - rss[0]) * 1024 / (2 * n)
+    print(f"  kernel: {kernel_per_socket:.0f} B per socket for tcpwhy (slab with - mean of without)")
+    print(f"  tcpwhy: {user_per_conn:.0f} B per live connection (RSS growth / {2 * n} connections in the correlator)")
+
+
+def flood(args, scratch):
+    secs = args.flood_seconds
+    print(f"\nflood: wrk -c{args.wrk_connections} Connection: close for {secs} s, tcpwhy trace --json > /dev/null")
+    trace = Trace(args.build, scratch)
+    samples = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(5):
+            samples.append(trace.rss_kib())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    rps, requests, errors = run_wrk(args.port, secs, args.wrk_connections, False)
+    stop.set()
+    sampler.join()
+    time.sleep(0.5)
+    alive = trace.proc.poll() is None
+    counts = trace.stop()
+    print(f"  {rps:.0f} req/s ({requests} requests{', errors ' + errors if errors else ''}); tcpwhy alive to the end: "
+          f"{alive}; RSS every 5 s (MiB): {' '.join(f'{s / 1024:.1f}' for s in samples)}")
+    print(f"  kernel submitted {counts['submitted']}, dropped {counts['dropped']}; received {counts['received']} "
+          f"({counts['received'] / secs:.0f} events/s); received == submitted: {counts['received'] == counts['submitted']}")
+
+    print(f"\nflood with drops: --ring-mb 1 and a consumer stalled for the first {secs // 3} s of {secs} s")
+    reader_r, reader_w = os.pipe()
+    trace = Trace(args.build, scratch, extra=["--ring-mb", "1"], stdout=reader_w)
+    os.close(reader_w)
+    drained = [0]
+
+    def drain_later():
+        time.sleep(secs // 3)  # tcpwhy blocks writing to the full pipe: the ring fills, the kernel drops
+        while True:
+            chunk = os.read(reader_r, 1 << 16)
+            if not chunk:
+                break
+            drained[0] += chunk.count(b"\n")
+
+    drainer = threading.Thread(target=drain_later)
+    drainer.start()
+    rps, requests, errors = run_wrk(args.port, secs, args.wrk_connections, False)
+    time.sleep(1)
+    counts = trace.stop()
+    drainer.join()
+    os.close(reader_r)
+    print(f"  {rps:.0f} req/s; kernel submitted {counts['submitted']}, dropped {counts['dropped']}; received "
+          f"{counts['received']}, lines written {drained[0]}; received == submitted: "
+          f"{counts['received'] == counts['submitted']}; lines == received: {drained[0] == counts['received']}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=100000, help="connections held open (default 100000)")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of the rate run (default 10)")
+    parser.add_argument("--flood-seconds", type=int, default=60)
+    parser.add_argument("--wrk-connections", type=int, default=64)
+    parser.add_argument("--port", type=int, default=18081)
+    parser.add_argument("--hold-port", type=int, default=19000, help="first of the listener ports for hold")
+    parser.add_argument("--only", default="rate,hold,flood", help="comma-separated parts to run")
+    parser.add_argument("--build", default=os.path.join(REPO, "build"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("ingest: run as root (it loads BPF programs)")
+    scratch = tempfile.mkdtemp(prefix="tcpwhy-ingest-")
+    nginx = start_nginx(scratch, args.port)
+    try:
+        print(f"ingest: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+        parts = args.only.split(",")
+        if "rate" in parts:
+            rate(args, scratch)
+        if "hold" in parts:
+            hold(args, scratch)
+        if "flood" in parts:
+            flood(args, scratch)
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    finally:
+        for trace in Trace.running:
+            trace.kill()
+        nginx.send_signal(signal.SIGQUIT)
+        nginx.wait(timeout=10)
+        subprocess.run(["rm", "-rf", scratch])
+
+
+if __name__ == "__main__":
+    main()
