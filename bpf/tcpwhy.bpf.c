@@ -281,7 +281,7 @@ static __always_inline bool in_owner_context(int oldstate, int newstate, const s
  * tp_btf hands us a BTF pointer: plain loads (relocated by CO-RE, fault-safe) instead of one
  * bpf_probe_read_kernel call per field, which is most of what a state event costs otherwise.
  */
-static __always_inline void fill_state_addrs(struct tcpwhy_event *e, const struct sock *sk)
+static __always_inline void fill_state_addrs(struct tcpwhy_event *e, const struct sock *sk, __u16 sport_be)
 {
 	const struct sock_common *common = &sk->__sk_common;
 
@@ -294,9 +294,45 @@ static __always_inline void fill_state_addrs(struct tcpwhy_event *e, const struc
 		__builtin_memcpy(e->laddr, &common->skc_v6_rcv_saddr, sizeof(e->laddr));
 		__builtin_memcpy(e->raddr, &common->skc_v6_daddr, sizeof(e->raddr));
 	}
-	/* inet_sport lies past struct sock, where the verifier allows no plain load; skc_num is 0 at close */
-	e->lport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	e->lport = bpf_ntohs(sport_be); /* inet_sport: skc_num is 0 at close */
 	e->rport = bpf_ntohs(common->skc_dport);
+}
+
+/*
+ * emit_close() for this program: the same event, read with plain loads through the tcp_sock
+ * bpf_skc_to_tcp_sock() gives (a dozen probe-read calls fewer; kprobes cannot do this).
+ */
+static __always_inline void emit_close_from_state(const struct sock *sk, struct sock_ctx *sc, __u8 old_state,
+						  __u8 new_state)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	struct tcpwhy_event *e;
+	__u32 now;
+
+	if (!tp || !sc) {
+		emit_close(sk, sc, bpf_get_socket_cookie((void *)sk), old_state, new_state);
+		return;
+	}
+	if (sc->flags & SC_CLOSE_EMITTED)
+		return;
+	sc->flags |= SC_CLOSE_EMITTED;
+	e = reserve_event(TCPWHY_EV_CLOSE);
+	if (!e)
+		return;
+	now = (__u32)bpf_jiffies64();
+	e->cookie = bpf_get_socket_cookie((void *)sk);
+	fill_state_addrs(e, sk, tp->inet_conn.icsk_inet.inet_sport);
+	fill_owner(e, sc);
+	e->close.idle_rx_ms = jiffies_delta_ms(now, tp->inet_conn.icsk_ack.lrcvtime);
+	e->close.idle_tx_ms = jiffies_delta_ms(now, tp->lsndtime);
+	e->close.unread_bytes = tp->rcv_nxt - tp->copied_seq;
+	e->close.old_state = old_state;
+	e->close.new_state = new_state;
+	e->close.bytes_rx = tp->bytes_received;
+	e->close.bytes_tx = tp->bytes_acked;
+	if (new_state == TCP_CLOSE)
+		e->flags |= TCPWHY_F_ABORT;
+	submit_event(e);
 }
 
 /* Set on a listener; an accepted child inherits it with the storage clone until its first state event. */
@@ -328,7 +364,6 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 {
 	struct tcpwhy_event *e;
 	struct sock_ctx *sc;
-	__u64 cookie;
 	bool wanted;
 
 	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
@@ -349,10 +384,8 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	}
 	if (sc && in_owner_context(oldstate, newstate, (const struct tcp_sock *)sk))
 		record_owner(sc);
-	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc)) {
-		cookie = bpf_get_socket_cookie((void *)sk);
-		emit_close(sk, sc, cookie, oldstate, newstate);
-	}
+	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc))
+		emit_close_from_state(sk, sc, oldstate, newstate);
 	if (!wanted)
 		return 0;
 
@@ -360,7 +393,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	if (!e)
 		return 0;
 	e->cookie = bpf_get_socket_cookie((void *)sk);
-	fill_state_addrs(e, sk);
+	fill_state_addrs(e, sk, BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	fill_owner(e, sc);
 	e->state.old_state = oldstate;
 	e->state.new_state = newstate;
