@@ -16,7 +16,6 @@ Run as root from the repository: bench/ingest.py [--connections 100000] [--flood
 import argparse
 import os
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -98,33 +97,65 @@ def rate(args, scratch):
           f"{counts['received'] / max(requests, 1):.2f} events per request")
 
 
-def open_connections(n, base_port):
-    """n loopback connections (client and accepted socket), over as many listeners as the ports need."""
-    per_listener = 20000
-    listeners, pairs = [], []
-    for i in range((n + per_listener - 1) // per_listener):
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind(("127.0.0.1", base_port + i))
-        ls.listen(4096)
-        listeners.append(ls)
-    for i in range(n):
-        ls = listeners[i // per_listener]
-        c = socket.create_connection(ls.getsockname())
-        s, _ = ls.accept()
-        pairs.append((c, s))
-    return listeners, pairs
+class HeldConnections:
+    """n loopback connections held open by worker processes (this container may not raise
+    RLIMIT_NOFILE past 20000: no CAP_SYS_RESOURCE), each with its own listener."""
 
+    PER_WORKER = 9000  # 18000 descriptors
 
-def close_connections(listeners, pairs):
-    linger0 = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # RST: no TIME_WAIT left behind
-    for c, s in pairs:
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
-        c.close()
-        s.close()
-    for ls in listeners:
-        ls.close()
+    def __init__(self, n, base_port):
+        self.workers = []
+        for i in range((n + self.PER_WORKER - 1) // self.PER_WORKER):
+            count = min(self.PER_WORKER, n - i * self.PER_WORKER)
+            ready_r, ready_w = os.pipe()
+            go_r, go_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(ready_r)
+                os.close(go_w)
+                self._worker(count, base_port + i, ready_w, go_r)
+            os.close(ready_w)
+            os.close(go_r)
+            self.workers.append((pid, ready_r, go_w))
+        for _, ready_r, _ in self.workers:
+            if os.read(ready_r, 1) != b"1":
+                raise SystemExit("ingest: a worker could not open its connections")
+
+    @staticmethod
+    def _worker(count, port, ready_w, go_r):
+        status = 1
+        try:
+            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ls.bind(("127.0.0.1", port))
+            ls.listen(4096)
+            pairs = []
+            for _ in range(count):
+                c = socket.create_connection(ls.getsockname())
+                s, _ = ls.accept()
+                pairs.append((c, s))
+            os.write(ready_w, b"1")
+            os.read(go_r, 1)
+            linger0 = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # RST: no TIME_WAIT left behind
+            for c, s in pairs:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+                c.close()
+                s.close()
+            ls.close()
+            status = 0
+        except Exception as e:  # reported through the ready pipe: the parent sees no "1"
+            print(f"ingest: worker on port {port}: {e}", file=sys.stderr)
+        finally:
+            os._exit(status)
+
+    def close(self):
+        for _, _, go_w in self.workers:
+            os.write(go_w, b"1")
+        for pid, ready_r, go_w in self.workers:
+            os.waitpid(pid, 0)
+            os.close(ready_r)
+            os.close(go_w)
 
 
 def settle():
@@ -133,12 +164,6 @@ def settle():
 
 def hold(args, scratch):
     n = args.connections
-    need = 2 * n + 1000
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
-    else:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
     print(f"\nhold: {n} loopback connections ({2 * n} sockets, both traced), open together")
     deltas = {"without": [], "with": []}
     rss = None
@@ -148,14 +173,14 @@ def hold(args, scratch):
         slab0 = meminfo_kib("SUnreclaim")
         rss0 = trace.rss_kib() if trace else 0
         t0 = time.time()
-        listeners, pairs = open_connections(n, args.hold_port)
+        held = HeldConnections(n, args.hold_port)
         opened_s = time.time() - t0
         time.sleep(2)  # let tcpwhy take in the events
         slab1 = meminfo_kib("SUnreclaim")
         if trace:
             rss = (rss0, trace.rss_kib())
         deltas[which].append(slab1 - slab0)
-        close_connections(listeners, pairs)
+        held.close()
         counts = trace.stop() if trace else None
         print(f"  {which:7} tcpwhy: unreclaimable slab +{(slab1 - slab0) / 1024:.1f} MiB "
               f"({(slab1 - slab0) * 1024 / (2 * n):.0f} B per socket); opened in {opened_s:.1f} s"
