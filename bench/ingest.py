@@ -35,6 +35,19 @@ def meminfo_kib(field):
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
+def accounted_slab_bytes():
+    """Bytes in use in the memcg-accounted kmalloc caches, where the kernel puts BPF socket storage
+    (its element and, per socket, the bpf_local_storage that holds the elements). Unlike SUnreclaim,
+    which counts whole slab pages and keeps freed objects' pages, this counts live objects."""
+    total = 0
+    with open("/proc/slabinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0].startswith("kmalloc-cg-"):
+                total += int(fields[1]) * int(fields[3])
+    return total
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
@@ -166,30 +179,42 @@ def hold(args, scratch):
     n = args.connections
     print(f"\nhold: {n} loopback connections ({2 * n} sockets, both traced), open together")
     deltas = {"without": [], "with": []}
+    storage = {"without": [], "with": []}
     rss = None
     for which in ("without", "with", "without"):
         trace = Trace(args.build, scratch) if which == "with" else None
         settle()
         slab0 = meminfo_kib("SUnreclaim")
+        accounted0 = accounted_slab_bytes()
         rss0 = trace.rss_kib() if trace else 0
         t0 = time.time()
         held = HeldConnections(n, args.hold_port)
         opened_s = time.time() - t0
         time.sleep(2)  # let tcpwhy take in the events
         slab1 = meminfo_kib("SUnreclaim")
+        storage[which].append(accounted_slab_bytes() - accounted0)
         if trace:
             rss = (rss0, trace.rss_kib())
         deltas[which].append(slab1 - slab0)
         held.close()
         counts = trace.stop() if trace else None
         print(f"  {which:7} tcpwhy: unreclaimable slab +{(slab1 - slab0) / 1024:.1f} MiB "
-              f"({(slab1 - slab0) * 1024 / (2 * n):.0f} B per socket); opened in {opened_s:.1f} s"
+              f"({(slab1 - slab0) * 1024 / (2 * n):.0f} B per socket), kmalloc-cg-* "
+              f"+{storage[which][-1] / 2 ** 20:.1f} MiB ({storage[which][-1] / (2 * n):.0f} B per socket); "
+              f"opened in {opened_s:.1f} s"
               + (f"; tcpwhy RSS {rss[0] / 1024:.1f} -> {rss[1] / 1024:.1f} MiB, {counts['dropped']} dropped"
                  if trace else ""))
     without = sum(deltas["without"]) / len(deltas["without"])
     kernel_per_socket = (deltas["with"][0] - without) * 1024 / (2 * n)
     user_per_conn = (rss[1] - rss[0]) * 1024 / (2 * n)
-    print(f"  kernel: {kernel_per_socket:.0f} B per socket for tcpwhy (slab with - mean of without)")
+    storage_without = sum(storage["without"]) / len(storage["without"])
+    storage_per_socket = (storage["with"][0] - storage_without) / (2 * n)
+    others = [line for line in subprocess.run(["pgrep", "-a", "tcpwhy"], capture_output=True, text=True).stdout.splitlines()]
+    print(f"  kernel: {storage_per_socket:.0f} B per socket for tcpwhy's socket storage (kmalloc-cg-* objects, "
+          f"with - mean of without); {kernel_per_socket:.0f} B from SUnreclaim (pages: coarser)")
+    if others:
+        print(f"  note: other tracers held socket storage meanwhile ({len(others)}: {'; '.join(others)}): "
+              f"sockets already had their bpf_local_storage, so only tcpwhy's element is counted above")
     print(f"  tcpwhy: {user_per_conn:.0f} B per live connection (RSS growth / {2 * n} connections in the correlator)")
 
 

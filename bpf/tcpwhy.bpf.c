@@ -302,7 +302,7 @@ static __always_inline void fill_state_addrs(struct tcpwhy_event *e, const struc
  * emit_close() for this program: the same event, read with plain loads through the tcp_sock
  * bpf_skc_to_tcp_sock() gives (a dozen probe-read calls fewer; kprobes cannot do this).
  */
-static __always_inline void emit_close_from_state(const struct sock *sk, struct sock_ctx *sc, __u8 old_state,
+static __always_inline bool emit_close_from_state(const struct sock *sk, struct sock_ctx *sc, __u8 old_state,
 						  __u8 new_state)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
@@ -311,14 +311,14 @@ static __always_inline void emit_close_from_state(const struct sock *sk, struct 
 
 	if (!tp || !sc) {
 		emit_close(sk, sc, bpf_get_socket_cookie((void *)sk), old_state, new_state);
-		return;
+		return false;
 	}
 	if (sc->flags & SC_CLOSE_EMITTED)
-		return;
+		return false;
 	sc->flags |= SC_CLOSE_EMITTED;
 	e = reserve_event(TCPWHY_EV_CLOSE);
 	if (!e)
-		return;
+		return false;
 	now = (__u32)bpf_jiffies64();
 	e->cookie = bpf_get_socket_cookie((void *)sk);
 	fill_state_addrs(e, sk, tp->inet_conn.icsk_inet.inet_sport);
@@ -333,6 +333,7 @@ static __always_inline void emit_close_from_state(const struct sock *sk, struct 
 	if (new_state == TCP_CLOSE)
 		e->flags |= TCPWHY_F_ABORT;
 	submit_event(e);
+	return true;
 }
 
 /* Set on a listener; an accepted child inherits it with the storage clone until its first state event. */
@@ -384,8 +385,10 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	}
 	if (sc && in_owner_context(oldstate, newstate, (const struct tcp_sock *)sk))
 		record_owner(sc);
-	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc))
-		emit_close_from_state(sk, sc, oldstate, newstate);
+	/* The close event carries this very transition (old and new state): no state event beside it. */
+	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc) &&
+	    emit_close_from_state(sk, sc, oldstate, newstate) && !all_state_changes)
+		return 0;
 	if (!wanted)
 		return 0;
 

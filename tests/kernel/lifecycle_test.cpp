@@ -90,13 +90,16 @@ TEST_CASE("server-side orderly close: close event with idle time, owner and netn
     auto server_states = events.matching([&](const Event& e) {
         return e.type == EventType::state && e.cookie == close.cookie;
     });
-    REQUIRE(server_states.size() == 3);
+    // Where the close event is built from the state change itself (no fentry/kprobe on tcp_close),
+    // it stands for ESTABLISHED->FIN_WAIT1: the state event is not sent beside it.
+    std::erase_if(server_states, [](const Event& e) {
+        return e.old_state == TcpState::established && e.new_state == TcpState::fin_wait1;
+    });
+    REQUIRE(server_states.size() == 2);
     CHECK(server_states[0].old_state == TcpState::listen);
     CHECK(server_states[0].new_state == TcpState::syn_recv);
-    CHECK(server_states[1].old_state == TcpState::established);
-    CHECK(server_states[1].new_state == TcpState::fin_wait1);
-    CHECK(server_states[2].old_state == TcpState::fin_wait2);
-    CHECK(server_states[2].new_state == TcpState::close);
+    CHECK(server_states[1].old_state == TcpState::fin_wait2);
+    CHECK(server_states[1].new_state == TcpState::close);
 }
 
 TEST_CASE("all state changes on request: the same connection with every transition") {
