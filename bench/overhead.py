@@ -114,7 +114,7 @@ class Tool:
 
     def events(self, stderr):
         """Events the tool received (its own count), and events it reported lost."""
-        if self.name == "tcpwhy":
+        if self.name.startswith("tcpwhy"):
             received = int(re.search(r"tcpwhy: (\d+) events", stderr).group(1))
             lost = int(re.search(r"dropped (\d+) events", stderr).group(1))
             return received, lost
@@ -183,8 +183,9 @@ def measure(tool, scratch, args, port, keepalive, pairs):
             stderr = tool.stop()
             events, lost = tool.events(stderr)
             wakeups = None
-            if tool.name == "tcpwhy":
-                wakeups = int(re.search(r"woken by the kernel (\d+) times", stderr).group(1))
+            if tool.name.startswith("tcpwhy"):
+                woken = re.search(r"woken by the kernel (\d+) times", stderr)  # absent before this benchmark
+                wakeups = int(woken.group(1)) if woken else None
             with_tool.append(rps)
             figures.append(dict(requests=requests, events=events, lost=lost, cpu=cpu1 - cpu0,
                                 switches=sw1 - sw0, ring_wakeups=wakeups, errors=errors))
@@ -222,6 +223,8 @@ def main():
     parser.add_argument("--tools", default="tcpwhy,bpftrace,perfbuf", help="comma-separated (default: all three)")
     parser.add_argument("--keepalive-tools", default="tcpwhy", help="tools measured with keep-alive too")
     parser.add_argument("--build", default=os.path.join(REPO, "build"), help="build directory")
+    parser.add_argument("--other-build", help="another tcpwhy build to measure as the tool tcpwhy-other "
+                        "(e.g. an older commit's), side by side with this one")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("overhead: run as root (it loads BPF programs)")
@@ -243,6 +246,9 @@ def main():
         "bpftrace": Tool("bpftrace", ["bpftrace", script], None),
         "perfbuf": Tool("perfbuf", [os.path.join(args.build, "bench", "perfbuf_peer")], r"attached"),
     }
+    if args.other_build:
+        tools["tcpwhy-other"] = Tool("tcpwhy-other", [os.path.join(args.other_build, "tcpwhy"), "trace", "--json"],
+                                     r"tracing TCP on")
     with open(os.path.join(scratch, "nginx.conf"), "w") as f:
         f.write(NGINX_CONF.format(prefix=scratch, port=args.port))
     nginx = subprocess.Popen(["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")],
@@ -275,7 +281,7 @@ def main():
                 print(f"  {name:9} {prog:24} {ns:7.0f} ns per run (runs: {each}), {runs_per_req:5.2f} runs per request")
 
         print(f"\nsummary (load average after: {os.getloadavg()[0]:.2f})")
-        print(f"{'workload':18} {'tool':9} {'req/s without':>13} {'req/s with':>11} {'ratio':>6} {'pair ratios':>13} "
+        print(f"{'workload':18} {'tool':12} {'req/s without':>13} {'req/s with':>11} {'ratio':>6} {'pair ratios':>13} "
               f"{'events/req':>10} {'lost':>5} {'wakeups/event':>13} {'CPU ms/1k ev':>12} {'core/10k ev/s':>13}")
         for workload, name, without, with_tool, figures in rows:
             ratios = sorted(w / wo for w, wo in zip(with_tool, without))
@@ -288,11 +294,13 @@ def main():
             lost = sum(f["lost"] for f in figures)
             cpu = sum(f["cpu"] for f in figures)
             switches = sum(f["switches"] for f in figures)
-            if name == "tcpwhy":
-                wake = f"{sum(f['ring_wakeups'] for f in figures) / max(events, 1):.4f}/{switches / max(events, 1):.4f}"
+            if name.startswith("tcpwhy"):
+                ring = [f["ring_wakeups"] for f in figures if f["ring_wakeups"] is not None]
+                wake = f"{sum(ring) / max(events, 1):.4f}/" if ring else "?/"
+                wake += f"{switches / max(events, 1):.4f}"
             else:
                 wake = f"{switches / max(events, 1):.4f}"
-            print(f"{workload:18} {name:9} {median(without):13.0f} {median(with_tool):11.0f} "
+            print(f"{workload:18} {name:12} {median(without):13.0f} {median(with_tool):11.0f} "
                   f"{median(with_tool) / median(without):6.3f} {ratios[0]:6.3f}-{ratios[-1]:.3f} "
                   f"{events / max(requests, 1):10.2f} {lost:5d} {wake:>13} {1000 * 1000 * cpu / max(events, 1):12.3f} "
                   f"{cpu * 10000 / max(events, 1):13.4f}")
