@@ -9,7 +9,7 @@ packages=(
   libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
   iproute2 procps
   libclang-rt-dev  # libFuzzer and the sanitizer runtimes (tests/fuzz, build-asan)
-  nginx-light wrk bpftrace  # bench/overhead: the server, the load and a peer tool
+  nginx-light wrk bpftrace python3  # bench/overhead.py, bench/ingest.py: the server, the load, a peer tool
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

@@ -9,6 +9,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 ctest --test-dir build --output-on-failure --timeout 300
 
+# The benchmarks are not run here (they take minutes and need a quiet machine); check they still parse.
+python3 -m py_compile bench/overhead.py bench/ingest.py
+
 # Unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer (any report fails the run).
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTCPWHY_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$(nproc)" --target unit_tests
