@@ -302,15 +302,15 @@ static __always_inline void fill_state_addrs(struct tcpwhy_event *e, const struc
  * emit_close() for this program: the same event, read with plain loads through the tcp_sock
  * bpf_skc_to_tcp_sock() gives (a dozen probe-read calls fewer; kprobes cannot do this).
  */
-static __always_inline bool emit_close_from_state(const struct sock *sk, struct sock_ctx *sc, __u8 old_state,
-						  __u8 new_state)
+static __always_inline bool emit_close_from_state(const struct sock *sk, struct sock_ctx *sc, __u64 cookie,
+						  __u8 old_state, __u8 new_state)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	struct tcpwhy_event *e;
 	__u32 now;
 
 	if (!tp || !sc) {
-		emit_close(sk, sc, bpf_get_socket_cookie((void *)sk), old_state, new_state);
+		emit_close(sk, sc, cookie, old_state, new_state);
 		return false;
 	}
 	if (sc->flags & SC_CLOSE_EMITTED)
@@ -320,7 +320,7 @@ static __always_inline bool emit_close_from_state(const struct sock *sk, struct 
 	if (!e)
 		return false;
 	now = (__u32)bpf_jiffies64();
-	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->cookie = cookie;
 	fill_state_addrs(e, sk, tp->inet_conn.icsk_inet.inet_sport);
 	fill_owner(e, sc);
 	e->close.idle_rx_ms = jiffies_delta_ms(now, tp->inet_conn.icsk_ack.lrcvtime);
@@ -344,7 +344,7 @@ static __always_inline bool emit_close_from_state(const struct sock *sk, struct 
  * was opened: SYN_SENT, or the child's LISTEN->SYN_RECV / SYN_RECV->ESTABLISHED), who closed
  * first (ESTABLISHED->FIN_WAIT1 or ->CLOSE_WAIT), its end (->CLOSE), and listeners. The rest
  * (SYN_SENT->ESTABLISHED, FIN_WAIT1->FIN_WAIT2, CLOSE_WAIT->LAST_ACK, ...) say nothing the close
- * event and these do not, and each event costs the traced connection ~0.3 us here.
+ * event and these do not, and each event costs the traced connection ~0.6 us here (bench/README.md).
  */
 static __always_inline bool state_change_wanted(int oldstate, int newstate, const struct sock_ctx *sc)
 {
@@ -365,6 +365,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 {
 	struct tcpwhy_event *e;
 	struct sock_ctx *sc;
+	__u64 cookie;
 	bool wanted;
 
 	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
@@ -375,6 +376,8 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	    oldstate != TCP_LISTEN && oldstate != TCP_SYN_RECV)
 		return 0;
 
+	/* generated here, at the socket's first hook, even unsent: kprobe/tcp_close and setsockopt read it */
+	cookie = bpf_get_socket_cookie((void *)sk);
 	sc = sock_ctx_of(sk, true);
 	wanted = state_change_wanted(oldstate, newstate, sc);
 	if (sc) {
@@ -387,7 +390,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		record_owner(sc);
 	/* The close event carries this very transition (old and new state): no state event beside it. */
 	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc) &&
-	    emit_close_from_state(sk, sc, oldstate, newstate) && !all_state_changes)
+	    emit_close_from_state(sk, sc, cookie, oldstate, newstate) && !all_state_changes)
 		return 0;
 	if (!wanted)
 		return 0;
@@ -395,7 +398,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	e = reserve_event(TCPWHY_EV_STATE);
 	if (!e)
 		return 0;
-	e->cookie = bpf_get_socket_cookie((void *)sk);
+	e->cookie = cookie;
 	fill_state_addrs(e, sk, BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	fill_owner(e, sc);
 	e->state.old_state = oldstate;
