@@ -28,6 +28,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile bool close_from_tcp_close = false;
 /* wake userspace only once this much data waits; otherwise it polls on a short timer */
 const volatile __u64 wakeup_bytes = 1 << 20;
+/* emit every state change, not only those the correlator needs (tcpwhy trace --all-states) */
+const volatile bool all_state_changes = false;
 /* HZ when the kernel config cannot be read (CONFIG_HZ resolves to 0) */
 const volatile __u32 fallback_hz = 250;
 
@@ -276,29 +278,129 @@ static __always_inline bool in_owner_context(int oldstate, int newstate, const s
 	return newstate == TCP_CLOSE && oldstate == TCP_ESTABLISHED && unread_bytes(tp) > 0;
 }
 
+/*
+ * tp_btf hands us a BTF pointer: plain loads (relocated by CO-RE, fault-safe) instead of one
+ * bpf_probe_read_kernel call per field, which is most of what a state event costs otherwise.
+ */
+static __always_inline void fill_state_addrs(struct tcpwhy_event *e, const struct sock *sk, __u16 sport_be)
+{
+	const struct sock_common *common = &sk->__sk_common;
+
+	e->netns = common->skc_net.net->ns.inum;
+	e->family = common->skc_family;
+	if (e->family == AF_INET) {
+		*(__u32 *)e->laddr = common->skc_rcv_saddr;
+		*(__u32 *)e->raddr = common->skc_daddr;
+	} else {
+		__builtin_memcpy(e->laddr, &common->skc_v6_rcv_saddr, sizeof(e->laddr));
+		__builtin_memcpy(e->raddr, &common->skc_v6_daddr, sizeof(e->raddr));
+	}
+	e->lport = bpf_ntohs(sport_be); /* inet_sport: skc_num is 0 at close */
+	e->rport = bpf_ntohs(common->skc_dport);
+}
+
+/*
+ * emit_close() for this program: the same event, read with plain loads through the tcp_sock
+ * bpf_skc_to_tcp_sock() gives (a dozen probe-read calls fewer; kprobes cannot do this).
+ */
+static __always_inline bool emit_close_from_state(const struct sock *sk, struct sock_ctx *sc, __u64 cookie,
+						  __u8 old_state, __u8 new_state)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	struct tcpwhy_event *e;
+	__u32 now;
+
+	if (!tp || !sc) {
+		emit_close(sk, sc, cookie, old_state, new_state);
+		return false;
+	}
+	if (sc->flags & SC_CLOSE_EMITTED)
+		return false;
+	sc->flags |= SC_CLOSE_EMITTED;
+	e = reserve_event(TCPWHY_EV_CLOSE);
+	if (!e)
+		return false;
+	now = (__u32)bpf_jiffies64();
+	e->cookie = cookie;
+	fill_state_addrs(e, sk, tp->inet_conn.icsk_inet.inet_sport);
+	fill_owner(e, sc);
+	e->close.idle_rx_ms = jiffies_delta_ms(now, tp->inet_conn.icsk_ack.lrcvtime);
+	e->close.idle_tx_ms = jiffies_delta_ms(now, tp->lsndtime);
+	e->close.unread_bytes = tp->rcv_nxt - tp->copied_seq;
+	e->close.old_state = old_state;
+	e->close.new_state = new_state;
+	e->close.bytes_rx = tp->bytes_received;
+	e->close.bytes_tx = tp->bytes_acked;
+	if (new_state == TCP_CLOSE)
+		e->flags |= TCPWHY_F_ABORT;
+	submit_event(e);
+	return true;
+}
+
+/* Set on a listener; an accepted child inherits it with the storage clone until its first state event. */
+#define SC_CLONED_FROM_LISTENER (1u << 15)
+
+/*
+ * The state changes the correlator needs, out of the ~10 a connection makes: its first (how it
+ * was opened: SYN_SENT, or the child's LISTEN->SYN_RECV / SYN_RECV->ESTABLISHED), who closed
+ * first (ESTABLISHED->FIN_WAIT1 or ->CLOSE_WAIT), its end (->CLOSE), and listeners. The rest
+ * (SYN_SENT->ESTABLISHED, FIN_WAIT1->FIN_WAIT2, CLOSE_WAIT->LAST_ACK, ...) say nothing the close
+ * event and these do not, and each event costs the traced connection ~0.6 us here (bench/README.md).
+ */
+static __always_inline bool state_change_wanted(int oldstate, int newstate, const struct sock_ctx *sc)
+{
+	if (all_state_changes || !sc)
+		return true;
+	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN || newstate == TCP_CLOSE)
+		return true;
+	if (oldstate == TCP_LISTEN) /* a child's LISTEN->SYN_RECV (6.x): its first */
+		return true;
+	if (oldstate == TCP_ESTABLISHED && (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT))
+		return true;
+	/* a child whose LISTEN->SYN_RECV this kernel does not trace: SYN_RECV->ESTABLISHED is its first */
+	return oldstate == TCP_SYN_RECV && (sc->flags & SC_CLONED_FROM_LISTENER);
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct tcpwhy_event *e;
 	struct sock_ctx *sc;
 	__u64 cookie;
+	bool wanted;
 
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	/* Nothing to record, nothing to emit: leave before any helper call. */
+	if (!all_state_changes && (newstate == TCP_ESTABLISHED || newstate == TCP_FIN_WAIT2 ||
+				   newstate == TCP_TIME_WAIT || newstate == TCP_CLOSING) &&
+	    oldstate != TCP_LISTEN && oldstate != TCP_SYN_RECV)
 		return 0;
 
+	/* generated here, at the socket's first hook, even unsent: kprobe/tcp_close and setsockopt read it */
 	cookie = bpf_get_socket_cookie((void *)sk);
 	sc = sock_ctx_of(sk, true);
+	wanted = state_change_wanted(oldstate, newstate, sc);
+	if (sc) {
+		if (newstate == TCP_LISTEN)
+			sc->flags |= SC_CLONED_FROM_LISTENER;
+		else if (oldstate != TCP_LISTEN || newstate != TCP_CLOSE)
+			sc->flags &= ~SC_CLONED_FROM_LISTENER;
+	}
 	if (sc && in_owner_context(oldstate, newstate, (const struct tcp_sock *)sk))
 		record_owner(sc);
-	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc))
-		emit_close(sk, sc, cookie, oldstate, newstate);
+	/* The close event carries this very transition (old and new state): no state event beside it. */
+	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc) &&
+	    emit_close_from_state(sk, sc, cookie, oldstate, newstate) && !all_state_changes)
+		return 0;
+	if (!wanted)
+		return 0;
 
 	e = reserve_event(TCPWHY_EV_STATE);
 	if (!e)
 		return 0;
 	e->cookie = cookie;
-	e->netns = sk_netns(sk);
-	fill_addrs_from_sock(e, sk);
+	fill_state_addrs(e, sk, BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	fill_owner(e, sc);
 	e->state.old_state = oldstate;
 	e->state.new_state = newstate;

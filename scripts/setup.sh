@@ -9,10 +9,11 @@ packages=(
   libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
   libcurl4-openssl-dev python3 openssl
   iproute2 procps
-  qemu-system-x86 busybox-static cpio kmod xz-utils zstd
-  nginx-light nodejs curl chromium
-  python3-yaml
-  tmux
+  qemu-system-x86 busybox-static cpio kmod xz-utils zstd  # tests/vm: the 6.1 and 6.12 guests
+  nginx-light nodejs curl chromium  # tests/e2e, demo: the LB, the backend, the HTML report check
+  python3-yaml tmux  # tests/deploy (manifests), tests/kernel/top_test (the terminal)
+  libclang-rt-dev  # libFuzzer and the sanitizer runtimes (tests/fuzz, build-asan)
+  wrk bpftrace  # bench/overhead.py, bench/ingest.py: the load, a peer tool
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

@@ -9,6 +9,38 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 ctest --test-dir build --output-on-failure --timeout 300
 
+# The benchmarks are not run here (they take minutes and need a quiet machine); check they still parse.
+python3 -m py_compile bench/overhead.py bench/ingest.py
+
+# Unit tests again under AddressSanitizer and UndefinedBehaviorSanitizer (any report fails the run).
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTCPWHY_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$(nproc)" --target unit_tests
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ctest --test-dir build-asan -L unit --output-on-failure --timeout 300
+
+# Short libFuzzer runs over every parser of outside input, from the seed corpora in tests/fuzz/.
+# Fresh inputs go to a scratch dir: the kept corpus changes only by hand (or with -merge=1).
+cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DTCPWHY_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
+fuzz_targets=(jsonl_line trace_replay lb_options peer)
+cmake --build build-fuzz -j"$(nproc)" --target "${fuzz_targets[@]/#/fuzz_}"
+fuzz_scratch=$(mktemp -d)
+trap 'rm -rf "$fuzz_scratch"' EXIT
+for t in "${fuzz_targets[@]}"; do
+  mkdir -p "$fuzz_scratch/$t"
+  echo "test: fuzzing $t for ${TCPWHY_FUZZ_SECONDS:-20} s"
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "build-fuzz/tests/fuzz/fuzz_$t" -max_total_time="${TCPWHY_FUZZ_SECONDS:-20}" \
+    -max_len=65536 -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$fuzz_scratch/" \
+    "$fuzz_scratch/$t" "tests/fuzz/$t" 2>"$fuzz_scratch/$t.log" || {
+      tail -n 60 "$fuzz_scratch/$t.log"
+      for crash in "$fuzz_scratch"/crash-* "$fuzz_scratch"/leak-* "$fuzz_scratch"/timeout-*; do
+        [ -e "$crash" ] && { echo "test: fuzz_$t input:"; base64 "$crash"; }
+      done
+      exit 1
+    }
+  grep -E "stat::number_of_executed_units|cov:" "$fuzz_scratch/$t.log" | tail -n 2
+done
+
 # The same kernel tests on Debian 12's own kernel (6.1) and on its backports kernel (6.12),
 # booted under qemu (1.5-2.5 minutes each): there fentry and kprobes work, so the paths this
 # machine's kernel refuses are tested too, before and after the 6.10 reset tracepoint changes.

@@ -74,6 +74,7 @@ struct Tracer::Impl {
     ResetReasonNames reasons;
     const Sink* sink = nullptr;  // valid only inside poll()
     size_t consumed = 0;
+    uint64_t wakeups = 0;
     int ncpus = 1;
 
     static int on_sample(void* ctx, void* data, size_t size) {
@@ -124,6 +125,7 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
     skel->rodata->reply_reset_has_reason =
         f.function("tcp_v4_send_reset").btf_params >= 3 && (!with_v6_fentry || f.function("tcp_v6_send_reset").btf_params >= 3);
     skel->rodata->wakeup_bytes = options.wakeup_bytes;
+    skel->rodata->all_state_changes = options.all_state_changes;
     bpf_map__set_max_entries(skel->maps.events, static_cast<uint32_t>(options.ring_bytes));
     bpf_program__set_autoload(progs->fentry_tcp_close, close == Path::fentry);
     bpf_program__set_autoload(progs->kprobe_tcp_close, close == Path::kprobe);
@@ -326,6 +328,7 @@ size_t Tracer::poll(int timeout_ms, const Sink& sink) {
     impl_->consumed = 0;
     // Woken early only when the kernel forces a wake-up past the fill threshold.
     int rc = ring_buffer__poll(impl_->ring.get(), timeout_ms);
+    if (rc > 0) ++impl_->wakeups;  // records before the timeout: the kernel woke us
     if (rc >= 0 || rc == -EINTR) ring_buffer__consume(impl_->ring.get());
     impl_->sink = nullptr;
     return impl_->consumed;
@@ -340,6 +343,8 @@ KernelCounters Tracer::counters() const {
     c.dropped_storage = impl_->sum_percpu(drops_fd, TCPWHY_DROP_STORAGE_FAILED);
     return c;
 }
+
+uint64_t Tracer::wakeups() const { return impl_->wakeups; }
 
 std::string Tracer::attach_summary() const {
     auto kind = [this](const std::string& hook) -> std::string {

@@ -34,6 +34,9 @@ struct TracerOptions {
     uint64_t wakeup_bytes = 1u << 20;  // the kernel wakes the reader only past this fill level
     bool allow_fentry = true;          // let tests and `--attach tracepoint` force the tracepoint path
     bool allow_kprobe = true;
+    // Every state change; by default only those the correlator needs leave the kernel
+    // (docs/trace-format.md, "Which state changes").
+    bool all_state_changes = false;
 };
 
 // How one hook was attached on this kernel, and why the better paths were not used.
@@ -69,6 +72,9 @@ public:
     size_t poll(int timeout_ms, const Sink& sink);
 
     KernelCounters counters() const;
+    // Times poll() was woken by the kernel (the ring past wakeup_bytes) rather than by its timeout:
+    // what bench/overhead reports as wake-ups per event.
+    uint64_t wakeups() const;
     const std::vector<HookStatus>& hooks() const { return hooks_; }
     const KernelFeatures& features() const { return features_; }
     // The attach paths in use, e.g. "fentry; resets via fentry" (close hook first).

@@ -33,6 +33,7 @@ struct TraceArgs {
     std::string netns;
     int pid = -1;
     bool tracepoints_only = false;
+    bool all_states = false;
     bool verbose = false;
     NamingArgs naming;
     std::string pod;        // substring of the pod (or netns/host) name
@@ -72,7 +73,7 @@ struct Totals {
     uint64_t write_errors = 0;
 };
 
-void print_summary(const Totals& totals, const KernelCounters& kernel) {
+void print_summary(const Totals& totals, const KernelCounters& kernel, uint64_t wakeups) {
     uint64_t received = 0;
     for (auto n : totals.by_type) received += n;
     fmt::print(stderr,
@@ -83,6 +84,11 @@ void print_summary(const Totals& totals, const KernelCounters& kernel) {
     fmt::print(stderr, "tcpwhy: dropped {} events in the kernel (ring buffer full {}, socket storage {}){}\n",
                kernel.dropped(), kernel.dropped_ringbuf_full, kernel.dropped_storage,
                kernel.dropped() ? " -- raise --ring-mb" : "");
+    uint64_t submitted = 0;
+    for (auto n : kernel.emitted) submitted += n;
+    // received < submitted only when a run stopped mid-drain: what the count of drops would miss
+    fmt::print(stderr, "tcpwhy: the kernel submitted {} events; {} received\n", submitted, received);
+    fmt::print(stderr, "tcpwhy: woken by the kernel {} times (the rest: polled every 25 ms)\n", wakeups);
     if (totals.write_errors) fmt::print(stderr, "tcpwhy: {} trace lines could not be written\n", totals.write_errors);
 }
 
@@ -143,6 +149,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         TracerOptions options;
         options.ring_bytes = ring_mb << 20;
         options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
+        options.all_state_changes = args.all_states;
         tracer = Tracer::start(options);
     } catch (const TracerError& e) {
         print_error(e.what(), e.fix());
@@ -248,7 +255,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
     print_verdicts();
     std::fflush(stdout);
     if (out_file) out_file.flush();
-    print_summary(totals, tracer->counters());
+    print_summary(totals, tracer->counters(), tracer->wakeups());
     return kExitOk;
 }
 
@@ -281,6 +288,9 @@ Runner add_trace(CLI::App& app) {
     add_naming_options(*sub, args->naming);
     sub->add_option("--ring-mb", *ring_mb, "Ring buffer size in MiB (power of two)")->capture_default_str();
     sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
+    sub->add_flag("--all-states", args->all_states,
+                  "Show every state change (SYN_SENT->ESTABLISHED, FIN_WAIT1->FIN_WAIT2, ...), not only the\n"
+                  "opening, first close, end and listener changes that findings use; costs more per connection");
     sub->add_flag("-v,--verbose", args->verbose, "Show libbpf's log (verifier output on load failures)");
     return [args, ring_mb] { return run_trace(*args, *ring_mb); };
 }

@@ -18,6 +18,24 @@ namespace {
 
 // ---- writing ------------------------------------------------------------------------
 
+// Length of the well-formed UTF-8 sequence s starts with (Unicode table 3-7), 0 when it is not one:
+// no overlong forms, no surrogates, nothing past U+10FFFF.
+size_t utf8_sequence_length(std::string_view s) {
+    auto byte = [&](size_t k) { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0; };
+    auto in = [](unsigned char b, unsigned char lo, unsigned char hi) { return b >= lo && b <= hi; };
+    unsigned char c = byte(0);
+    if (in(c, 0xc2, 0xdf)) return in(byte(1), 0x80, 0xbf) ? 2 : 0;
+    if (in(c, 0xe0, 0xef)) {
+        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        return in(byte(1), lo, hi) && in(byte(2), 0x80, 0xbf) ? 3 : 0;
+    }
+    if (in(c, 0xf0, 0xf4)) {
+        unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        return in(byte(1), lo, hi) && in(byte(2), 0x80, 0xbf) && in(byte(3), 0x80, 0xbf) ? 4 : 0;
+    }
+    return 0;
+}
+
 // Appends s as a JSON string; invalid UTF-8 (a task name can hold any bytes) becomes U+FFFD.
 void append_string(std::string& out, std::string_view s) {
     out += '"';
@@ -35,14 +53,12 @@ void append_string(std::string& out, std::string_view s) {
             out += static_cast<char>(c);
             ++i;
         } else {
-            size_t len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-            bool valid = len > 0 && i + len <= s.size();
-            for (size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-            if (valid) {
+            size_t len = utf8_sequence_length(s.substr(i));
+            if (len > 0) {
                 out.append(s.substr(i, len));
                 i += len;
             } else {
-                out += "\\ufffd";
+                out += "\xef\xbf\xbd";  // U+FFFD as UTF-8, as the reader returns it: rewriting changes nothing
                 ++i;
             }
         }

@@ -164,7 +164,8 @@ void render_json_report(const Correlator& correlator, std::ostream& out) {
                             {"lb", {{"range", f.lb_range}, {"idle_timeout_s", f.lb_idle_timeout_s}}},
                             {"advice", f.advice}});
     }
-    out << json{{"findings", std::move(findings)}}.dump(2) << '\n';
+    // A trace is outside input: a process name with bytes that are not UTF-8 must not stop the report.
+    out << json{{"findings", std::move(findings)}}.dump(2, ' ', false, json::error_handler_t::replace) << '\n';
 }
 
 void render_timeline(const IpAddr& raddr, uint16_t rport, std::vector<Event> events,

@@ -151,6 +151,31 @@ TEST_CASE("strings: escapes written and read back, invalid UTF-8 replaced") {
     CHECK(unicode.event.comm == "\xc3\xa9\xf0\x9f\x98\x80/");
 }
 
+// Found by fuzz_jsonl_line: the writer let ill-formed sequences of the right shape through
+// (a 0xf8 lead byte, overlong forms, surrogates, past U+10FFFF), so a trace could hold bytes
+// that strict JSON readers reject.
+TEST_CASE("strings: ill-formed UTF-8 of every kind is written as U+FFFD, and rewriting is a fixed point") {
+    Event e;
+    e.type = EventType::state;
+    e.pid = 1;
+    const std::string replacement = "\xef\xbf\xbd";
+    // no prefix of these is well-formed, so every byte becomes one U+FFFD
+    for (std::string ill_formed : {"\xf8\x88\x80\x80", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80"}) {
+        e.comm = ill_formed;
+        auto line = to_json_line(e);
+        auto back = parse_json_line(line);
+        REQUIRE(back.kind == LineKind::event);
+        std::string expected;
+        for (size_t i = 0; i < ill_formed.size(); ++i) expected += replacement;
+        CHECK(back.event.comm == expected);
+        CHECK(to_json_line(back.event) == line);
+    }
+    e.comm = "\xe2\x82\xac\xf0\x9f\x98\x80\xef\xbf\xbd";  // well-formed: written as it is
+    auto line = to_json_line(e);
+    CHECK(line.find("\"comm\":\"" + e.comm + "\"") != std::string::npos);
+    CHECK(parse_json_line(line).event.comm == e.comm);
+}
+
 TEST_CASE("reader: unknown values of every JSON type are skipped; null is absent") {
     auto p = parse_json_line(
         R"({"x":[1,{"a":[true,null]},"s"],"y":{"z":{}},"f":-1.5e3,"v":1,"type":"close","ts_ns":9,)"

@@ -100,6 +100,21 @@ TEST_CASE("report --json has exactly the documented finding fields") {
     CHECK(f["advice"].get<std::string>().find("server.keepAliveTimeout = 620000") != std::string::npos);
 }
 
+// Found by fuzz_trace_replay: the JSON renderer threw (and `tcpwhy report --json` aborted) on a
+// process name that is not UTF-8, which a trace written by another tool or edited by hand can hold.
+TEST_CASE("report --json survives strings that are not UTF-8 in the trace") {
+    ScratchDir dir;
+    std::string trace = race_trace();
+    const std::string comm = "\"comm\":\"node\"";
+    REQUIRE(trace.find(comm) != std::string::npos);
+    for (size_t at; (at = trace.find(comm)) != std::string::npos;) trace.replace(at, comm.size(), "\"comm\":\"no\xff\xfe\"");
+    auto run = report({.inputs = {dir.write("race.jsonl", trace)}, .json = true});
+    REQUIRE(run.code == kReportOk);
+    auto j = nlohmann::json::parse(run.out);
+    REQUIRE(j["findings"].size() == 1);
+    CHECK(j["findings"][0]["backend"]["comm"] == "no\xef\xbf\xbd\xef\xbf\xbd");  // each stray byte: U+FFFD
+}
+
 TEST_CASE("report text: findings first, then backends, then counts") {
     ScratchDir dir;
     auto run = report({.inputs = {dir.write("race.jsonl", race_trace())}});

@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""bench/ingest: how much the live pipeline takes in, what it holds per connection, and a flood.
+
+  rate   wrk `Connection: close` on nginx (loopback) with `tcpwhy trace --json > /dev/null`: events per
+         second received, and the kernel's own counts (submitted, dropped), which must agree.
+  hold   N connections opened on loopback and kept open: kernel memory per socket for tcpwhy
+         (unreclaimable slab, with tcpwhy minus without; its socket storage) and tcpwhy's own RSS per
+         live connection (the correlator's table). Both ends are traced sockets, so 2N of each.
+  flood  the highest connection rate for --flood-seconds (default 60) with tcpwhy attached: its RSS
+         each 5 s (must stay bounded), then again with a 1 MiB ring and a consumer that stalls for a
+         third of the run (so the kernel must drop), checking received == submitted and that every
+         event the kernel could not submit was counted.
+
+Run as root from the repository: bench/ingest.py [--connections 100000] [--flood-seconds 60]
+"""
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from overhead import NGINX_CONF, run_wrk  # noqa: E402  (same server and load as bench/overhead)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def meminfo_kib(field):
+    with open("/proc/meminfo") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def accounted_slab_bytes():
+    """Bytes in use in the memcg-accounted kmalloc caches, where the kernel puts BPF socket storage
+    (its element and, per socket, the bpf_local_storage that holds the elements). Unlike SUnreclaim,
+    which counts whole slab pages and keeps freed objects' pages, this counts live objects."""
+    total = 0
+    with open("/proc/slabinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0].startswith("kmalloc-cg-"):
+                total += int(fields[1]) * int(fields[3])
+    return total
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+class Trace:
+    """`tcpwhy trace --json` with stdout to /dev/null (or to a pipe we read when we choose)."""
+
+    def __init__(self, build, scratch, extra=(), stdout=subprocess.DEVNULL):
+        self.err_path = os.path.join(scratch, "trace.stderr")
+        with open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen([os.path.join(build, "tcpwhy"), "trace", "--json", *extra], stdout=stdout,
+                                         stderr=err, start_new_session=True)
+        deadline = time.time() + 30
+        while "tracing TCP on" not in open(self.err_path).read():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"ingest: tcpwhy trace did not start: {open(self.err_path).read()}")
+            time.sleep(0.1)
+        time.sleep(0.5)
+        Trace.running.append(self)
+
+    running = []  # killed on the way out whatever happens: nothing stays attached
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def rss_kib(self):
+        return rss_kib(self.proc.pid)
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(timeout=60)
+        err = open(self.err_path).read()
+        num = lambda pattern: int(re.search(pattern, err).group(1))  # noqa: E731
+        return dict(received=num(r"tcpwhy: (\d+) events"), dropped=num(r"dropped (\d+) events"),
+                    submitted=num(r"submitted (\d+) events"), wakeups=num(r"woken by the kernel (\d+) times"))
+
+
+def start_nginx(scratch, port):
+    with open(os.path.join(scratch, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF.format(prefix=scratch, port=port))
+    nginx = subprocess.Popen(["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    if nginx.poll() is not None:
+        raise SystemExit("ingest: nginx did not start")
+    return nginx
+
+
+def rate(args, scratch):
+    print(f"\nrate: wrk -c{args.wrk_connections} Connection: close for {args.seconds} s, tcpwhy trace --json > /dev/null")
+    trace = Trace(args.build, scratch)
+    rps, requests, errors = run_wrk(args.port, args.seconds, args.wrk_connections, False)
+    time.sleep(0.5)
+    counts = trace.stop()
+    print(f"  {rps:.0f} req/s; {counts['received'] / args.seconds:.0f} events/s received, "
+          f"{counts['submitted']} submitted, {counts['received']} received, {counts['dropped']} dropped; "
+          f"{counts['received'] / max(requests, 1):.2f} events per request")
+
+
+class HeldConnections:
+    """n loopback connections held open by worker processes (this container may not raise
+    RLIMIT_NOFILE past 20000: no CAP_SYS_RESOURCE), each with its own listener."""
+
+    PER_WORKER = 9000  # 18000 descriptors
+
+    def __init__(self, n, base_port):
+        self.workers = []
+        for i in range((n + self.PER_WORKER - 1) // self.PER_WORKER):
+            count = min(self.PER_WORKER, n - i * self.PER_WORKER)
+            ready_r, ready_w = os.pipe()
+            go_r, go_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(ready_r)
+                os.close(go_w)
+                self._worker(count, base_port + i, ready_w, go_r)
+            os.close(ready_w)
+            os.close(go_r)
+            self.workers.append((pid, ready_r, go_w))
+        for _, ready_r, _ in self.workers:
+            if os.read(ready_r, 1) != b"1":
+                raise SystemExit("ingest: a worker could not open its connections")
+
+    @staticmethod
+    def _worker(count, port, ready_w, go_r):
+        status = 1
+        try:
+            ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ls.bind(("127.0.0.1", port))
+            ls.listen(4096)
+            pairs = []
+            for _ in range(count):
+                c = socket.create_connection(ls.getsockname())
+                s, _ = ls.accept()
+                pairs.append((c, s))
+            os.write(ready_w, b"1")
+            os.read(go_r, 1)
+            linger0 = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # RST: no TIME_WAIT left behind
+            for c, s in pairs:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+                c.close()
+                s.close()
+            ls.close()
+            status = 0
+        except Exception as e:  # reported through the ready pipe: the parent sees no "1"
+            print(f"ingest: worker on port {port}: {e}", file=sys.stderr)
+        finally:
+            os._exit(status)
+
+    def close(self):
+        for _, _, go_w in self.workers:
+            os.write(go_w, b"1")
+        for pid, ready_r, go_w in self.workers:
+            os.waitpid(pid, 0)
+            os.close(ready_r)
+            os.close(go_w)
+
+
+def settle():
+    time.sleep(3)  # sockets and their storage are freed after an RCU grace period
+
+
+def hold(args, scratch):
+    n = args.connections
+    print(f"\nhold: {n} loopback connections ({2 * n} sockets, both traced), open together")
+    deltas = {"without": [], "with": []}
+    storage = {"without": [], "with": []}
+    rss = None
+    for which in ("without", "with", "without"):
+        trace = Trace(args.build, scratch) if which == "with" else None
+        settle()
+        slab0 = meminfo_kib("SUnreclaim")
+        accounted0 = accounted_slab_bytes()
+        rss0 = trace.rss_kib() if trace else 0
+        t0 = time.time()
+        held = HeldConnections(n, args.hold_port)
+        opened_s = time.time() - t0
+        time.sleep(2)  # let tcpwhy take in the events
+        slab1 = meminfo_kib("SUnreclaim")
+        storage[which].append(accounted_slab_bytes() - accounted0)
+        if trace:
+            rss = (rss0, trace.rss_kib())
+        deltas[which].append(slab1 - slab0)
+        held.close()
+        counts = trace.stop() if trace else None
+        print(f"  {which:7} tcpwhy: unreclaimable slab +{(slab1 - slab0) / 1024:.1f} MiB "
+              f"({(slab1 - slab0) * 1024 / (2 * n):.0f} B per socket), kmalloc-cg-* "
+              f"+{storage[which][-1] / 2 ** 20:.1f} MiB ({storage[which][-1] / (2 * n):.0f} B per socket); "
+              f"opened in {opened_s:.1f} s"
+              + (f"; tcpwhy RSS {rss[0] / 1024:.1f} -> {rss[1] / 1024:.1f} MiB, {counts['dropped']} dropped"
+                 if trace else ""))
+    without = sum(deltas["without"]) / len(deltas["without"])
+    kernel_per_socket = (deltas["with"][0] - without) * 1024 / (2 * n)
+    user_per_conn = (rss[1] - rss[0]) * 1024 / (2 * n)
+    storage_without = sum(storage["without"]) / len(storage["without"])
+    storage_per_socket = (storage["with"][0] - storage_without) / (2 * n)
+    others = [line for line in subprocess.run(["pgrep", "-a", "tcpwhy"], capture_output=True, text=True).stdout.splitlines()]
+    print(f"  kernel: {storage_per_socket:.0f} B per socket for tcpwhy's socket storage (kmalloc-cg-* objects, "
+          f"with - mean of without); {kernel_per_socket:.0f} B from SUnreclaim (pages: coarser)")
+    if others:
+        print(f"  note: other tracers held socket storage meanwhile ({len(others)}: {'; '.join(others)}): "
+              f"sockets already had their bpf_local_storage, so only tcpwhy's element is counted above")
+    print(f"  tcpwhy: {user_per_conn:.0f} B per live connection (RSS growth / {2 * n} connections in the correlator)")
+
+
+def flood(args, scratch):
+    secs = args.flood_seconds
+    print(f"\nflood: wrk -c{args.wrk_connections} Connection: close for {secs} s, tcpwhy trace --json > /dev/null")
+    trace = Trace(args.build, scratch)
+    samples = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(5):
+            samples.append(trace.rss_kib())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    rps, requests, errors = run_wrk(args.port, secs, args.wrk_connections, False)
+    stop.set()
+    sampler.join()
+    time.sleep(0.5)
+    alive = trace.proc.poll() is None
+    counts = trace.stop()
+    print(f"  {rps:.0f} req/s ({requests} requests{', errors ' + errors if errors else ''}); tcpwhy alive to the end: "
+          f"{alive}; RSS every 5 s (MiB): {' '.join(f'{s / 1024:.1f}' for s in samples)}")
+    print(f"  kernel submitted {counts['submitted']}, dropped {counts['dropped']}; received {counts['received']} "
+          f"({counts['received'] / secs:.0f} events/s); received == submitted: {counts['received'] == counts['submitted']}")
+
+    print(f"\nflood with drops: --ring-mb 1 and a consumer stalled for the first {secs // 3} s of {secs} s")
+    reader_r, reader_w = os.pipe()
+    trace = Trace(args.build, scratch, extra=["--ring-mb", "1"], stdout=reader_w)
+    os.close(reader_w)
+    drained = [0]
+
+    def drain_later():
+        time.sleep(secs // 3)  # tcpwhy blocks writing to the full pipe: the ring fills, the kernel drops
+        while True:
+            chunk = os.read(reader_r, 1 << 16)
+            if not chunk:
+                break
+            drained[0] += chunk.count(b"\n")
+
+    drainer = threading.Thread(target=drain_later)
+    drainer.start()
+    rps, requests, errors = run_wrk(args.port, secs, args.wrk_connections, False)
+    time.sleep(1)
+    counts = trace.stop()
+    drainer.join()
+    os.close(reader_r)
+    print(f"  {rps:.0f} req/s; kernel submitted {counts['submitted']}, dropped {counts['dropped']}; received "
+          f"{counts['received']}, lines written {drained[0]}; received == submitted: "
+          f"{counts['received'] == counts['submitted']}; lines == received: {drained[0] == counts['received']}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=100000, help="connections held open (default 100000)")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of the rate run (default 10)")
+    parser.add_argument("--flood-seconds", type=int, default=60)
+    parser.add_argument("--wrk-connections", type=int, default=64)
+    parser.add_argument("--port", type=int, default=18081)
+    parser.add_argument("--hold-port", type=int, default=19000, help="first of the listener ports for hold")
+    parser.add_argument("--only", default="rate,hold,flood", help="comma-separated parts to run")
+    parser.add_argument("--build", default=os.path.join(REPO, "build"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("ingest: run as root (it loads BPF programs)")
+    scratch = tempfile.mkdtemp(prefix="tcpwhy-ingest-")
+    nginx = start_nginx(scratch, args.port)
+    try:
+        print(f"ingest: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+        parts = args.only.split(",")
+        if "rate" in parts:
+            rate(args, scratch)
+        if "hold" in parts:
+            hold(args, scratch)
+        if "flood" in parts:
+            flood(args, scratch)
+        print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    finally:
+        for trace in Trace.running:
+            trace.kill()
+        nginx.send_signal(signal.SIGQUIT)
+        nginx.wait(timeout=10)
+        subprocess.run(["rm", "-rf", scratch])
+
+
+if __name__ == "__main__":
+    main()
