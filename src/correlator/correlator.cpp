@@ -889,7 +889,8 @@ std::vector<BackendActivity> Correlator::backend_activity(size_t max_recent) con
         auto& recent = out[i].recent;
         for (const auto& tally : impl.backends[i].resets)
             recent.insert(recent.end(), tally.recent.begin(), tally.recent.end());
-        for (const auto& [ts, cookie] : newest[i]) {
+        for (const auto& entry : newest[i]) {
+            const uint64_t cookie = entry.second;  // a plain name: clang 14 cannot capture structured bindings
             ConnectionRecord live = impl.record_of(cookie, impl.conns.at(cookie));
             auto reset = std::find_if(recent.begin(), recent.end(), [&](const auto& r) { return r.cookie == cookie; });
             if (reset == recent.end()) {
