@@ -194,8 +194,12 @@ status=1
 if mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro hostfs /host &&
     mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 rundir /run &&
     mount -t tmpfs -o mode=1777 tmpfs /host/tmp && mkdir /host/tmp/tcpwhy-run &&
-    mount -o bind /run /host/tmp/tcpwhy-run && [ -f /run/repo ]; then
-    chroot /host /bin/bash "$(cat /run/repo)/tests/vm/guest-init.sh"
+    mount -o bind /run /host/tmp/tcpwhy-run && [ -f /run/repo ] && repo=$(cat /run/repo) &&
+    # the tree has its own share: a checkout under /tmp would be hidden by the guest's tmpfs
+    mkdir -p "/host/tmp$repo" &&
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro repo "/host/tmp$repo" &&
+    { case "$repo" in /tmp/*) mkdir -p "/host$repo" && mount -o bind "/host/tmp$repo" "/host$repo" ;; esac; }; then
+    chroot /host /bin/bash "$repo/tests/vm/guest-init.sh"
     status=$?
 else
     echo "guest: cannot mount the host's filesystem over 9p"
@@ -231,6 +235,7 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
     -append "console=ttyS0 panic=-1 loglevel=4 mitigations=off rdinit=/init" \
     -virtfs local,path=/,mount_tag=hostfs,security_model=none,readonly=on,multidevs=remap \
     -virtfs local,path="$run_dir",mount_tag=rundir,security_model=none \
+    -virtfs local,path="$repo",mount_tag=repo,security_model=none,readonly=on,multidevs=remap \
     -display none -monitor none -serial stdio -no-reboot \
     </dev/null >"$run_dir/console.log" 2>"$run_dir/qemu.stderr" &
 qemu_pid=$!
