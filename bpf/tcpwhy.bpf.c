@@ -337,12 +337,10 @@ static __always_inline bool emit_close_from_state(const struct sock *sk, struct 
 	return true;
 }
 
-/* Set on a listener; an accepted child inherits it with the storage clone until its first state event. */
-#define SC_CLONED_FROM_LISTENER (1u << 15)
 
 /*
  * The state changes the correlator needs, out of the ~10 a connection makes: its first (how it
- * was opened: SYN_SENT, or the child's LISTEN->SYN_RECV / SYN_RECV->ESTABLISHED), who closed
+ * was opened: SYN_SENT, or the child's SYN_RECV->ESTABLISHED), who closed
  * first (ESTABLISHED->FIN_WAIT1 or ->CLOSE_WAIT), its end (->CLOSE), and listeners. The rest
  * (SYN_SENT->ESTABLISHED, FIN_WAIT1->FIN_WAIT2, CLOSE_WAIT->LAST_ACK, ...) say nothing the close
  * event and these do not, and each event costs the traced connection ~0.6 us here (bench/README.md).
@@ -353,12 +351,17 @@ static __always_inline bool state_change_wanted(int oldstate, int newstate, cons
 		return true;
 	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN || newstate == TCP_CLOSE)
 		return true;
-	if (oldstate == TCP_LISTEN) /* a child's LISTEN->SYN_RECV (6.x): its first */
-		return true;
+	/*
+	 * A child's LISTEN->SYN_RECV fires while it is being cloned from the listener; on some
+	 * kernels (6.1) before the clone's cookie is reset, so it would carry the listener's.
+	 * SYN_RECV->ESTABLISHED, under the child's own cookie everywhere, is its first instead.
+	 */
+	if (oldstate == TCP_LISTEN)
+		return false;
 	if (oldstate == TCP_ESTABLISHED && (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT))
 		return true;
-	/* a child whose LISTEN->SYN_RECV this kernel does not trace: SYN_RECV->ESTABLISHED is its first */
-	return oldstate == TCP_SYN_RECV && (sc->flags & SC_CLONED_FROM_LISTENER);
+	/* only passive opens pass through SYN_RECV: every accepted child, listener traced from its start or not */
+	return oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -381,12 +384,6 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	cookie = bpf_get_socket_cookie((void *)sk);
 	sc = sock_ctx_of(sk, true);
 	wanted = state_change_wanted(oldstate, newstate, sc);
-	if (sc) {
-		if (newstate == TCP_LISTEN)
-			sc->flags |= SC_CLONED_FROM_LISTENER;
-		else if (oldstate != TCP_LISTEN || newstate != TCP_CLOSE)
-			sc->flags &= ~SC_CLONED_FROM_LISTENER;
-	}
 	if (sc && in_owner_context(oldstate, newstate, (const struct tcp_sock *)sk))
 		record_owner(sc);
 	/* The close event carries this very transition (old and new state): no state event beside it. */

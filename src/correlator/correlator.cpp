@@ -550,6 +550,11 @@ struct Correlator::Impl {
         ++counts.events_by_type[std::min<size_t>(static_cast<size_t>(e.type), counts.events_by_type.size() - 1)];
         if (e.type == EventType::setsockopt) return on_setsockopt(e);
         if (is_listener_event(e)) return on_listener(e);
+        // A child's LISTEN->SYN_RECV that still carries its listener's cookie (6.1 clones it first).
+        if (e.type == EventType::state && e.old_state == TcpState::listen && listener_backends.count(e.cookie)) {
+            ++counts.ignored_events;
+            return;
+        }
         if (e.cookie == 0) {
             if (e.type == EventType::reset_sent) return on_stateless_reset(e);
             ++counts.ignored_events;
