@@ -308,7 +308,12 @@ std::string render_plain(const Snapshot& snapshot, const RowFilter& fixed, const
                                   rate_line(snapshot.header), drops_text(snapshot.header));
     auto rows = visible_rows(snapshot, fixed, state);
     if (rows.empty()) {
-        out += snapshot.rows.empty() ? "no TCP connections seen yet\n" : "no backend matches the filter\n";
+        // A quiet backend is normal after a fix: connections opened before tracing and still idle
+        // make no events, so the backend has no row until one of them opens, closes or resets.
+        out += snapshot.rows.empty() ? "no TCP connections seen yet\n"
+                                     : "no backend matches the filter yet (a backend shows up with its first "
+                                       "connection event since tracing began; idle connections opened earlier "
+                                       "show up when they close)\n";
         return out;
     }
     auto widths = layout(kPlainWidth);
