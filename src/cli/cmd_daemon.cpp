@@ -412,17 +412,9 @@ private:
 int run_daemon(const DaemonArgs& args) {
     set_libbpf_verbose(args.verbose);
     std::string error;
-    auto config = CorrelatorConfig::from_options(
-        args.lb.preset, args.lb.ranges.empty() ? std::nullopt : std::optional<std::string_view>(args.lb.ranges),
-        args.lb.idle_timeout_s ? std::optional(args.lb.idle_timeout_s) : std::nullopt, &error);
-    if (!config) {
-        print_error(error, "--lb takes gcp, aws-alb, aws-nlb, azure or none; --lb-ranges comma-separated CIDRs");
-        return kExitUsage;
-    }
-    if (args.ring_mb == 0 || (args.ring_mb & (args.ring_mb - 1))) {
-        print_error(fmt::format("--ring-mb {} is not a power of two", args.ring_mb), "use 1, 2, 4, 8, 16, ...");
-        return kExitUsage;
-    }
+    auto config = correlator_config(args.lb);
+    if (!config) return kExitUsage;
+    if (!valid_ring_mb(args.ring_mb)) return kExitUsage;
     auto limits = parse_archive_limits(args);
     if (!limits) return kExitUsage;
     std::unique_ptr<WorkloadResolver> resolver = make_resolver(args.naming, &error);

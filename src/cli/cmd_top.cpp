@@ -176,18 +176,9 @@ int run_top(const TopArgs& args) {
     set_libbpf_verbose(args.verbose);
     std::setlocale(LC_ALL, "");
     std::string error;
-    auto config = CorrelatorConfig::from_options(
-        args.lb.preset, args.lb.ranges.empty() ? std::nullopt : std::optional<std::string_view>(args.lb.ranges),
-        args.lb.idle_timeout_s ? std::optional(args.lb.idle_timeout_s) : std::nullopt, &error);
-    if (!config) {
-        print_error(error, "--lb takes gcp, aws-alb, aws-nlb, azure or none; --lb-ranges comma-separated CIDRs, "
-                           "e.g. 130.211.0.0/22,35.191.0.0/16");
-        return kExitUsage;
-    }
-    if (args.ring_mb == 0 || (args.ring_mb & (args.ring_mb - 1))) {
-        print_error(fmt::format("--ring-mb {} is not a power of two", args.ring_mb), "use 1, 2, 4, 8, 16, ...");
-        return kExitUsage;
-    }
+    auto config = correlator_config(args.lb);
+    if (!config) return kExitUsage;
+    if (!valid_ring_mb(args.ring_mb)) return kExitUsage;
     std::unique_ptr<WorkloadResolver> resolver;
     if (args.connect.empty()) {  // the daemon names its own backends
         resolver = make_resolver(args.naming, &error);

@@ -97,14 +97,8 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
 
     Filter filter;
     std::string error;
-    auto config = CorrelatorConfig::from_options(
-        args.lb.preset, args.lb.ranges.empty() ? std::nullopt : std::optional<std::string_view>(args.lb.ranges),
-        args.lb.idle_timeout_s ? std::optional(args.lb.idle_timeout_s) : std::nullopt, &error);
-    if (!config) {
-        print_error(error, "--lb takes gcp, aws-alb, aws-nlb, azure or none; --lb-ranges comma-separated CIDRs, "
-                           "e.g. 130.211.0.0/22,35.191.0.0/16");
-        return kExitUsage;
-    }
+    auto config = correlator_config(args.lb);
+    if (!config) return kExitUsage;
     filter.lb = &*config;
     filter.only_lb = args.only_lb;
     if (args.port >= 0) filter.port = static_cast<uint16_t>(args.port);
@@ -122,10 +116,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
             return kExitUsage;
         }
     }
-    if (ring_mb == 0 || (ring_mb & (ring_mb - 1))) {
-        print_error(fmt::format("--ring-mb {} is not a power of two", ring_mb), "use 1, 2, 4, 8, 16, ...");
-        return kExitUsage;
-    }
+    if (!valid_ring_mb(ring_mb)) return kExitUsage;
 
     std::unique_ptr<WorkloadResolver> resolver = make_resolver(args.naming, &error);
     if (!resolver && !args.naming.no_names) {

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 
+#include "tcpwhy/correlator.h"
 #include "tcpwhy/workload_resolver.h"
 
 namespace tcpwhy::cli {
@@ -23,6 +25,11 @@ struct LbArgs {
     uint32_t idle_timeout_s = 0;  // 0: the preset's
 };
 void add_lb_options(CLI::App& sub, LbArgs& lb);
+// The correlator's config from those options; on a bad preset or range list prints the
+// one-line error (with the fix) and returns nullopt: the caller exits kExitUsage.
+std::optional<tcpwhy::CorrelatorConfig> correlator_config(const LbArgs& lb);
+// --ring-mb: a power of two, else the one-line error and false.
+bool valid_ring_mb(size_t ring_mb);
 
 // --host-root, --pod-logs, --no-names: where pod, container and namespace names come from.
 struct NamingArgs {

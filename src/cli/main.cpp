@@ -105,6 +105,23 @@ std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming
     return resolver;
 }
 
+std::optional<tcpwhy::CorrelatorConfig> correlator_config(const LbArgs& lb) {
+    std::string error;
+    auto config = tcpwhy::CorrelatorConfig::from_options(
+        lb.preset, lb.ranges.empty() ? std::nullopt : std::optional<std::string_view>(lb.ranges),
+        lb.idle_timeout_s ? std::optional(lb.idle_timeout_s) : std::nullopt, &error);
+    if (!config)
+        print_error(error, "--lb takes gcp, aws-alb, aws-nlb, azure or none; --lb-ranges comma-separated CIDRs, "
+                           "e.g. 130.211.0.0/22,35.191.0.0/16");
+    return config;
+}
+
+bool valid_ring_mb(size_t ring_mb) {
+    if (ring_mb != 0 && (ring_mb & (ring_mb - 1)) == 0) return true;
+    print_error(fmt::format("--ring-mb {} is not a power of two", ring_mb), "use 1, 2, 4, 8, 16, ...");
+    return false;
+}
+
 void print_error(const std::string& problem, const std::string& fix) {
     fmt::print(stderr, "tcpwhy: {}\n", problem);
     if (!fix.empty()) fmt::print(stderr, "  fix: {}\n", fix);
