@@ -91,14 +91,13 @@ std::optional<ContainerLogLink> parse_container_log_name(std::string_view file_n
 
 // ---- the table ------------------------------------------------------------
 
-// Maps a socket to its workload. A pod's network namespace names the pod; in a
-// namespace many workloads share (the host's: hostNetwork pods, daemons), the owner's
-// cgroup decides. Lookups are hash lookups: nothing here grows with the event rate.
+// Maps a socket to its workload. A pod's network namespace names the pod; in the
+// namespace many workloads share (the host's, kind `host`: hostNetwork pods, daemons),
+// the owner's cgroup decides. Lookups are hash lookups: nothing here grows with the event rate.
 class WorkloadTable {
 public:
     void set_netns(uint32_t netns, Workload workload);
     void set_cgroup(uint64_t cgroup_id, Workload workload);
-    void set_shared_netns(uint32_t netns);  // the host's namespace: owners decide
     void clear();
 
     // The workload of a socket in `netns` whose recorded owner is in cgroup
@@ -115,7 +114,6 @@ public:
 private:
     std::unordered_map<uint32_t, Workload> by_netns_;
     std::unordered_map<uint64_t, Workload> by_cgroup_;
-    std::unordered_map<uint32_t, bool> shared_netns_;
 };
 
 // One `workload` line of a trace: what a netns (cgroup_id 0) or an owner cgroup
@@ -123,7 +121,6 @@ private:
 struct WorkloadRecord {
     uint32_t netns = 0;
     uint64_t cgroup_id = 0;
-    bool shared_netns = false;  // the host's namespace: owners decide
     Workload workload;
 };
 void apply(WorkloadTable& table, const WorkloadRecord& record);

@@ -185,9 +185,9 @@ public:
             if (archive_) archive_->set_preamble([table = resolver_->table()] {
                 std::string lines;
                 for (const auto& [netns, w] : table->netns_entries())
-                    lines += to_json_line(WorkloadRecord{netns, 0, w.kind == WorkloadKind::host, w}) + '\n';
+                    lines += to_json_line(WorkloadRecord{netns, 0, w}) + '\n';
                 for (const auto& [cgroup_id, w] : table->cgroup_entries())
-                    lines += to_json_line(WorkloadRecord{0, cgroup_id, false, w}) + '\n';
+                    lines += to_json_line(WorkloadRecord{0, cgroup_id, w}) + '\n';
                 return lines;
             });
             resolver_->take_changes();  // the first segment's preamble carries them

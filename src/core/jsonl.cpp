@@ -370,7 +370,6 @@ std::string to_json_line(const WorkloadRecord& r) {
     j["type"] = "workload";
     if (r.netns) j["netns"] = r.netns;
     if (r.cgroup_id) j["cgroup_id"] = r.cgroup_id;
-    if (r.shared_netns) j["shared_netns"] = true;
     j["kind"] = to_string(wl.kind);
     auto put = [&](const char* key, const std::string& value) {
         if (!value.empty()) j[key] = value;
@@ -402,7 +401,6 @@ ParsedLine parse_workload_line(std::string_view line) {
         auto j = nlohmann::json::parse(line);
         r.netns = j.value("netns", uint32_t{0});
         r.cgroup_id = j.value("cgroup_id", uint64_t{0});
-        r.shared_netns = j.value("shared_netns", false);
         auto kind = workload_kind_from_string(j.value("kind", std::string()));
         if (!kind) throw std::runtime_error("workload line without a known kind");
         if (r.netns == 0 && r.cgroup_id == 0) throw std::runtime_error("workload line names neither netns nor cgroup_id");

@@ -463,7 +463,7 @@ struct Correlator::Impl {
     // connection's reset (or the tail of one already counted: the peer's segments
     // that were in flight), not a new one.
     bool attach_segment_reset(const Event& e) {
-        if (!e.has_skb && e.cookie == 0 && !e.rport) return false;
+        if (!e.rport) return false;  // only connections with a peer port are indexed
         auto t = closed_by_tuple.find(tuple_key(e.netns, e.laddr, e.lport, e.raddr, e.rport));
         if (t == closed_by_tuple.end()) return false;
         auto it = conns.find(t->second);

@@ -124,8 +124,9 @@ void WorkloadResolver::note_problem(int err, const std::string& what) {
 const Workload* WorkloadResolver::resolve(const Event& event, uint64_t now_ns) {
     const Workload* w = table_->lookup(event.netns, event.cgroup_id);
     bool netns_miss = event.netns && !table_->netns_workload(event.netns) && !unknown_netns_.count(event.netns);
-    bool owner_miss = event.cgroup_id && !table_->cgroup_workload(event.cgroup_id) &&
-                      !unknown_cgroups_.count(event.cgroup_id) && (!w || w->kind == WorkloadKind::host);
+    // The owner matters only where the namespace does not already name the socket: test that first.
+    bool owner_miss = event.cgroup_id && (!w || w->kind == WorkloadKind::host) &&
+                      !table_->cgroup_workload(event.cgroup_id) && !unknown_cgroups_.count(event.cgroup_id);
     if (netns_miss || owner_miss) {
         pending_ = true;
         if (!scanned_ || now_ns >= last_scan_ns_ + options_.min_rescan_interval_ns) {
@@ -273,6 +274,8 @@ void WorkloadResolver::scan(uint64_t now_ns) {
             note_problem(err, base + "/ns/net");
             continue;
         }
+        // The host's namespace is named `host`; within it the cgroup walk above names the owners.
+        if (*netns == host_netns_) continue;
         auto cgroup_text = read_small_file(base + "/cgroup", &err);
         if (!cgroup_text) {
             note_problem(err, base + "/cgroup");
@@ -285,13 +288,15 @@ void WorkloadResolver::scan(uint64_t now_ns) {
         Workload w;
         std::optional<std::string> path = cgroup_path_of(*cgroup_text);
         std::optional<CgroupIdentity> id = path ? parse_cgroup_path(*path) : std::nullopt;
-        if (!id && path && looks_like_kubepods(*path) && path->find("pod") != std::string::npos) malformed_cgroups++;
+        // Counted by the cgroup walk when there is one; per process only on cgroup v1-only hosts.
+        if (!id && counters_.cgroup2_root.empty() && path && looks_like_kubepods(*path) &&
+            path->find("pod") != std::string::npos)
+            malformed_cgroups++;
         if (id) w = workload_of(*id);
         else w.kind = WorkloadKind::process;
         w.process = process;
         w.pid = pid;
 
-        if (*netns == host_netns_) continue;  // the host's namespace is named `host`; owners decide within it
         Workload candidate = w;
         if (auto named = netns_names.find(*netns); named != netns_names.end() && rank(w.kind) < rank(WorkloadKind::netns)) {
             candidate = Workload{};
@@ -327,15 +332,14 @@ void WorkloadResolver::scan(uint64_t now_ns) {
         const Workload* old = table_->netns_workload(inode);
         netns_last_seen_scan_[inode] = scan_no;
         if (old && *old == w) continue;
-        changes_.push_back(WorkloadRecord{inode, 0, inode == host_netns_, w});
+        changes_.push_back(WorkloadRecord{inode, 0, w});
         table_->set_netns(inode, w);
     }
-    if (host_netns_) table_->set_shared_netns(host_netns_);
     for (auto& [cgroup_id, w] : by_cgroup) {
         const Workload* old = table_->cgroup_workload(cgroup_id);
         cgroup_last_seen_scan_[cgroup_id] = scan_no;
         if (old && *old == w) continue;
-        changes_.push_back(WorkloadRecord{0, cgroup_id, false, w});
+        changes_.push_back(WorkloadRecord{0, cgroup_id, w});
         table_->set_cgroup(cgroup_id, w);
     }
     if (netns_last_seen_scan_.size() + cgroup_last_seen_scan_.size() > by_netns.size() + by_cgroup.size() +
@@ -344,7 +348,6 @@ void WorkloadResolver::scan(uint64_t now_ns) {
         WorkloadTable fresh;
         for (auto& [inode, w] : by_netns) fresh.set_netns(inode, w);
         for (auto& [cgroup_id, w] : by_cgroup) fresh.set_cgroup(cgroup_id, w);
-        if (host_netns_) fresh.set_shared_netns(host_netns_);
         *table_ = std::move(fresh);
         std::erase_if(netns_last_seen_scan_, [&](const auto& kv) { return kv.second != scan_no; });
         std::erase_if(cgroup_last_seen_scan_, [&](const auto& kv) { return kv.second != scan_no; });

@@ -203,12 +203,10 @@ std::optional<ContainerLogLink> parse_container_log_name(std::string_view name) 
 
 void WorkloadTable::set_netns(uint32_t netns, Workload workload) { by_netns_[netns] = std::move(workload); }
 void WorkloadTable::set_cgroup(uint64_t cgroup_id, Workload workload) { by_cgroup_[cgroup_id] = std::move(workload); }
-void WorkloadTable::set_shared_netns(uint32_t netns) { shared_netns_[netns] = true; }
 
 void WorkloadTable::clear() {
     by_netns_.clear();
     by_cgroup_.clear();
-    shared_netns_.clear();
 }
 
 const Workload* WorkloadTable::netns_workload(uint32_t netns) const {
@@ -223,10 +221,9 @@ const Workload* WorkloadTable::cgroup_workload(uint64_t cgroup_id) const {
 
 const Workload* WorkloadTable::lookup(uint32_t netns, uint64_t cgroup_id) const {
     const Workload* by_ns = netns_workload(netns);
-    bool shared = shared_netns_.count(netns) > 0 || (by_ns && by_ns->kind == WorkloadKind::host);
     // In a pod's own namespace the pod is the answer whoever owns the socket; in the
     // host's namespace (hostNetwork pods, node daemons) only the owner's cgroup tells.
-    if (shared || !by_ns) {
+    if (!by_ns || by_ns->kind == WorkloadKind::host) {
         if (cgroup_id) {
             const Workload* by_owner = cgroup_workload(cgroup_id);
             if (by_owner && by_owner->kind != WorkloadKind::unknown) return by_owner;
@@ -236,7 +233,6 @@ const Workload* WorkloadTable::lookup(uint32_t netns, uint64_t cgroup_id) const 
 }
 
 void apply(WorkloadTable& table, const WorkloadRecord& record) {
-    if (record.shared_netns && record.netns) table.set_shared_netns(record.netns);
     if (record.cgroup_id)
         table.set_cgroup(record.cgroup_id, record.workload);
     else if (record.netns)

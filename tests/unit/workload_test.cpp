@@ -136,7 +136,6 @@ TEST_CASE("the table: a pod's namespace names it; in the host's, the owner's cgr
     host_network_pod.pod = "node-exporter-abcde";
     table.set_netns(100, pod);
     table.set_netns(1, host);
-    table.set_shared_netns(1);
     table.set_cgroup(777, host_network_pod);
 
     REQUIRE(table.lookup(100, 0));
