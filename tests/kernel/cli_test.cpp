@@ -18,13 +18,6 @@ struct Result {
     std::string out, err;
 };
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 std::string temp_path(const char* name) { return fmt::format("/tmp/tcpwhy-test-{}-{}", getpid(), name); }
 
 Result run_tcpwhy(const std::string& args) {

@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <cstdlib>
 #include <functional>
 #include <future>
@@ -142,6 +145,14 @@ inline std::string recv_some(const Fd& fd) {
     char buf[4096];
     ssize_t n = recv(fd.get(), buf, sizeof(buf), 0);
     return n > 0 ? std::string(buf, n) : std::string();
+}
+
+// A whole file (a child's output, a trace); empty when it cannot be read.
+inline std::string slurp(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
 }
 
 inline void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }

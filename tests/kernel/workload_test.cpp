@@ -17,13 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 std::optional<fs::path> cgroup2_root() {
     for (const char* candidate : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"})
         if (fs::exists(fs::path(candidate) / "cgroup.controllers")) return fs::path(candidate);
