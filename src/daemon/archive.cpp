@@ -130,9 +130,12 @@ void Archive::close_segment_locked() {
     int rc = gzclose(as_gz(gz_));
     int close_errno = errno;
     gz_ = nullptr;
-    if (rc != Z_OK)
+    if (rc != Z_OK) {
         record_error_locked(fmt::format("cannot finish {}: {}", open_.path,
                                         rc == Z_ERRNO && close_errno ? strerror(close_errno) : zError(rc)));
+        lose_unflushed_locked();
+    }
+    unflushed_lines_ = 0;
     struct stat st{};
     if (open_event_lines_ == 0) {
         unlink(open_.path.c_str());  // a header alone says nothing; failed retries must not pile up
@@ -143,6 +146,14 @@ void Archive::close_segment_locked() {
     }
     open_ = ArchiveSegment{};
     if (close_errno == ENOSPC) delete_oldest_locked();
+}
+
+// Lines gzip accepted but had not yet pushed to the file when writing failed: they are gone,
+// so they move from written to dropped (written + dropped = every line offered).
+void Archive::lose_unflushed_locked() {
+    stats_.lines_written -= std::min(stats_.lines_written, unflushed_lines_);
+    stats_.lines_dropped_write_error += unflushed_lines_;
+    unflushed_lines_ = 0;
 }
 
 void Archive::delete_oldest_locked() {
@@ -180,6 +191,7 @@ void Archive::write(std::string_view line) {
     }
     ++stats_.lines_written;
     ++open_event_lines_;
+    ++unflushed_lines_;
     unflushed_bytes_ += line.size() + 1;
     if (unflushed_bytes_ >= kSizeCheckEvery) {
         unflushed_bytes_ = 0;
@@ -198,9 +210,11 @@ void Archive::maintain(time_t now) {
         if (gzflush(as_gz(gz_), Z_SYNC_FLUSH) != Z_OK) {
             int errnum = 0;
             record_error_locked(fmt::format("cannot flush {}: {}", open_.path, gzerror(as_gz(gz_), &errnum)));
+            lose_unflushed_locked();
             close_segment_locked();
             retry_after_ = now + kRetryAfterFailure;
         } else {
+            unflushed_lines_ = 0;
             open_.bytes = static_cast<uint64_t>(std::max<z_off_t>(gzoffset(as_gz(gz_)), 0));
             if (now - open_since_ >= static_cast<time_t>(limits_.segment_age_s) || open_.bytes >= limits_.segment_bytes)
                 close_segment_locked();

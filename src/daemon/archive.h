@@ -81,6 +81,7 @@ private:
     void record_error_locked(std::string message);
     void enforce_limits_locked(time_t now);
     void delete_oldest_locked();
+    void lose_unflushed_locked();
     uint64_t free_bytes_locked() const;
 
     std::string dir_;
@@ -94,6 +95,7 @@ private:
     ArchiveSegment open_;
     time_t open_since_ = 0;
     uint64_t open_event_lines_ = 0;
+    uint64_t unflushed_lines_ = 0;  // written into gzip since its last successful flush
     uint64_t unflushed_bytes_ = 0;        // uncompressed bytes since the on-disk size was last read
     uint64_t next_seq_ = 1;
     time_t retry_after_ = 0;              // after a failure, no new segment before this

@@ -209,6 +209,37 @@ TEST_CASE("daemon archive: a write failure is counted, the line dropped and coun
     CHECK(stats.last_error.find("cannot create") != std::string::npos);
 }
 
+TEST_CASE("daemon archive: lines gzip held when the disk filled are counted as dropped, not written") {
+    if (geteuid() != 0) {
+        WARN("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    TempDir dir;
+    auto mount_point = dir.path / "small";
+    fs::create_directories(mount_point);
+    REQUIRE(std::system(fmt::format("mount -t tmpfs -o size=64k tcpwhy-unit {}", mount_point.string()).c_str()) == 0);
+    struct Unmount {
+        fs::path path;
+        ~Unmount() { std::system(fmt::format("umount {} >/dev/null 2>&1", path.string()).c_str()); }
+    } unmount{mount_point};
+
+    ArchiveLimits limits;
+    limits.min_free_bytes = 0;
+    std::string error;
+    auto archive = Archive::open((mount_point / "archive").string(), limits, test_header(), &error);
+    REQUIRE(archive);
+    archive->write(numbered_line(1, 2'000'000'000'000));  // opens the segment: header and line in gzip's buffer
+    // Another writer fills the disk; gzip only finds out when it pushes its buffer out.
+    std::system(fmt::format("dd if=/dev/zero of={} bs=4k >/dev/null 2>&1", (mount_point / "filler").string()).c_str());
+    for (uint64_t n = 2; n <= 50; ++n) archive->write(numbered_line(n, 2'000'000'000'000 + n));
+    archive->close();
+    auto stats = archive->stats();
+    INFO(stats.last_error);
+    CHECK(stats.write_errors > 0);
+    CHECK(stats.lines_written == 0);
+    CHECK(stats.lines_dropped_write_error == 50);
+}
+
 TEST_CASE("daemon archive: a directory that cannot be made is refused with the reason") {
     std::string error;
     auto archive = Archive::open("/proc/no-such-dir/archive", ArchiveLimits{}, test_header(), &error);
