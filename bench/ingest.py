@@ -4,8 +4,10 @@
   rate   wrk `Connection: close` on nginx (loopback) with `tcpwhy trace --json > /dev/null`: events per
          second received, and the kernel's own counts (submitted, dropped), which must agree.
   hold   N connections opened on loopback and kept open: kernel memory per socket for tcpwhy
-         (unreclaimable slab, with tcpwhy minus without; its socket storage) and tcpwhy's own RSS per
-         live connection (the correlator's table). Both ends are traced sockets, so 2N of each.
+         (unreclaimable slab and the memcg-accounted kmalloc caches where BPF maps that grow with
+         sockets would allocate, with tcpwhy minus without), the memory of tcpwhy's BPF maps, and
+         tcpwhy's own RSS per live connection (the correlator's table). Both ends are traced
+         sockets, so 2N of each.
   flood  the highest connection rate for --flood-seconds (default 60) with tcpwhy attached: its RSS
          each 5 s (must stay bounded), then again with a 1 MiB ring and a consumer that stalls for a
          third of the run (so the kernel must drop), checking received == submitted and that every
@@ -78,6 +80,20 @@ class Trace:
 
     def rss_kib(self):
         return rss_kib(self.proc.pid)
+
+    def bpf_map_bytes(self):
+        """Sum of the `memlock` of every BPF map the process holds (the kernel's own accounting)."""
+        total, count = 0, 0
+        fdinfo = f"/proc/{self.proc.pid}/fdinfo"
+        for fd in os.listdir(fdinfo):
+            try:
+                text = open(os.path.join(fdinfo, fd)).read()
+            except OSError:
+                continue
+            if "map_type:" in text:
+                count += 1
+                total += int(re.search(r"memlock:\s+(\d+)", text).group(1))
+        return total, count
 
     def stop(self):
         os.killpg(self.proc.pid, signal.SIGINT)
@@ -187,6 +203,7 @@ def hold(args, scratch):
         slab0 = meminfo_kib("SUnreclaim")
         accounted0 = accounted_slab_bytes()
         rss0 = trace.rss_kib() if trace else 0
+        maps0 = trace.bpf_map_bytes() if trace else None
         t0 = time.time()
         held = HeldConnections(n, args.hold_port)
         opened_s = time.time() - t0
@@ -195,6 +212,7 @@ def hold(args, scratch):
         storage[which].append(accounted_slab_bytes() - accounted0)
         if trace:
             rss = (rss0, trace.rss_kib())
+            maps = (maps0, trace.bpf_map_bytes())
         deltas[which].append(slab1 - slab0)
         held.close()
         counts = trace.stop() if trace else None
@@ -210,11 +228,14 @@ def hold(args, scratch):
     storage_without = sum(storage["without"]) / len(storage["without"])
     storage_per_socket = (storage["with"][0] - storage_without) / (2 * n)
     others = [line for line in subprocess.run(["pgrep", "-a", "tcpwhy"], capture_output=True, text=True).stdout.splitlines()]
-    print(f"  kernel: {storage_per_socket:.0f} B per socket for tcpwhy's socket storage (kmalloc-cg-* objects, "
+    print(f"  kernel: {storage_per_socket:.0f} B per socket with tcpwhy attached (kmalloc-cg-* objects, "
           f"with - mean of without); {kernel_per_socket:.0f} B from SUnreclaim (pages: coarser)")
+    (before, nmaps), (after, _) = maps
+    print(f"  tcpwhy's BPF maps ({nmaps}, kernel memlock accounting): {before / 2 ** 20:.2f} MiB before, "
+          f"{after / 2 ** 20:.2f} MiB with {2 * n} sockets open: {(after - before) / (2 * n):.0f} B per socket")
     if others:
-        print(f"  note: other tracers held socket storage meanwhile ({len(others)}: {'; '.join(others)}): "
-              f"sockets already had their bpf_local_storage, so only tcpwhy's element is counted above")
+        print(f"  note: other tracers were attached meanwhile ({len(others)}: {'; '.join(others)}): "
+              f"whatever they keep per socket is in both columns")
     print(f"  tcpwhy: {user_per_conn:.0f} B per live connection (RSS growth / {2 * n} connections in the correlator)")
 
 

@@ -284,6 +284,8 @@ def main():
         print(f"{'workload':18} {'tool':12} {'req/s without':>13} {'req/s with':>11} {'ratio':>6} {'pair ratios':>13} "
               f"{'events/req':>10} {'lost':>5} {'wakeups/event':>13} {'CPU ms/1k ev':>12} {'core/10k ev/s':>13}")
         for workload, name, without, with_tool, figures in rows:
+            if not without:  # --pairs 0: kernel cost only
+                continue
             ratios = sorted(w / wo for w, wo in zip(with_tool, without))
             events = sum(f["events"] or 0 for f in figures)
             requests = sum(f["requests"] for f in figures)
