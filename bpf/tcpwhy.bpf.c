@@ -57,18 +57,6 @@ struct {
 	__type(value, __u64);
 } emitted SEC(".maps");
 
-/*
- * Owner and options per socket. Created at the first state change or setsockopt,
- * cloned into accepted children (BPF_F_CLONE: they inherit the listener's owner
- * and options, as the kernel copies the options themselves), freed with the socket.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
-	__type(key, int);
-	__type(value, struct sock_ctx);
-} sock_ctxs SEC(".maps");
-
 static __always_inline void count(void *map, __u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(map, &idx);
@@ -172,110 +160,167 @@ static __always_inline bool fill_addrs_from_skb(struct tcpwhy_event *e, const st
 	return true;
 }
 
-static __always_inline void record_owner(struct sock_ctx *sc)
+/* The task on the CPU, where it is the socket's owner: connect, listen, close, setsockopt. */
+static __always_inline void fill_owner_from_task(struct tcpwhy_event *e)
 {
-	sc->pid = bpf_get_current_pid_tgid() >> 32;
-	sc->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(sc->comm, sizeof(sc->comm));
-	sc->flags |= SC_OWNER_KNOWN;
-}
-
-static __always_inline void fill_owner(struct tcpwhy_event *e, const struct sock_ctx *sc)
-{
-	if (!sc)
-		return;
-	e->opts = sc->opts;
-	if (sc->flags & SC_RST_RECEIVED)
-		e->flags |= TCPWHY_F_RST_RECEIVED;
-	if (!(sc->flags & SC_OWNER_KNOWN))
-		return;
-	e->pid = sc->pid;
-	e->cgroup_id = sc->cgroup_id;
-	__builtin_memcpy(e->comm, sc->comm, sizeof(e->comm));
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->flags |= TCPWHY_F_OWNER_KNOWN;
 }
 
-static __always_inline struct sock_ctx *sock_ctx_of(const struct sock *sk, bool create)
+/*
+ * Where no task owns the moment (softirq, timers): the cgroup v2 the socket was created in, which
+ * accepted children take from their listener. Kernels before 5.15 keep it in a tagged word: 0 there.
+ */
+static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
 {
-	struct sock_ctx *sc =
-		bpf_sk_storage_get(&sock_ctxs, (void *)sk, 0, create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
-	if (!sc && create)
-		count(&drops, TCPWHY_DROP_STORAGE_FAILED);
-	return sc;
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
-static __always_inline __u32 unread_bytes(const struct tcp_sock *tp)
+/* The same through a BTF pointer: plain loads the verifier makes fault-safe. */
+static __always_inline __u64 sk_cgroup_id_btf(const struct sock *sk)
 {
-	return BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
+	struct cgroup *cgrp;
+
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	cgrp = sk->sk_cgrp_data.cgroup;
+	return cgrp ? cgrp->kn->id : 0;
+}
+
+static __always_inline void fill_owner(struct tcpwhy_event *e, const struct sock *sk, bool task_owns, bool btf)
+{
+	if (task_owns)
+		fill_owner_from_task(e);
+	else
+		e->cgroup_id = btf ? sk_cgroup_id_btf(sk) : sk_cgroup_id(sk);
+}
+
+/*
+ * tcp_reset() sets sk_err before its tcp_done() changes the state to CLOSE; local aborts
+ * (close with unread data, SO_LINGER {1,0}) leave it 0, timers set ETIMEDOUT.
+ */
+#define ERR_EPIPE 32
+#define ERR_ECONNRESET 104
+
+static __always_inline bool rst_received(const struct sock *sk)
+{
+	int err = sk->sk_err;
+	return err == ERR_ECONNRESET || err == ERR_EPIPE;
+}
+
+static __always_inline __u32 jiffies_to_s(unsigned long j)
+{
+	__u32 hz = CONFIG_HZ ? CONFIG_HZ : fallback_hz;
+	return j / (hz ? hz : 250);
+}
+
+static __always_inline __u64 jiffies_to_us(unsigned long j)
+{
+	__u32 hz = CONFIG_HZ ? CONFIG_HZ : fallback_hz;
+	return (__u64)j * 1000000 / (hz ? hz : 250);
+}
+
+/* TCP_DEFER_ACCEPT is kept as SYN-ACK retransmits: the seconds they span (retrans_to_secs). */
+static __always_inline __u32 defer_accept_secs(__u8 retrans)
+{
+	__u32 timeout = 1, period = 1; /* TCP_TIMEOUT_INIT, in seconds */
+
+	if (!retrans)
+		return 0;
+	for (int i = 1; i < retrans && i < 32; i++) {
+		timeout = timeout * 2 > 120 ? 120 : timeout * 2; /* TCP_RTO_MAX */
+		period += timeout;
+	}
+	return period;
+}
+
+#define MAX_SCHEDULE_TIMEOUT_J 0x7fffffffffffffffUL
+
+/*
+ * The timeout options in force on the socket, read from it: the kernel's own values, whoever set
+ * them and whenever (inherited from the listener, set before tracing began). A bit in set_mask
+ * means "not the kernel's default". Values are at the kernel's resolution (jiffies).
+ */
+static __always_inline void fill_opts_in_force(struct tcpwhy_event *e, const struct tcp_sock *tp)
+{
+	const struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	struct tcpwhy_sockopts *o = &e->opts;
+	unsigned long flags = sk->__sk_common.skc_flags;
+	int keepopen_bit = bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN);
+	int linger_bit = bpf_core_enum_value(enum sock_flags, SOCK_LINGER);
+	unsigned long rcvtimeo = sk->sk_rcvtimeo, sndtimeo = sk->sk_sndtimeo;
+	int linger2 = tp->linger2;
+
+	if ((flags >> (keepopen_bit & 63)) & 1) {
+		o->set_mask |= 1u << TCPWHY_OPT_SO_KEEPALIVE;
+		o->keepalive = 1;
+	}
+	if ((flags >> (linger_bit & 63)) & 1) {
+		o->set_mask |= 1u << TCPWHY_OPT_SO_LINGER;
+		o->linger_onoff = 1;
+		o->linger_s = jiffies_to_s(sk->sk_lingertime);
+	}
+	if (rcvtimeo != MAX_SCHEDULE_TIMEOUT_J) {
+		o->set_mask |= 1u << TCPWHY_OPT_SO_RCVTIMEO;
+		o->rcvtimeo_us = jiffies_to_us(rcvtimeo);
+	}
+	if (sndtimeo != MAX_SCHEDULE_TIMEOUT_J) {
+		o->set_mask |= 1u << TCPWHY_OPT_SO_SNDTIMEO;
+		o->sndtimeo_us = jiffies_to_us(sndtimeo);
+	}
+	if (tp->keepalive_time) {
+		o->set_mask |= 1u << TCPWHY_OPT_TCP_KEEPIDLE;
+		o->keepidle_s = jiffies_to_s(tp->keepalive_time);
+	}
+	if (tp->keepalive_intvl) {
+		o->set_mask |= 1u << TCPWHY_OPT_TCP_KEEPINTVL;
+		o->keepintvl_s = jiffies_to_s(tp->keepalive_intvl);
+	}
+	if (tp->keepalive_probes) {
+		o->set_mask |= 1u << TCPWHY_OPT_TCP_KEEPCNT;
+		o->keepcnt = tp->keepalive_probes;
+	}
+	if (tp->inet_conn.icsk_user_timeout) {
+		o->set_mask |= 1u << TCPWHY_OPT_TCP_USER_TIMEOUT;
+		o->user_timeout_ms = tp->inet_conn.icsk_user_timeout;
+	}
+	if (linger2) {
+		o->set_mask |= 1u << TCPWHY_OPT_TCP_LINGER2;
+		o->linger2_s = linger2 < 0 ? -1 : (__s32)jiffies_to_s(linger2);
+	}
+	if (tp->inet_conn.icsk_accept_queue.rskq_defer_accept) {
+		o->set_mask |= 1u << TCPWHY_OPT_TCP_DEFER_ACCEPT;
+		o->defer_accept_s = defer_accept_secs(tp->inet_conn.icsk_accept_queue.rskq_defer_accept);
+	}
+}
+
+/*
+ * After the peer's FIN (CLOSE_WAIT, LAST_ACK, CLOSING) rcv_nxt and bytes_received include the FIN's
+ * sequence number, and copied_seq passes it only once the application has read the end of file.
+ */
+static __always_inline bool peer_fin_received(int state)
+{
+	return state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
+}
+
+static __always_inline __u32 data_unread(__u32 rcv_nxt, __u32 copied_seq, int state)
+{
+	__u32 unread = rcv_nxt - copied_seq;
+	return unread && peer_fin_received(state) ? unread - 1 : unread;
+}
+
+static __always_inline __u64 data_received(__u64 bytes_received, int state)
+{
+	return bytes_received && peer_fin_received(state) ? bytes_received - 1 : bytes_received;
 }
 
 static __always_inline __u32 idle_rx_ms(const struct tcp_sock *tp)
 {
 	return jiffies_delta_ms((__u32)bpf_jiffies64(), BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));
-}
-
-/* The close event: idle times, bytes and unread data, before the FIN or RST leaves. */
-static __always_inline void emit_close(const struct sock *sk, struct sock_ctx *sc, __u64 cookie,
-				       __u8 old_state, __u8 new_state)
-{
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	struct tcpwhy_event *e;
-	__u32 now = (__u32)bpf_jiffies64();
-
-	if (sc) {
-		if (sc->flags & SC_CLOSE_EMITTED)
-			return;
-		sc->flags |= SC_CLOSE_EMITTED;
-	}
-	e = reserve_event(TCPWHY_EV_CLOSE);
-	if (!e)
-		return;
-	e->cookie = cookie;
-	e->netns = sk_netns(sk);
-	fill_addrs_from_sock(e, sk);
-	if (sc) {
-		fill_owner(e, sc);
-	} else {
-		/* kprobe: no socket storage there, but tcp_close() runs in the closer's context */
-		e->pid = bpf_get_current_pid_tgid() >> 32;
-		e->cgroup_id = bpf_get_current_cgroup_id();
-		bpf_get_current_comm(e->comm, sizeof(e->comm));
-		e->flags |= TCPWHY_F_OWNER_KNOWN;
-	}
-	e->close.idle_rx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));
-	e->close.idle_tx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, lsndtime));
-	e->close.unread_bytes = unread_bytes(tp);
-	e->close.old_state = old_state;
-	e->close.new_state = new_state;
-	e->close.bytes_rx = BPF_CORE_READ(tp, bytes_received);
-	e->close.bytes_tx = BPF_CORE_READ(tp, bytes_acked);
-	if (new_state == TCP_CLOSE)
-		e->flags |= TCPWHY_F_ABORT;
-	submit_event(e);
-}
-
-/* Transitions the local side makes when it closes; ->CLOSE after a received RST is the peer's doing. */
-static __always_inline bool is_local_close(int oldstate, int newstate, const struct sock_ctx *sc)
-{
-	if (oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1)
-		return true;
-	if (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK)
-		return true;
-	if (newstate == TCP_CLOSE && (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT))
-		return !sc || !(sc->flags & SC_RST_RECEIVED);
-	return false;
-}
-
-/* Transitions only a process makes (connect, listen, close): the task on the CPU owns the socket. */
-static __always_inline bool in_owner_context(int oldstate, int newstate, const struct tcp_sock *tp)
-{
-	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)
-		return true;
-	if ((oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) ||
-	    (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK))
-		return true;
-	/* abort by close(2) with unread data; timers and received RSTs leave none */
-	return newstate == TCP_CLOSE && oldstate == TCP_ESTABLISHED && unread_bytes(tp) > 0;
 }
 
 /*
@@ -300,36 +345,30 @@ static __always_inline void fill_state_addrs(struct tcpwhy_event *e, const struc
 }
 
 /*
- * emit_close() for this program: the same event, read with plain loads through the tcp_sock
- * bpf_skc_to_tcp_sock() gives (a dozen probe-read calls fewer; kprobes cannot do this).
+ * The close event: idle times, bytes and unread data, before the FIN or RST leaves. Plain loads
+ * through the tcp_sock bpf_skc_to_tcp_sock() gives (tp_btf, fentry).
  */
-static __always_inline bool emit_close_from_state(const struct sock *sk, struct sock_ctx *sc, __u64 cookie,
-						  __u8 old_state, __u8 new_state)
+static __always_inline bool emit_close(const struct tcp_sock *tp, __u64 cookie, __u8 old_state, __u8 new_state,
+				       bool task_owns)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	const struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	struct tcpwhy_event *e;
 	__u32 now;
 
-	if (!tp || !sc) {
-		emit_close(sk, sc, cookie, old_state, new_state);
-		return false;
-	}
-	if (sc->flags & SC_CLOSE_EMITTED)
-		return false;
-	sc->flags |= SC_CLOSE_EMITTED;
 	e = reserve_event(TCPWHY_EV_CLOSE);
 	if (!e)
 		return false;
 	now = (__u32)bpf_jiffies64();
 	e->cookie = cookie;
 	fill_state_addrs(e, sk, tp->inet_conn.icsk_inet.inet_sport);
-	fill_owner(e, sc);
+	fill_owner(e, sk, task_owns, true);
+	fill_opts_in_force(e, tp);
 	e->close.idle_rx_ms = jiffies_delta_ms(now, tp->inet_conn.icsk_ack.lrcvtime);
 	e->close.idle_tx_ms = jiffies_delta_ms(now, tp->lsndtime);
-	e->close.unread_bytes = tp->rcv_nxt - tp->copied_seq;
+	e->close.unread_bytes = data_unread(tp->rcv_nxt, tp->copied_seq, old_state);
 	e->close.old_state = old_state;
 	e->close.new_state = new_state;
-	e->close.bytes_rx = tp->bytes_received;
+	e->close.bytes_rx = data_received(tp->bytes_received, old_state);
 	e->close.bytes_tx = tp->bytes_acked;
 	if (new_state == TCP_CLOSE)
 		e->flags |= TCPWHY_F_ABORT;
@@ -337,30 +376,79 @@ static __always_inline bool emit_close_from_state(const struct sock *sk, struct 
 	return true;
 }
 
+/* emit_close() for kprobes, whose pointers are plain numbers: a probe read per field, no options. */
+static __always_inline void emit_close_probed(const struct sock *sk, __u64 cookie, __u8 old_state, __u8 new_state)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	struct tcpwhy_event *e;
+	__u32 now = (__u32)bpf_jiffies64();
+
+	e = reserve_event(TCPWHY_EV_CLOSE);
+	if (!e)
+		return;
+	e->cookie = cookie;
+	e->netns = sk_netns(sk);
+	fill_addrs_from_sock(e, sk);
+	fill_owner_from_task(e); /* tcp_close() runs in the closer's context */
+	e->close.idle_rx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));
+	e->close.idle_tx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, lsndtime));
+	e->close.unread_bytes = data_unread(BPF_CORE_READ(tp, rcv_nxt), BPF_CORE_READ(tp, copied_seq), old_state);
+	e->close.old_state = old_state;
+	e->close.new_state = new_state;
+	e->close.bytes_rx = data_received(BPF_CORE_READ(tp, bytes_received), old_state);
+	e->close.bytes_tx = BPF_CORE_READ(tp, bytes_acked);
+	if (new_state == TCP_CLOSE)
+		e->flags |= TCPWHY_F_ABORT;
+	submit_event(e);
+}
+
+/* Transitions the local side makes when it closes; ->CLOSE after a received RST is the peer's doing. */
+static __always_inline bool is_local_close(int oldstate, int newstate, const struct sock *sk)
+{
+	if (oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1)
+		return true;
+	if (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK)
+		return true;
+	if (newstate == TCP_CLOSE && (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT))
+		return !rst_received(sk);
+	return false;
+}
+
+/* Transitions only a process makes (connect, listen, close): the task on the CPU owns the socket. */
+static __always_inline bool in_owner_context(int oldstate, int newstate, const struct sock *sk)
+{
+	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN || oldstate == TCP_LISTEN)
+		return true; /* LISTEN->SYN_RECV is not recorded by default; with --all-states it is the listener's */
+	if ((oldstate == TCP_ESTABLISHED && newstate == TCP_FIN_WAIT1) ||
+	    (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK))
+		return true;
+	/* an abort by close(2) or SO_LINGER {1,0} leaves sk_err 0; received RSTs, timers and
+	 * tcp_abort() (ss -K) set it first */
+	return newstate == TCP_CLOSE && (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT) &&
+	       sk->sk_err == 0;
+}
 
 /*
  * The state changes the correlator needs, out of the ~10 a connection makes: its first (how it
- * was opened: SYN_SENT, or the child's SYN_RECV->ESTABLISHED), who closed
- * first (ESTABLISHED->FIN_WAIT1 or ->CLOSE_WAIT), its end (->CLOSE), and listeners. The rest
- * (SYN_SENT->ESTABLISHED, FIN_WAIT1->FIN_WAIT2, CLOSE_WAIT->LAST_ACK, ...) say nothing the close
- * event and these do not, and each event costs the traced connection ~0.6 us here (bench/README.md).
+ * was opened: SYN_SENT, or the child's SYN_RECV->ESTABLISHED), who closed first
+ * (ESTABLISHED->FIN_WAIT1 or ->CLOSE_WAIT), its end unless the local side closed it (the close
+ * event is its end then: FIN_WAIT2->CLOSE and LAST_ACK->CLOSE say nothing more), and listeners.
+ * Each event costs the traced connection time here (bench/README.md).
  */
-static __always_inline bool state_change_wanted(int oldstate, int newstate, const struct sock_ctx *sc)
+static __always_inline bool state_change_wanted(int oldstate, int newstate)
 {
-	if (all_state_changes || !sc)
+	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)
 		return true;
-	if (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN || newstate == TCP_CLOSE)
-		return true;
+	if (newstate == TCP_CLOSE)
+		return oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV || oldstate == TCP_ESTABLISHED ||
+		       oldstate == TCP_CLOSE_WAIT || oldstate == TCP_LISTEN;
+	if (oldstate == TCP_ESTABLISHED)
+		return newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT;
 	/*
-	 * A child's LISTEN->SYN_RECV fires while it is being cloned from the listener; on some
-	 * kernels (6.1) before the clone's cookie is reset, so it would carry the listener's.
-	 * SYN_RECV->ESTABLISHED, under the child's own cookie everywhere, is its first instead.
+	 * Only passive opens pass through SYN_RECV. The child's LISTEN->SYN_RECV fires while it is
+	 * being cloned, on some kernels (6.1) before its cookie is reset: SYN_RECV->ESTABLISHED,
+	 * under the child's own cookie everywhere, is its first instead.
 	 */
-	if (oldstate == TCP_LISTEN)
-		return false;
-	if (oldstate == TCP_ESTABLISHED && (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT))
-		return true;
-	/* only passive opens pass through SYN_RECV: every accepted child, listener traced from its start or not */
 	return oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED;
 }
 
@@ -368,37 +456,35 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	struct tcpwhy_event *e;
-	struct sock_ctx *sc;
+	bool close_here, task_owns;
 	__u64 cookie;
-	bool wanted;
 
 	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	/* Nothing to record, nothing to emit: leave before any helper call. */
-	if (!all_state_changes && (newstate == TCP_ESTABLISHED || newstate == TCP_FIN_WAIT2 ||
-				   newstate == TCP_TIME_WAIT || newstate == TCP_CLOSING) &&
-	    oldstate != TCP_LISTEN && oldstate != TCP_SYN_RECV)
+	close_here = !close_from_tcp_close && is_local_close(oldstate, newstate, sk);
+	/* Nothing to emit: leave before any helper call (half the changes of a connection). */
+	if (!close_here && !all_state_changes && !state_change_wanted(oldstate, newstate))
 		return 0;
 
-	/* generated here, at the socket's first hook, even unsent: kprobe/tcp_close and setsockopt read it */
 	cookie = bpf_get_socket_cookie((void *)sk);
-	sc = sock_ctx_of(sk, true);
-	wanted = state_change_wanted(oldstate, newstate, sc);
-	if (sc && in_owner_context(oldstate, newstate, (const struct tcp_sock *)sk))
-		record_owner(sc);
+	task_owns = in_owner_context(oldstate, newstate, sk);
 	/* The close event carries this very transition (old and new state): no state event beside it. */
-	if (!close_from_tcp_close && is_local_close(oldstate, newstate, sc) &&
-	    emit_close_from_state(sk, sc, cookie, oldstate, newstate) && !all_state_changes)
-		return 0;
-	if (!wanted)
-		return 0;
+	if (close_here) {
+		const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+		if (tp && emit_close(tp, cookie, oldstate, newstate, task_owns) && !all_state_changes)
+			return 0;
+		if (!all_state_changes && !state_change_wanted(oldstate, newstate))
+			return 0;
+	}
 
 	e = reserve_event(TCPWHY_EV_STATE);
 	if (!e)
 		return 0;
 	e->cookie = cookie;
 	fill_state_addrs(e, sk, BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	fill_owner(e, sc);
+	fill_owner(e, sk, task_owns, true);
+	if (newstate == TCP_CLOSE && rst_received(sk))
+		e->flags |= TCPWHY_F_RST_RECEIVED;
 	e->state.old_state = oldstate;
 	e->state.new_state = newstate;
 	submit_event(e);
@@ -419,7 +505,8 @@ static __always_inline __u8 state_after_close(int state, const struct sock *sk)
 	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
 	int linger_bit = bpf_core_enum_value(enum sock_flags, SOCK_LINGER);
 
-	if (unread_bytes(tp) > 0)
+	/* tcp_close() counts data only, not the peer's FIN */
+	if (data_unread(BPF_CORE_READ(tp, rcv_nxt), BPF_CORE_READ(tp, copied_seq), state) > 0)
 		return TCP_CLOSE;
 	if (((flags >> (linger_bit & 63)) & 1) && BPF_CORE_READ(sk, sk_lingertime) == 0)
 		return TCP_CLOSE;
@@ -429,15 +516,14 @@ static __always_inline __u8 state_after_close(int state, const struct sock *sk)
 SEC("fentry/tcp_close")
 int BPF_PROG(fentry_tcp_close, struct sock *sk, long timeout)
 {
-	struct sock_ctx *sc;
+	const struct tcp_sock *tp;
 	int state;
 
 	if (!closes_connection(sk, &state))
 		return 0;
-	sc = sock_ctx_of(sk, true);
-	if (sc)
-		record_owner(sc);
-	emit_close(sk, sc, bpf_get_socket_cookie(sk), state, state_after_close(state, sk));
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		emit_close(tp, bpf_get_socket_cookie(sk), state, state_after_close(state, sk), true);
 	return 0;
 }
 
@@ -448,9 +534,8 @@ int BPF_KPROBE(kprobe_tcp_close, struct sock *sk)
 
 	if (!closes_connection(sk, &state))
 		return 0;
-	/* kprobes get neither socket storage nor the cookie helper: read the cookie set_state generated */
-	emit_close(sk, NULL, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), state,
-		   state_after_close(state, sk));
+	/* kprobes do not get the cookie helper: read the cookie set_state generated */
+	emit_close_probed(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), state, state_after_close(state, sk));
 	return 0;
 }
 
@@ -474,7 +559,6 @@ static __always_inline void emit_reset_sent(const struct sock *sk, const struct 
 					    bool btf_ctx)
 {
 	struct tcpwhy_event *e;
-	struct sock_ctx *sc = NULL;
 
 	e = reserve_event(TCPWHY_EV_RESET_SENT);
 	if (!e)
@@ -491,8 +575,8 @@ static __always_inline void emit_reset_sent(const struct sock *sk, const struct 
 	}
 	if (sk) {
 		__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
-		/* kprobes have neither the cookie helper nor socket storage: read the cookie that
-		 * set_state generated (timewait sockets keep the full socket's) */
+		/* kprobes do not get the cookie helper: read the cookie that set_state generated
+		 * (timewait sockets keep the full socket's) */
 		e->cookie = btf_ctx ? bpf_get_socket_cookie((void *)sk)
 				    : BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 		e->netns = sk_netns(sk);
@@ -506,10 +590,17 @@ static __always_inline void emit_reset_sent(const struct sock *sk, const struct 
 			e->reset.sk_kind = TCPWHY_SK_FULL;
 			if (!skb)
 				fill_addrs_from_sock(e, sk);
-			if (btf_ctx)
-				sc = sock_ctx_of(sk, false);
-			fill_owner(e, sc);
-			e->reset.unread_bytes = unread_bytes(tp);
+			/* the task on the CPU may be the owner (close with unread data) or not (a
+			 * segment, a timer): the socket's cgroup; the connection's events name the rest */
+			fill_owner(e, sk, false, false);
+			if (BPF_CORE_READ(sk, sk_err) == ERR_ECONNRESET || BPF_CORE_READ(sk, sk_err) == ERR_EPIPE)
+				e->flags |= TCPWHY_F_RST_RECEIVED;
+			if (btf_ctx) {
+				const struct tcp_sock *full = bpf_skc_to_tcp_sock((void *)sk);
+				if (full)
+					fill_opts_in_force(e, full);
+			}
+			e->reset.unread_bytes = data_unread(BPF_CORE_READ(tp, rcv_nxt), BPF_CORE_READ(tp, copied_seq), state);
 			e->reset.idle_rx_ms = idle_rx_ms(tp);
 		}
 	} else {
@@ -598,23 +689,25 @@ int BPF_KPROBE(kprobe_v6_send_reset, const struct sock *sk, struct sk_buff *skb)
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(handle_receive_reset, struct sock *sk)
 {
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct tcpwhy_event *e;
-	struct sock_ctx *sc = sock_ctx_of(sk, true);
 
-	if (sc)
-		sc->flags |= SC_RST_RECEIVED;
+	if (!tp)
+		return 0;
 	e = reserve_event(TCPWHY_EV_RESET_RECV);
 	if (!e)
 		return 0;
 	e->cookie = bpf_get_socket_cookie(sk);
-	e->netns = sk_netns(sk);
-	fill_addrs_from_sock(e, sk);
-	fill_owner(e, sc);
+	fill_state_addrs(e, sk, tp->inet_conn.icsk_inet.inet_sport);
+	fill_owner(e, sk, false, true);
+	fill_opts_in_force(e, tp);
+	if (rst_received(sk))
+		e->flags |= TCPWHY_F_RST_RECEIVED;
 	e->reset.sk_kind = TCPWHY_SK_FULL;
-	e->reset.sk_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->reset.sk_state = sk->__sk_common.skc_state;
 	e->reset.reason = -1;
-	e->reset.unread_bytes = unread_bytes((const struct tcp_sock *)sk);
-	e->reset.idle_rx_ms = idle_rx_ms((const struct tcp_sock *)sk);
+	e->reset.unread_bytes = data_unread(tp->rcv_nxt, tp->copied_seq, e->reset.sk_state);
+	e->reset.idle_rx_ms = jiffies_delta_ms((__u32)bpf_jiffies64(), tp->inet_conn.icsk_ack.lrcvtime);
 	submit_event(e);
 	return 0;
 }
@@ -652,7 +745,6 @@ int handle_setsockopt(struct bpf_sockopt *ctx)
 	void *optval = ctx->optval;
 	void *optval_end = ctx->optval_end;
 	struct tcpwhy_event *e;
-	struct sock_ctx *sc;
 	__s64 value = 0, value2 = 0;
 	int opt;
 
@@ -684,29 +776,6 @@ int handle_setsockopt(struct bpf_sockopt *ctx)
 		if ((void *)(v + 1) > optval_end)
 			return 1;
 		value = *v;
-	}
-
-	sc = bpf_sk_storage_get(&sock_ctxs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!sc) {
-		count(&drops, TCPWHY_DROP_STORAGE_FAILED);
-	} else {
-		record_owner(sc);
-		sc->opts.set_mask |= 1u << opt;
-		switch (opt) {
-		case TCPWHY_OPT_SO_KEEPALIVE: sc->opts.keepalive = value != 0; break;
-		case TCPWHY_OPT_SO_LINGER:
-			sc->opts.linger_onoff = value != 0;
-			sc->opts.linger_s = value2;
-			break;
-		case TCPWHY_OPT_SO_RCVTIMEO: sc->opts.rcvtimeo_us = value; break;
-		case TCPWHY_OPT_SO_SNDTIMEO: sc->opts.sndtimeo_us = value; break;
-		case TCPWHY_OPT_TCP_KEEPIDLE: sc->opts.keepidle_s = value; break;
-		case TCPWHY_OPT_TCP_KEEPINTVL: sc->opts.keepintvl_s = value; break;
-		case TCPWHY_OPT_TCP_KEEPCNT: sc->opts.keepcnt = value; break;
-		case TCPWHY_OPT_TCP_USER_TIMEOUT: sc->opts.user_timeout_ms = value; break;
-		case TCPWHY_OPT_TCP_LINGER2: sc->opts.linger2_s = value; break;
-		case TCPWHY_OPT_TCP_DEFER_ACCEPT: sc->opts.defer_accept_s = value; break;
-		}
 	}
 
 	e = reserve_event(TCPWHY_EV_SETSOCKOPT);
@@ -743,7 +812,7 @@ int handle_setsockopt(struct bpf_sockopt *ctx)
 	e->sockopt.optname = ctx->optname;
 	e->sockopt.value = value;
 	e->sockopt.value2 = value2;
-	fill_owner(e, sc);
+	fill_owner_from_task(e);
 	submit_event(e);
 	return 1;
 }

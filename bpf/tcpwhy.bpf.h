@@ -29,17 +29,4 @@
 
 #define PAGE_SIZE 4096
 
-/* Per-socket context kept in socket-local storage (map sock_ctxs). */
-struct sock_ctx {
-	__u64 cgroup_id;
-	__u32 pid;
-	__u32 flags; /* SC_* */
-	char comm[TCPWHY_COMM_LEN];
-	struct tcpwhy_sockopts opts;
-};
-
-#define SC_OWNER_KNOWN (1u << 0)
-#define SC_CLOSE_EMITTED (1u << 1)
-#define SC_RST_RECEIVED (1u << 2)
-
 #endif /* TCPWHY_BPF_H */

@@ -15,7 +15,7 @@
 #include <linux/types.h>
 #endif
 
-#define TCPWHY_ABI_VERSION 1
+#define TCPWHY_ABI_VERSION 2
 #define TCPWHY_COMM_LEN 16
 
 enum tcpwhy_event_type {
@@ -30,8 +30,7 @@ enum tcpwhy_event_type {
 /* Why an event could not be emitted; per-CPU counters indexed by this. */
 enum tcpwhy_drop_reason {
 	TCPWHY_DROP_RINGBUF_FULL = 0,
-	TCPWHY_DROP_STORAGE_FAILED = 1,
-	TCPWHY_DROP__MAX = 2,
+	TCPWHY_DROP__MAX = 1,
 };
 
 /* Bits of tcpwhy_event.flags */
@@ -66,7 +65,7 @@ enum tcpwhy_opt {
 	TCPWHY_OPT__MAX = 10,
 };
 
-/* The options a process set on a socket, as last set (only bits in set_mask are meaningful). */
+/* Timeout options in force on a socket; a set_mask bit means "not the kernel default" (only those are meaningful). */
 struct tcpwhy_sockopts {
 	__u32 set_mask;
 	__u32 keepidle_s;
@@ -144,7 +143,7 @@ struct tcpwhy_event {
 		struct tcpwhy_setsockopt_data sockopt;
 		struct tcpwhy_existing_data existing;
 	};
-	struct tcpwhy_sockopts opts; /* options in force on the socket (close, reset, setsockopt) */
+	struct tcpwhy_sockopts opts; /* options in force, read from the socket (close, reset_sent on a full socket, reset_recv) */
 };
 
 #endif /* TCPWHY_ABI_H */

@@ -252,7 +252,7 @@ void prefer_complete_tracepoint(HookPlan& plan) {
 
 HookStatus status_of(const HookPlan& plan, std::string limitation = "") {
     if (plan.path() == Path::kprobe && limitation.empty())
-        limitation = "kprobes cannot read socket storage: these events carry no socket options, and resets no owner";
+        limitation = "kprobes read the socket a probe read per field: their close and reset events carry no socket options";
     return {plan.hook, plan.name(), plan.passed_over, std::move(limitation)};
 }
 
@@ -340,7 +340,6 @@ KernelCounters Tracer::counters() const {
     for (uint32_t i = 0; i < c.emitted.size(); ++i) c.emitted[i] = impl_->sum_percpu(emitted_fd, i);
     int drops_fd = bpf_map__fd(impl_->skel->maps.drops);
     c.dropped_ringbuf_full = impl_->sum_percpu(drops_fd, TCPWHY_DROP_RINGBUF_FULL);
-    c.dropped_storage = impl_->sum_percpu(drops_fd, TCPWHY_DROP_STORAGE_FAILED);
     return c;
 }
 

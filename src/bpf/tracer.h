@@ -50,8 +50,7 @@ struct HookStatus {
 struct KernelCounters {
     std::array<uint64_t, 8> emitted{};  // by EventType value
     uint64_t dropped_ringbuf_full = 0;
-    uint64_t dropped_storage = 0;
-    uint64_t dropped() const { return dropped_ringbuf_full + dropped_storage; }
+    uint64_t dropped() const { return dropped_ringbuf_full; }
 };
 
 class Tracer {

@@ -127,8 +127,8 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonNames& reasons) {
     if (raw.flags & TCPWHY_F_OWNER_KNOWN) {
         e.pid = raw.pid;
         e.comm.assign(raw.comm, strnlen(raw.comm, sizeof(raw.comm)));
-        e.cgroup_id = raw.cgroup_id;
     }
+    e.cgroup_id = raw.cgroup_id;  // also outside the owner's context: the socket's own cgroup
     e.rst_received = raw.flags & TCPWHY_F_RST_RECEIVED;
     e.opts = decode_opts(raw.opts);
     switch (e.type) {

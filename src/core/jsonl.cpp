@@ -327,7 +327,8 @@ std::string to_json_line(const Event& e) {
     w.num("v", kTraceVersion).num("ts_ns", e.ts_ns).str("type", to_string(e.type)).num("cookie", e.cookie);
     w.num("netns", e.netns).str("laddr", e.laddr.to_string()).num("lport", e.lport);
     w.str("raddr", e.raddr.to_string()).num("rport", e.rport).boolean("lb", e.lb);
-    if (e.pid) w.num("pid", e.pid).str("comm", e.comm).num("cgroup_id", e.cgroup_id);
+    if (e.pid) w.num("pid", e.pid).str("comm", e.comm);
+    if (e.cgroup_id) w.num("cgroup_id", e.cgroup_id);
     switch (e.type) {
     case EventType::state:
         w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));

@@ -221,7 +221,11 @@ struct Correlator::Impl {
     }
 
     void note_owner(Backend& b, const Event& e) {
-        if (e.pid == 0) return;
+        // Events outside the owner's context (softirq, timers) carry the socket's cgroup only.
+        if (e.pid == 0) {
+            if (e.cgroup_id && !b.cgroup_id) b.cgroup_id = e.cgroup_id;
+            return;
+        }
         b.pid = e.pid;
         if (e.cgroup_id) b.cgroup_id = e.cgroup_id;
         if (b.comm != e.comm) b.comm = e.comm;
@@ -392,7 +396,11 @@ struct Correlator::Impl {
                 ++b.closed_local_first;
             }
         }
-        if (e.new_state == TcpState::close) mark_ended(c, e.ts_ns);
+        // The kernel does not send the end of a connection the local side closed with a FIN
+        // (FIN_WAIT2->CLOSE, LAST_ACK->CLOSE): our FIN is its end here.
+        if (e.new_state == TcpState::close || e.new_state == TcpState::fin_wait1 ||
+            e.new_state == TcpState::last_ack)
+            mark_ended(c, e.ts_ns);
     }
 
     void on_close(LiveConn& c, const Event& e) {
@@ -419,7 +427,7 @@ struct Correlator::Impl {
             if (c.idle_close) b.idle_closes.add(c.idle_gap_ms);
         }
         c.state = e.new_state;
-        if (e.new_state == TcpState::close) mark_ended(c, e.ts_ns);
+        mark_ended(c, e.ts_ns);  // FIN or abort: what follows is the kernel's, not the application's
     }
 
     classify::CloseFacts close_facts(const LiveConn& c) const {

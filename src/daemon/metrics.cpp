@@ -186,13 +186,12 @@ std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
 
     series.clear();
     series["where=\"ringbuf_full\""] = s.kernel.dropped_ringbuf_full;
-    series["where=\"socket_storage\""] = s.kernel.dropped_storage;
     if (s.archive) {
         series["where=\"archive_write\""] = s.archive->lines_dropped_write_error;
         series["where=\"archive_low_disk\""] = s.archive->lines_dropped_low_disk;
     }
     out.samples("tcpwhy_events_dropped_total", "counter",
-                "Events lost: not emitted by the kernel programs (ring buffer full, socket storage), or not archived.",
+                "Events lost: not emitted by the kernel programs (ring buffer full), or not archived.",
                 series);
 
     auto reset_series = [&](const std::map<EventMetrics::ResetKey, uint64_t>& counts, bool with_reason) {

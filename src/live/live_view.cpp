@@ -68,7 +68,8 @@ std::vector<TimelineStep> timeline_of(const ConnectionRecord& r) {
         steps.push_back({0, "still open"});
         break;
     case EndKind::orderly:
-        if (r.end_ts_ns) steps.push_back({r.end_ts_ns, "closed"});
+        // the end the kernel reports after a local FIN is not sent: the close above is it
+        if (r.end_ts_ns && r.end_ts_ns != r.close_ts_ns) steps.push_back({r.end_ts_ns, "closed"});
         break;
     case EndKind::expired: steps.push_back({r.last_ts_ns, "silent too long; forgotten"}); break;
     case EndKind::reset_sent:

@@ -409,9 +409,9 @@ TEST_CASE("daemon: under a small archive limit segments rotate, the oldest go, t
     DaemonProcess daemon(dir.path, "--segment-size 32K --archive-max 96K");
     INFO(daemon.stderr_text());
 
-    // Enough connections for several MB of trace: ~10 events each. Other traffic on the
+    // Enough connections for several MB of trace: ~5 events each. Other traffic on the
     // node adds to it, so what is kept is checked by time, not by whose events they are.
-    constexpr int kConnections = 1500;
+    constexpr int kConnections = 4000;
     const uint16_t port = unique_port();
     const uint64_t started_ns = WallClock::now().mono_ns;
     ns.enter([port] {

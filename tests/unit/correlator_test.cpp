@@ -163,6 +163,27 @@ TEST_CASE("near miss: the peer (LB) closed the idle connection first") {
     CHECK(backends[0].live_connections == 0);
 }
 
+TEST_CASE("the kernel sends no end after a local FIN: the close event ends the connection") {
+    Correlator c;
+    Sock ours, theirs{.cookie = 1002, .rport = 51235}, half{.cookie = 1003, .rport = 51236};
+    feed(c, {accepted(ours, sec(1)), accepted(theirs, sec(1)), accepted(half, sec(1))});
+    CHECK(c.counts().live_connections == 3);
+    CHECK(c.backends().at(0).live_connections == 3);
+    feed(c, {idle_fin(ours, sec(7), 6000),  // no FIN_WAIT2 -> CLOSE follows
+             state(theirs, sec(8), TcpState::established, TcpState::close_wait),
+             close(theirs, sec(8), {.from = TcpState::close_wait, .to = TcpState::last_ack}),
+             // fentry kernels: shutdown(2) shows as the state change alone
+             state(half, sec(9), TcpState::established, TcpState::fin_wait1)});
+    auto backends = c.backends();
+    REQUIRE(backends.size() == 1);
+    CHECK(backends[0].live_connections == 0);
+    CHECK(backends[0].closed_local_first == 2);
+    CHECK(backends[0].closed_remote_first == 1);
+    // Older traces do send the end: it changes nothing.
+    feed(c, {state(ours, sec(7) + ms(1), TcpState::fin_wait2, TcpState::close)});
+    CHECK(c.backends().at(0).live_connections == 0);
+}
+
 TEST_CASE("near miss: data after the FIN of a busy connection is not a race") {
     Correlator c;
     Sock s;
