@@ -74,12 +74,16 @@ struct Tracer::Impl {
     ResetReasonNames reasons;
     const Sink* sink = nullptr;  // valid only inside poll()
     size_t consumed = 0;
+    uint64_t malformed = 0;
     uint64_t wakeups = 0;
     int ncpus = 1;
 
     static int on_sample(void* ctx, void* data, size_t size) {
         auto* self = static_cast<Impl*>(ctx);
-        if (size < sizeof(tcpwhy_event)) return 0;
+        if (size < sizeof(tcpwhy_event)) {
+            ++self->malformed;  // cannot happen with the programs built alongside: counted, not hidden
+            return 0;
+        }
         tcpwhy_event raw;
         std::memcpy(&raw, data, sizeof(raw));
         ++self->consumed;
@@ -340,6 +344,7 @@ KernelCounters Tracer::counters() const {
     for (uint32_t i = 0; i < c.emitted.size(); ++i) c.emitted[i] = impl_->sum_percpu(emitted_fd, i);
     int drops_fd = bpf_map__fd(impl_->skel->maps.drops);
     c.dropped_ringbuf_full = impl_->sum_percpu(drops_fd, TCPWHY_DROP_RINGBUF_FULL);
+    c.malformed_records = impl_->malformed;
     return c;
 }
 

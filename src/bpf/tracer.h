@@ -50,7 +50,8 @@ struct HookStatus {
 struct KernelCounters {
     std::array<uint64_t, 8> emitted{};  // by EventType value
     uint64_t dropped_ringbuf_full = 0;
-    uint64_t dropped() const { return dropped_ringbuf_full; }
+    uint64_t malformed_records = 0;  // shorter than any event: received and discarded by userspace
+    uint64_t dropped() const { return dropped_ringbuf_full + malformed_records; }
 };
 
 class Tracer {

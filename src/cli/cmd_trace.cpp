@@ -81,7 +81,8 @@ void print_summary(const Totals& totals, const KernelCounters& kernel, uint64_t 
                "filtered out\n",
                received, totals.by_type[1], totals.by_type[2], totals.by_type[3], totals.by_type[4], totals.by_type[5],
                totals.shown, totals.filtered);
-    fmt::print(stderr, "tcpwhy: dropped {} events in the kernel (ring buffer full){}\n", kernel.dropped(),
+    fmt::print(stderr, "tcpwhy: dropped {} events (ring buffer full {}, malformed records {}){}\n", kernel.dropped(),
+               kernel.dropped_ringbuf_full, kernel.malformed_records,
                kernel.dropped() ? " -- raise --ring-mb" : "");
     uint64_t submitted = 0;
     for (auto n : kernel.emitted) submitted += n;

@@ -186,6 +186,7 @@ std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
 
     series.clear();
     series["where=\"ringbuf_full\""] = s.kernel.dropped_ringbuf_full;
+    series["where=\"malformed\""] = s.kernel.malformed_records;
     if (s.archive) {
         series["where=\"archive_write\""] = s.archive->lines_dropped_write_error;
         series["where=\"archive_low_disk\""] = s.archive->lines_dropped_low_disk;
