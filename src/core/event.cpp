@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <charconv>
 
 namespace tcpwhy {
 namespace {
@@ -92,9 +93,18 @@ std::optional<IpAddr> IpAddr::parse(std::string_view text) {
 }
 
 std::string IpAddr::to_string() const {
+    if (family == 4) {
+        // Every event line has two addresses; glibc's inet_ntop formats IPv4 through sprintf.
+        char buf[16];
+        char* p = buf;
+        for (int i = 0; i < 4; ++i) {
+            if (i) *p++ = '.';
+            p = std::to_chars(p, buf + sizeof(buf), bytes[i]).ptr;
+        }
+        return std::string(buf, p);
+    }
     char buf[INET6_ADDRSTRLEN] = {};
-    if (family == 4) inet_ntop(AF_INET, bytes.data(), buf, sizeof(buf));
-    else if (family == 6) inet_ntop(AF_INET6, bytes.data(), buf, sizeof(buf));
+    if (family == 6) inet_ntop(AF_INET6, bytes.data(), buf, sizeof(buf));
     else return "-";
     return buf;
 }

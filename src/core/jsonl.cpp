@@ -37,9 +37,14 @@ size_t utf8_sequence_length(std::string_view s) {
 }
 
 // Appends s as a JSON string; invalid UTF-8 (a task name can hold any bytes) becomes U+FFFD.
+bool needs_escaping(unsigned char c) { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80; }
+
 void append_string(std::string& out, std::string_view s) {
     out += '"';
+    // Names, states and addresses are plain ASCII: copy the run that needs no escaping at once.
     size_t i = 0;
+    while (i < s.size() && !needs_escaping(static_cast<unsigned char>(s[i]))) ++i;
+    out.append(s.data(), i);
     while (i < s.size()) {
         auto c = static_cast<unsigned char>(s[i]);
         if (c == '"' || c == '\\') {
@@ -72,7 +77,9 @@ public:
     template <typename T>
     ObjectWriter& num(std::string_view key, T value) {
         this->key(key);
-        fmt::format_to(std::back_inserter(out_), "{}", value);
+        char digits[24];
+        auto end = std::to_chars(digits, digits + sizeof(digits), value).ptr;  // every line, every number
+        out_.append(digits, end);
         return *this;
     }
     ObjectWriter& boolean(std::string_view key, bool value) {

@@ -10,6 +10,7 @@
 #include "correlator/addr.h"
 #include "correlator/advice.h"
 #include "correlator/classify.h"
+#include "correlator/tuple_index.h"
 
 namespace tcpwhy {
 namespace {
@@ -158,7 +159,7 @@ struct Correlator::Impl {
     std::unordered_map<uint32_t, std::string> netns_names;
     // Connections closed locally or reset, by four-tuple: a reset the listener or the
     // stack sends later for the same tuple (the peer's segments still in flight) belongs to them.
-    std::unordered_map<uint64_t, uint64_t> closed_by_tuple;
+    correlator::TupleIndex closed_by_tuple;
     std::shared_ptr<const WorkloadTable> workloads;
     std::deque<UnattributedChange> unattributed_changes;
     std::optional<std::pair<IpAddr, uint16_t>> watched_peer;
@@ -292,8 +293,7 @@ struct Correlator::Impl {
         settle_peer_reset(it->first, c);
         if (!c.ended) --backends[c.backend].live;
         if (c.local_close_seen || c.reset_counted) {
-            auto t = closed_by_tuple.find(tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport));
-            if (t != closed_by_tuple.end() && t->second == it->first) closed_by_tuple.erase(t);
+            closed_by_tuple.erase_if(tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport), it->first);
         }
         conns.erase(it);
     }
@@ -472,9 +472,9 @@ struct Correlator::Impl {
     // that were in flight), not a new one.
     bool attach_segment_reset(const Event& e) {
         if (!e.rport) return false;  // only connections with a peer port are indexed
-        auto t = closed_by_tuple.find(tuple_key(e.netns, e.laddr, e.lport, e.raddr, e.rport));
-        if (t == closed_by_tuple.end()) return false;
-        auto it = conns.find(t->second);
+        auto cookie = closed_by_tuple.get(tuple_key(e.netns, e.laddr, e.lport, e.raddr, e.rport));
+        if (!cookie) return false;
+        auto it = conns.find(*cookie);
         if (it == conns.end()) return false;
         LiveConn& c = it->second;
         if (c.reset_counted) {
@@ -589,7 +589,7 @@ struct Correlator::Impl {
         }
         if ((e.type == EventType::close || e.type == EventType::reset_sent) && c.rport &&
             (c.local_close_seen || c.reset_counted))
-            closed_by_tuple[tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport)] = e.cookie;
+            closed_by_tuple.set(tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport), e.cookie);
     }
 
     void expire(uint64_t now_ns) {
