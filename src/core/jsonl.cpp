@@ -36,55 +36,74 @@ size_t utf8_sequence_length(std::string_view s) {
     return 0;
 }
 
+// The output of ObjectWriter: a buffer that grows without zero-filling, so each piece is one
+// fixed-size copy (event lines are written for every event).
+class LineBuffer {
+public:
+    char* grow(size_t n) {
+        size_t at = buf_.size();
+        buf_.resize(at + n);  // fmt's buffer does not initialise what it adds
+        return buf_.data() + at;
+    }
+    void shrink_to(const char* end) { buf_.resize(static_cast<size_t>(end - buf_.data())); }
+    void put(char c) { buf_.push_back(c); }
+    void put(std::string_view s) { buf_.append(s.data(), s.data() + s.size()); }
+    size_t size() const { return buf_.size(); }
+    char* data() { return buf_.data(); }
+
+private:
+    fmt::memory_buffer buf_;
+};
+
 // Appends s as a JSON string; invalid UTF-8 (a task name can hold any bytes) becomes U+FFFD.
 bool needs_escaping(unsigned char c) { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80; }
 
-void append_string(std::string& out, std::string_view s) {
-    out += '"';
+void append_string(LineBuffer& out, std::string_view s) {
+    out.put('"');
     // Names, states and addresses are plain ASCII: copy the run that needs no escaping at once.
     size_t i = 0;
     while (i < s.size() && !needs_escaping(static_cast<unsigned char>(s[i]))) ++i;
-    out.append(s.data(), i);
+    out.put(s.substr(0, i));
     while (i < s.size()) {
         auto c = static_cast<unsigned char>(s[i]);
         if (c == '"' || c == '\\') {
-            out += '\\';
-            out += static_cast<char>(c);
+            out.put('\\');
+            out.put(static_cast<char>(c));
             ++i;
         } else if (c < 0x20) {
-            out += c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : fmt::format("\\u{:04x}", c);
+            out.put(c == '\n' ? "\\n" : c == '\t' ? "\\t" : c == '\r' ? "\\r" : fmt::format("\\u{:04x}", c));
             ++i;
         } else if (c < 0x80) {
-            out += static_cast<char>(c);
+            out.put(static_cast<char>(c));
             ++i;
         } else {
             size_t len = utf8_sequence_length(s.substr(i));
             if (len > 0) {
-                out.append(s.substr(i, len));
+                out.put(s.substr(i, len));
                 i += len;
             } else {
-                out += "\xef\xbf\xbd";  // U+FFFD as UTF-8, as the reader returns it: rewriting changes nothing
+                out.put("\xef\xbf\xbd");  // U+FFFD as UTF-8, as the reader returns it: rewriting changes nothing
                 ++i;
             }
         }
     }
-    out += '"';
+    out.put('"');
 }
 
+// Writes `{"key":value,...}`. Every key is preceded by a comma, and done() turns the first into
+// the opening brace.
 class ObjectWriter {
 public:
-    ObjectWriter() { out_.reserve(320); out_ += '{'; }
     template <typename T>
     ObjectWriter& num(std::string_view key, T value) {
         this->key(key);
-        char digits[24];
-        auto end = std::to_chars(digits, digits + sizeof(digits), value).ptr;  // every line, every number
-        out_.append(digits, end);
+        char* p = out_.grow(24);
+        out_.shrink_to(std::to_chars(p, p + 24, value).ptr);
         return *this;
     }
     ObjectWriter& boolean(std::string_view key, bool value) {
         this->key(key);
-        out_ += value ? "true" : "false";
+        out_.put(value ? std::string_view("true") : std::string_view("false"));
         return *this;
     }
     ObjectWriter& str(std::string_view key, std::string_view value) {
@@ -94,22 +113,26 @@ public:
     }
     ObjectWriter& raw(std::string_view key, std::string_view json) {
         this->key(key);
-        out_ += json;
+        out_.put(json);
         return *this;
     }
     std::string done() {
-        out_ += '}';
-        return std::move(out_);
+        if (out_.size() == 0) return "{}";
+        out_.data()[0] = '{';
+        out_.put('}');
+        return std::string(out_.data(), out_.size());
     }
 
 private:
-    void key(std::string_view k) {
-        if (out_.size() > 1) out_ += ',';
-        out_ += '"';
-        out_ += k;  // keys are tcpwhy's own identifiers: nothing to escape
-        out_ += "\":";
+    void key(std::string_view k) {  // keys are tcpwhy's own identifiers: nothing to escape
+        char* p = out_.grow(k.size() + 4);
+        p[0] = ',';
+        p[1] = '"';
+        std::memcpy(p + 2, k.data(), k.size());
+        p[k.size() + 2] = '"';
+        p[k.size() + 3] = ':';
     }
-    std::string out_;
+    LineBuffer out_;
 };
 
 std::string opts_json(const SockOpts& opts) {
