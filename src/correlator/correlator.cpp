@@ -151,6 +151,7 @@ void push_bounded(auto& ring, auto&& item, size_t bound) {
 struct Correlator::Impl {
     CorrelatorConfig config;
     std::unordered_map<uint64_t, LiveConn> conns;  // by socket cookie
+    using LiveConnIterator = std::unordered_map<uint64_t, LiveConn>::iterator;
     std::deque<Backend> backends;                  // stable addresses; indices in LiveConn
     std::unordered_map<BackendKey, uint32_t, BackendKeyHash> backend_index;
     std::optional<uint32_t> overflow_backend;
@@ -160,6 +161,13 @@ struct Correlator::Impl {
     // Connections closed locally or reset, by four-tuple: a reset the listener or the
     // stack sends later for the same tuple (the peer's segments still in flight) belongs to them.
     correlator::TupleIndex closed_by_tuple;
+    // Time-driven work in time order, so expire() and eviction touch only what is due instead
+    // of every connection: (time, cookie). An entry can be stale (its connection dropped or
+    // moved on): it is checked before use.
+    std::deque<std::pair<uint64_t, uint64_t>> ended_queue;     // ended connections, by end time
+    std::deque<std::pair<uint64_t, uint64_t>> retained_queue;  // of those, kept for TIME_WAIT resets
+    std::deque<std::pair<uint64_t, uint64_t>> settle_queue;    // pending peer resets, by arrival
+    uint64_t next_stale_scan_ns = 0;  // no open connection can be stale before this
     std::shared_ptr<const WorkloadTable> workloads;
     std::deque<UnattributedChange> unattributed_changes;
     std::optional<std::pair<IpAddr, uint16_t>> watched_peer;
@@ -280,10 +288,11 @@ struct Correlator::Impl {
         if (c.laddr.family == 0 && e.laddr.family != 0) c.laddr = e.laddr;
     }
 
-    void mark_ended(LiveConn& c, uint64_t ts_ns) {
+    void mark_ended(uint64_t cookie, LiveConn& c, uint64_t ts_ns) {
         if (c.ended) return;
         c.ended = true;
         c.end_ts_ns = ts_ns;
+        ended_queue.emplace_back(ts_ns, cookie);
         if (c.end == EndKind::open) c.end = EndKind::orderly;
         --backends[c.backend].live;
     }
@@ -302,6 +311,23 @@ struct Correlator::Impl {
     // cap/8 new connections), never the connection being inserted.
     void evict_least_recent(uint64_t keep_cookie) {
         size_t target = config.max_live_connections - config.max_live_connections / 8;
+        // Ended connections first, the longest ended first: they are kept only for late resets,
+        // while an open one, however idle, can still be the next race.
+        for (auto* queue : {&retained_queue, &ended_queue}) {
+            while (conns.size() > target && !queue->empty()) {
+                auto [end_ts, cookie] = queue->front();
+                queue->pop_front();
+                auto it = ended_entry(end_ts, cookie);
+                if (it == conns.end()) continue;
+                if (cookie == keep_cookie) {  // the caller holds it: leave it queued
+                    queue->emplace_front(end_ts, cookie);
+                    break;
+                }
+                drop(it);
+                ++counts.evicted_over_cap;
+            }
+        }
+        if (conns.size() <= target) return;
         std::vector<std::pair<uint64_t, uint64_t>> by_age;  // (last_ts, cookie)
         by_age.reserve(conns.size());
         for (const auto& [cookie, c] : conns)
@@ -400,7 +426,7 @@ struct Correlator::Impl {
         // (FIN_WAIT2->CLOSE, LAST_ACK->CLOSE): our FIN is its end here.
         if (e.new_state == TcpState::close || e.new_state == TcpState::fin_wait1 ||
             e.new_state == TcpState::last_ack)
-            mark_ended(c, e.ts_ns);
+            mark_ended(e.cookie, c, e.ts_ns);
     }
 
     void on_close(LiveConn& c, const Event& e) {
@@ -427,7 +453,7 @@ struct Correlator::Impl {
             if (c.idle_close) b.idle_closes.add(c.idle_gap_ms);
         }
         c.state = e.new_state;
-        mark_ended(c, e.ts_ns);  // FIN or abort: what follows is the kernel's, not the application's
+        mark_ended(e.cookie, c, e.ts_ns);  // FIN or abort: what follows is the kernel's, not the application's
     }
 
     classify::CloseFacts close_facts(const LiveConn& c) const {
@@ -463,6 +489,7 @@ struct Correlator::Impl {
         }
         if (c.pending_peer_reset_ts_ns || c.reset_counted) return;
         c.pending_peer_reset_ts_ns = e.ts_ns;
+        settle_queue.emplace_back(e.ts_ns, e.cookie);
         c.state_at_peer_reset = e.sk_state != TcpState::unknown ? e.sk_state : c.state;
     }
 
@@ -592,22 +619,57 @@ struct Correlator::Impl {
             closed_by_tuple.set(tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport), e.cookie);
     }
 
+    // The connection a queue entry names, if it is still the one the entry was made for.
+    LiveConnIterator ended_entry(uint64_t end_ts_ns, uint64_t cookie) {
+        auto it = conns.find(cookie);
+        if (it == conns.end() || !it->second.ended || it->second.end_ts_ns != end_ts_ns) return conns.end();
+        return it;
+    }
+
     void expire(uint64_t now_ns) {
+        while (!settle_queue.empty() && now_ns > settle_queue.front().first + config.local_abort_window_ns) {
+            uint64_t cookie = settle_queue.front().second;
+            settle_queue.pop_front();
+            if (auto it = conns.find(cookie); it != conns.end()) settle_if_due(cookie, it->second, now_ns);
+        }
+        while (!ended_queue.empty() && now_ns > ended_queue.front().first + kEndedGraceNs) {
+            auto [end_ts, cookie] = ended_queue.front();
+            ended_queue.pop_front();
+            auto it = ended_entry(end_ts, cookie);
+            if (it == conns.end()) continue;
+            if (should_drop(it->second, now_ns)) drop(it);
+            else retained_queue.emplace_back(end_ts, cookie);
+        }
+        while (!retained_queue.empty() && now_ns > retained_queue.front().first + config.closed_retention_ns) {
+            auto [end_ts, cookie] = retained_queue.front();
+            retained_queue.pop_front();
+            if (auto it = ended_entry(end_ts, cookie); it != conns.end()) drop(it);
+        }
+        if (now_ns >= next_stale_scan_ns) expire_stale(now_ns);
+    }
+
+    // Open connections silent for stale_after. Activity only postpones staleness, so after a
+    // scan nothing can go stale before the earliest deadline it saw: the next scan waits for it.
+    void expire_stale(uint64_t now_ns) {
+        uint64_t next = now_ns + config.stale_after_ns;
         for (auto it = conns.begin(); it != conns.end();) {
             LiveConn& c = it->second;
-            settle_if_due(it->first, c, now_ns);
-            if (should_drop(c, now_ns)) {
-                if (!c.ended) {
-                    c.end = EndKind::expired;
-                    ++counts.expired_stale;
-                }
-                auto next = std::next(it);
-                drop(it);
-                it = next;
-            } else {
+            if (c.ended) {
                 ++it;
+                continue;
             }
+            uint64_t deadline = std::max(c.last_ts_ns, c.first_ts_ns) + config.stale_after_ns;
+            if (now_ns > deadline) {
+                c.end = EndKind::expired;
+                ++counts.expired_stale;
+                auto victim = it++;
+                drop(victim);
+                continue;
+            }
+            next = std::min(next, deadline);
+            ++it;
         }
+        next_stale_scan_ns = next;
     }
 
     bool should_drop(const LiveConn& c, uint64_t now_ns) const {

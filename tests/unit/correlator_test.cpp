@@ -507,6 +507,41 @@ TEST_CASE("live state is bounded: per-connection size and the connection cap") {
     CHECK(c.backends().at(0).live_connections == counts.live_connections);
 }
 
+TEST_CASE("ended connections: a FIN close is kept for TIME_WAIT resets, an abort only briefly") {
+    Correlator c;
+    Sock fin{.cookie = 1}, abort{.cookie = 2, .rport = 51235};
+    feed(c, {accepted(fin, sec(1)), accepted(abort, sec(1)), idle_fin(fin, sec(2), 1000),
+             close(abort, sec(2), {.to = TcpState::close, .abort = true})});
+    CHECK(c.counts().live_connections == 2);
+    c.expire(sec(5));  // past the short grace: the aborted one goes, the FIN-closed one may still time-wait
+    CHECK(c.counts().live_connections == 1);
+    CHECK(c.connections_with_peer(ip("130.211.0.143"), 51234).size() == 1);
+    // a late reset from its TIME_WAIT socket still finds it (same cookie)
+    c.on_event(reset_sent(fin, sec(30), "TCP_TIMEWAIT_SOCKET", SockKind::timewait, TcpState::time_wait, true));
+    CHECK(c.counts().live_connections == 1);
+    c.expire(sec(2) + CorrelatorConfig::defaults().closed_retention_ns + ms(1));
+    CHECK(c.counts().live_connections == 0);
+    CHECK(c.counts().expired_stale == 0);
+    CHECK(c.counts().evicted_over_cap == 0);
+}
+
+TEST_CASE("over the cap, ended connections are evicted before open ones, however idle") {
+    auto config = CorrelatorConfig::defaults();
+    config.max_live_connections = 64;
+    Correlator c(config);
+    // 40 idle open connections from long ago, then 40 that closed a moment ago.
+    for (uint64_t i = 1; i <= 40; ++i) c.on_event(accepted(Sock{.cookie = i, .rport = static_cast<uint16_t>(i)}, sec(1)));
+    for (uint64_t i = 41; i <= 80; ++i) {
+        Sock s{.cookie = i, .rport = static_cast<uint16_t>(i)};
+        feed(c, {accepted(s, sec(100)), idle_fin(s, sec(100) + ms(i), 10)});
+    }
+    auto counts = c.counts();
+    CHECK(counts.live_connections <= 64);
+    CHECK(counts.evicted_over_cap == 80 - counts.live_connections);
+    // every open connection survived
+    for (uint16_t port = 1; port <= 40; ++port) CHECK(c.connections_with_peer(ip("130.211.0.143"), port).size() == 1);
+}
+
 TEST_CASE("silent open connections expire after stale_after") {
     auto config = CorrelatorConfig::defaults();
     config.stale_after_ns = sec(3600);
