@@ -215,8 +215,12 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
                 out_file.clear();
             }
         }
-        if (args.json) fmt::print("{}\n", json);
-        else fmt::print("{}\n", format_event_line(e, clock, who ? who->name() : std::string()));
+        if (args.json) {
+            json += '\n';
+            fwrite_unlocked(json.data(), 1, json.size(), stdout);  // one thread writes stdout
+        } else {
+            fmt::print("{}\n", format_event_line(e, clock, who ? who->name() : std::string()));
+        }
     };
 
     while (!stop_requested()) {

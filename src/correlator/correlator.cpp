@@ -1,6 +1,7 @@
 #include "tcpwhy/correlator.h"
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <unordered_map>
 #include <unordered_set>
@@ -115,17 +116,20 @@ bool is_listener_event(const Event& e) {
 
 uint64_t listener_key(uint32_t netns, uint16_t port) { return (uint64_t{netns} << 16) | port; }
 
-// A connection by its four-tuple in its namespace (FNV-1a).
+// A connection by its four-tuple in its namespace: the words mixed by multiply-xorshift
+// (computed for every close; a byte-at-a-time hash was 4% of trace's CPU).
+uint64_t mix64(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 31);
+}
+
 uint64_t tuple_key(uint32_t netns, const IpAddr& laddr, uint16_t lport, const IpAddr& raddr, uint16_t rport) {
-    uint64_t h = 14695981039346656037ull;
-    auto mix = [&h](uint64_t v, int bytes) {
-        for (int i = 0; i < bytes; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
-    };
-    mix(netns, 4);
-    mix(lport, 2);
-    mix(rport, 2);
-    for (auto b : laddr.bytes) mix(b, 1);
-    for (auto b : raddr.bytes) mix(b, 1);
+    uint64_t words[4];
+    std::memcpy(&words[0], laddr.bytes.data(), 16);
+    std::memcpy(&words[2], raddr.bytes.data(), 16);
+    uint64_t h = mix64(0, (uint64_t{netns} << 32) | (uint64_t{lport} << 16) | rport);
+    for (uint64_t w : words) h = mix64(h, w);
     return h;
 }
 
