@@ -41,15 +41,16 @@ size_t utf8_sequence_length(std::string_view s) {
 class LineBuffer {
 public:
     LineBuffer() { buf_.resize(kTypicalLine); }
-    char* grow(size_t n) {
-        if (len_ + n > buf_.size()) buf_.resize(std::max(buf_.size() * 2, len_ + n));
+    [[gnu::always_inline]] char* grow(size_t n) {
+        if (len_ + n > buf_.size()) [[unlikely]]
+            enlarge(n);
         char* p = buf_.data() + len_;
         len_ += n;
         return p;
     }
-    void shrink_to(const char* end) { len_ = static_cast<size_t>(end - buf_.data()); }
-    void put(char c) { *grow(1) = c; }
-    void put(std::string_view s) { std::memcpy(grow(s.size()), s.data(), s.size()); }
+    [[gnu::always_inline]] void shrink_to(const char* end) { len_ = static_cast<size_t>(end - buf_.data()); }
+    [[gnu::always_inline]] void put(char c) { *grow(1) = c; }
+    [[gnu::always_inline]] void put(std::string_view s) { std::memcpy(grow(s.size()), s.data(), s.size()); }
     size_t size() const { return len_; }
     char* data() { return buf_.data(); }
     std::string take() {
@@ -58,6 +59,7 @@ public:
     }
 
 private:
+    [[gnu::noinline]] void enlarge(size_t n) { buf_.resize(std::max(buf_.size() * 2, len_ + n)); }
     static constexpr size_t kTypicalLine = 512;  // an event line is 250-450 bytes
     std::string buf_;
     size_t len_ = 0;
