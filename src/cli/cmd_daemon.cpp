@@ -59,6 +59,7 @@ struct DaemonArgs {
     bool tracepoints_only = false;
     bool keep_capabilities = false;
     bool verbose = false;
+    int nice = kDefaultNice;
 };
 
 int64_t mono_ms() {
@@ -466,6 +467,7 @@ int run_daemon(const DaemonArgs& args) {
         print_error(e.what(), e.fix());
         return kExitFailure;
     }
+    lower_cpu_priority(args.nice);
 
     // After attach, so a connection is either listed here or seen by the programs (or both).
     ExistingSockets existing;
@@ -539,6 +541,7 @@ Runner add_daemon(CLI::App& app) {
     add_lb_options(*sub, args->lb);
     add_naming_options(*sub, args->naming);
     sub->add_option("--ring-mb", args->ring_mb, "Ring buffer size in MiB (power of two)")->capture_default_str();
+    add_nice_option(*sub, args->nice);
     sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
     sub->add_flag("--keep-capabilities", args->keep_capabilities,
                   "Do not drop capabilities after attaching (debugging only)");

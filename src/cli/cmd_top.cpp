@@ -35,6 +35,7 @@ struct TopArgs {
     bool tracepoints_only = false;
     size_t ring_mb = 8;
     bool verbose = false;
+    int nice = kDefaultNice;
 };
 
 // Where snapshots come from: this process's own tracer, or a daemon's socket.
@@ -209,6 +210,7 @@ int run_top(const TopArgs& args) {
             options.ring_bytes = args.ring_mb << 20;
             options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
             source = std::make_unique<TracerSource>(Tracer::start(options), *config, std::move(resolver));
+            lower_cpu_priority(args.nice);
         } catch (const TracerError& e) {
             terminal.reset();  // the message goes to the normal screen
             print_error(e.what(), e.fix());
@@ -253,6 +255,7 @@ Runner add_top(CLI::App& app) {
         ->capture_default_str();
     sub->add_flag("--no-color", args->no_colour, "No colours, even where the terminal has them");
     sub->add_option("--ring-mb", args->ring_mb, "Ring buffer size in MiB (power of two)")->capture_default_str();
+    add_nice_option(*sub, args->nice);
     sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
     sub->add_flag("-v,--verbose", args->verbose, "Show libbpf's log (verifier output on load failures)");
     return [args] { return run_top(*args); };

@@ -38,6 +38,7 @@ struct TraceArgs {
     NamingArgs naming;
     std::string pod;        // substring of the pod (or netns/host) name
     std::string namespace_; // Kubernetes namespace, exact
+    int nice = kDefaultNice;
 };
 
 struct Filter {
@@ -146,6 +147,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         print_error(e.what(), e.fix());
         return kExitFailure;
     }
+    lower_cpu_priority(args.nice);
 
     WallClock clock = WallClock::now();
     if (out_file) {
@@ -282,6 +284,7 @@ Runner add_trace(CLI::App& app) {
     sub->add_option("--namespace", args->namespace_, "Show only pods in this Kubernetes namespace");
     add_naming_options(*sub, args->naming);
     sub->add_option("--ring-mb", *ring_mb, "Ring buffer size in MiB (power of two)")->capture_default_str();
+    add_nice_option(*sub, args->nice);
     sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
     sub->add_flag("--all-states", args->all_states,
                   "Show every state change (SYN_SENT->ESTABLISHED, FIN_WAIT1->FIN_WAIT2, ...), not only the\n"

@@ -31,6 +31,13 @@ std::optional<tcpwhy::CorrelatorConfig> correlator_config(const LbArgs& lb);
 // --ring-mb: a power of two, else the one-line error and false.
 bool valid_ring_mb(size_t ring_mb);
 
+// --nice: how far below the traced workload's CPU priority the event loop runs (default 10).
+constexpr int kDefaultNice = 10;
+void add_nice_option(CLI::App& sub, int& nice);
+// Lowers the calling thread's CPU priority by `nice` (0: unchanged); says so on stderr if it
+// cannot, and carries on.
+void lower_cpu_priority(int nice);
+
 // --host-root, --pod-logs, --no-names: where pod, container and namespace names come from.
 struct NamingArgs {
     std::string host_root = "/";

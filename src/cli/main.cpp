@@ -3,6 +3,8 @@
 #include <cstdarg>
 #include <cstdlib>
 #include <cstring>
+#include <sys/resource.h>
+#include <algorithm>
 #include <atomic>
 #include <iostream>
 
@@ -120,6 +122,23 @@ bool valid_ring_mb(size_t ring_mb) {
     if (ring_mb != 0 && (ring_mb & (ring_mb - 1)) == 0) return true;
     print_error(fmt::format("--ring-mb {} is not a power of two", ring_mb), "use 1, 2, 4, 8, 16, ...");
     return false;
+}
+
+void add_nice_option(CLI::App& sub, int& nice) {
+    sub.add_option("--nice", nice,
+                   "Run the event loop this many steps below the workload's CPU priority (0: the same). A\n"
+                   "tracer should not take CPU from what it watches: the ring buffer absorbs the wait, and a\n"
+                   "drop, if the ring ever fills, is counted and shown")
+        ->check(CLI::Range(0, 19))
+        ->capture_default_str();
+}
+
+void lower_cpu_priority(int nice) {
+    if (nice <= 0) return;
+    errno = 0;
+    int current = getpriority(PRIO_PROCESS, 0);
+    if (errno != 0 || setpriority(PRIO_PROCESS, 0, std::min(current + nice, 19)) != 0)
+        fmt::print(stderr, "tcpwhy: cannot lower the CPU priority ({}); running at the caller's\n", strerror(errno));
 }
 
 void print_error(const std::string& problem, const std::string& fix) {

@@ -1,5 +1,6 @@
 // The tcpwhy binary as a user runs it: exit codes, errors, doctor, and trace --json / -o.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <fstream>
@@ -100,6 +101,14 @@ TEST_CASE("trace --json and -o: lb is true only for peers in the LB ranges") {
     }
     for (int i = 0; i < 300 && slurp(err).find("tracing TCP") == std::string::npos; ++i) sleep_ms(20);
     REQUIRE(slurp(err).find("tracing TCP") != std::string::npos);
+    {
+        // The event loop yields the CPU to the workload (--nice, default 10): field 19 of stat.
+        std::string stat = slurp(fmt::format("/proc/{}/stat", child));
+        std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+        std::string field;
+        for (int i = 3; i <= 19; ++i) fields >> field;
+        CHECK(field == std::to_string(std::min(getpriority(PRIO_PROCESS, 0) + 10, 19)));
+    }
 
     ns.enter([] {
         Fd listener = tcp_listen_v4("127.0.0.1", 7070);
