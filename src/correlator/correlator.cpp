@@ -641,7 +641,7 @@ struct Correlator::Impl {
             ended_queue.pop_front();
             auto it = ended_entry(end_ts, cookie);
             if (it == conns.end()) continue;
-            if (should_drop(it->second, now_ns)) drop(it);
+            if (now_ns > end_ts + retention_of(it->second)) drop(it);
             else retained_queue.emplace_back(end_ts, cookie);
         }
         while (!retained_queue.empty() && now_ns > retained_queue.front().first + config.closed_retention_ns) {
@@ -662,7 +662,7 @@ struct Correlator::Impl {
                 ++it;
                 continue;
             }
-            uint64_t deadline = std::max(c.last_ts_ns, c.first_ts_ns) + config.stale_after_ns;
+            uint64_t deadline = stale_deadline(c);
             if (now_ns > deadline) {
                 c.end = EndKind::expired;
                 ++counts.expired_stale;
@@ -676,15 +676,16 @@ struct Correlator::Impl {
         next_stale_scan_ns = next;
     }
 
-    bool should_drop(const LiveConn& c, uint64_t now_ns) const {
-        if (c.ended) {
-            // A connection we closed with a FIN lives on as a TIME_WAIT socket that can
-            // still answer late data with a reset (same cookie): keep it that long.
-            bool may_time_wait = c.local_close_seen && !c.aborted;
-            uint64_t retention = may_time_wait ? config.closed_retention_ns : kEndedGraceNs;
-            return now_ns > c.end_ts_ns + retention;
-        }
-        return now_ns > std::max(c.last_ts_ns, c.first_ts_ns) + config.stale_after_ns;
+    // How long an ended connection is kept. One we closed with a FIN lives on as a TIME_WAIT
+    // socket that can still answer late data with a reset (same cookie): that long.
+    uint64_t retention_of(const LiveConn& c) const {
+        bool may_time_wait = c.local_close_seen && !c.aborted;
+        return may_time_wait ? config.closed_retention_ns : kEndedGraceNs;
+    }
+
+    // When an open connection with no further event counts as gone.
+    uint64_t stale_deadline(const LiveConn& c) const {
+        return std::max(c.last_ts_ns, c.first_ts_ns) + config.stale_after_ns;
     }
 
     // ---- results ----
