@@ -87,13 +87,25 @@ static __always_inline void submit_event(struct tcpwhy_event *e)
 	count(&emitted, type & 7);
 }
 
-static __always_inline __u32 jiffies_delta_ms(__u32 now, __u32 then)
+/* The kernel's HZ: CONFIG_HZ from its config, else the fallback userspace sets (never 0). */
+static __always_inline __u32 kernel_hz(void)
 {
 	__u32 hz = CONFIG_HZ ? CONFIG_HZ : fallback_hz;
+	return hz ? hz : 250;
+}
+
+static __always_inline __u32 jiffies_delta_ms(__u32 now, __u32 then)
+{
 	__u32 delta = now - then;
 	if ((__s32)delta < 0) /* a timestamp from the future: none recorded yet */
 		return 0;
-	return (__u64)delta * 1000 / (hz ? hz : 250);
+	return (__u64)delta * 1000 / kernel_hz();
+}
+
+/* sock_flag(): bit `bit` (an enum sock_flags value, relocated by CO-RE) of skc_flags. */
+static __always_inline bool sock_flag_set(unsigned long flags, int bit)
+{
+	return (flags >> (bit & 63)) & 1;
 }
 
 static __always_inline __u32 sk_netns(const struct sock *sk)
@@ -206,22 +218,24 @@ static __always_inline void fill_owner(struct tcpwhy_event *e, const struct sock
 #define ERR_EPIPE 32
 #define ERR_ECONNRESET 104
 
+static __always_inline bool is_rst_error(int err)
+{
+	return err == ERR_ECONNRESET || err == ERR_EPIPE;
+}
+
 static __always_inline bool rst_received(const struct sock *sk)
 {
-	int err = sk->sk_err;
-	return err == ERR_ECONNRESET || err == ERR_EPIPE;
+	return is_rst_error(sk->sk_err);
 }
 
 static __always_inline __u32 jiffies_to_s(unsigned long j)
 {
-	__u32 hz = CONFIG_HZ ? CONFIG_HZ : fallback_hz;
-	return j / (hz ? hz : 250);
+	return j / kernel_hz();
 }
 
 static __always_inline __u64 jiffies_to_us(unsigned long j)
 {
-	__u32 hz = CONFIG_HZ ? CONFIG_HZ : fallback_hz;
-	return (__u64)j * 1000000 / (hz ? hz : 250);
+	return (__u64)j * 1000000 / kernel_hz();
 }
 
 /* TCP_DEFER_ACCEPT is kept as SYN-ACK retransmits: the seconds they span (retrans_to_secs). */
@@ -255,11 +269,11 @@ static __always_inline void fill_opts_in_force(struct tcpwhy_event *e, const str
 	unsigned long rcvtimeo = sk->sk_rcvtimeo, sndtimeo = sk->sk_sndtimeo;
 	int linger2 = tp->linger2;
 
-	if ((flags >> (keepopen_bit & 63)) & 1) {
+	if (sock_flag_set(flags, keepopen_bit)) {
 		o->set_mask |= 1u << TCPWHY_OPT_SO_KEEPALIVE;
 		o->keepalive = 1;
 	}
-	if ((flags >> (linger_bit & 63)) & 1) {
+	if (sock_flag_set(flags, linger_bit)) {
 		o->set_mask |= 1u << TCPWHY_OPT_SO_LINGER;
 		o->linger_onoff = 1;
 		o->linger_s = jiffies_to_s(sk->sk_lingertime);
@@ -508,7 +522,7 @@ static __always_inline __u8 state_after_close(int state, const struct sock *sk)
 	/* tcp_close() counts data only, not the peer's FIN */
 	if (data_unread(BPF_CORE_READ(tp, rcv_nxt), BPF_CORE_READ(tp, copied_seq), state) > 0)
 		return TCP_CLOSE;
-	if (((flags >> (linger_bit & 63)) & 1) && BPF_CORE_READ(sk, sk_lingertime) == 0)
+	if (sock_flag_set(flags, linger_bit) && BPF_CORE_READ(sk, sk_lingertime) == 0)
 		return TCP_CLOSE;
 	return state == TCP_ESTABLISHED ? TCP_FIN_WAIT1 : TCP_LAST_ACK;
 }
@@ -593,7 +607,7 @@ static __always_inline void emit_reset_sent(const struct sock *sk, const struct 
 			/* the task on the CPU may be the owner (close with unread data) or not (a
 			 * segment, a timer): the socket's cgroup; the connection's events name the rest */
 			fill_owner(e, sk, false, false);
-			if (BPF_CORE_READ(sk, sk_err) == ERR_ECONNRESET || BPF_CORE_READ(sk, sk_err) == ERR_EPIPE)
+			if (is_rst_error(BPF_CORE_READ(sk, sk_err)))
 				e->flags |= TCPWHY_F_RST_RECEIVED;
 			if (btf_ctx) {
 				const struct tcp_sock *full = bpf_skc_to_tcp_sock((void *)sk);

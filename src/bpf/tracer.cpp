@@ -256,7 +256,7 @@ void prefer_complete_tracepoint(HookPlan& plan) {
 
 HookStatus status_of(const HookPlan& plan, std::string limitation = "") {
     if (plan.path() == Path::kprobe && limitation.empty())
-        limitation = "kprobes read the socket a probe read per field: their close and reset events carry no socket options";
+        limitation = "kprobes see the socket as a plain address (a probe read per field): their close and reset events carry no socket options";
     return {plan.hook, plan.name(), plan.passed_over, std::move(limitation)};
 }
 
