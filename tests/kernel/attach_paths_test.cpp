@@ -37,6 +37,19 @@ std::vector<Event> resets_on_port(EventCollector& events, size_t expected, int w
     return events.matching(on_port);
 }
 
+// Waits until the pod's end of lport<->rport, closed by its owner, has become a timewait socket:
+// that takes the peer's ACK of our FIN, which under emulation (qemu TCG) can arrive well after the
+// FIN itself did. ss shows such an orphan by its substate, FIN-WAIT-2.
+bool wait_for_time_wait(const Netns& ns, uint16_t lport, uint16_t rport, int timeout_ms) {
+    auto command = fmt::format("ip netns exec {} ss -Htn state fin-wait-2 '( sport = :{} and dport = :{} )' | grep -q .",
+                               ns.name(), lport, rport);
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        if (std::system(command.c_str()) == 0) return true;
+        sleep_ms(20);
+    }
+    return false;
+}
+
 }  // namespace
 
 TEST_CASE("attach paths: each reset is reported once by whichever program the hook got") {
@@ -80,8 +93,11 @@ TEST_CASE("attach paths: each reset is reported once by whichever program the ho
             Fd server = accept_one(listener);
             size_t before = events.matching(of_type(EventType::reset_sent)).size();
             server.reset();
-            REQUIRE(recv_some(client).empty());  // the FIN arrived (and was acknowledged)
-            sleep_ms(50);
+            REQUIRE(recv_some(client).empty());  // the FIN arrived
+            sockaddr_in client_addr{};
+            socklen_t len = sizeof(client_addr);
+            REQUIRE(getsockname(client.get(), reinterpret_cast<sockaddr*>(&client_addr), &len) == 0);
+            REQUIRE(wait_for_time_wait(net.pod, kPort, ntohs(client_addr.sin_port), 3000));  // and was acknowledged
             send_all(client, "GET /next HTTP/1.1\r\n\r\n");
             auto resets = resets_on_port(events, before + 1, reply_complete ? 3000 : 500);
             INFO(events.dump());
