@@ -251,12 +251,15 @@ boot_guest() {
 }
 
 boot_guest
-# A guest CPU that stopped scheduling (soft lockup) has been seen once in many runs under TCG,
-# while BPF trampolines were detached with traffic flowing; it is a fact about this emulated
-# guest, not a test result, so the guest gets one more boot. Any other failure is final.
-if [ ! -f "$run_dir/exit-status" ] && grep -q "soft lockup" "$run_dir/console.log"; then
+# Live kernel text patching (the static keys and trampolines that attaching and detaching BPF
+# programs flip) has twice gone wrong under TCG while another vCPU ran the patched code, with
+# traffic flowing: a soft lockup (6.1), and an "Oops: int3" at the tracepoint site in
+# inet_sk_state_store (6.12), the breakpoint text_poke_bp() plants while it patches. Each was a
+# fact about this emulated guest, not a test result, so the guest gets one more boot on exactly
+# those signatures. Any other failure is final.
+if [ ! -f "$run_dir/exit-status" ] && grep -Eq "soft lockup|Oops: int3" "$run_dir/console.log"; then
     cp "$run_dir/console.log" "$run_dir/console-lockup.log"
-    log "the guest locked up (soft lockup, backtrace above; kept in $run_dir/console-lockup.log): booting it once more"
+    log "the guest crashed in live code patching (backtrace above; kept in $run_dir/console-lockup.log): booting it once more"
     keep=true
     boot_guest
 fi
