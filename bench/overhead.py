@@ -245,6 +245,13 @@ def main():
         "tcpwhy": Tool("tcpwhy", [os.path.join(args.build, "tcpwhy"), "trace", "--json"], r"tracing TCP on"),
         "bpftrace": Tool("bpftrace", ["bpftrace", script], None),
         "perfbuf": Tool("perfbuf", [os.path.join(args.build, "bench", "perfbuf_peer")], r"attached"),
+        # diagnostics: tcpwhy at the caller's CPU priority, and with every event filtered out in
+        # userspace (ring, decode and naming only: no correlator, no JSON)
+        "tcpwhy-nice0": Tool("tcpwhy-nice0", [os.path.join(args.build, "tcpwhy"), "trace", "--json", "--nice", "0"],
+                             r"tracing TCP on"),
+        "tcpwhy-filtered": Tool("tcpwhy-filtered",
+                                [os.path.join(args.build, "tcpwhy"), "trace", "--json", "--nice", "0", "--port", "1"],
+                                r"tracing TCP on"),
     }
     if args.other_build:
         tools["tcpwhy-other"] = Tool("tcpwhy-other", [os.path.join(args.other_build, "tcpwhy"), "trace", "--json"],
