@@ -1,4 +1,4 @@
-#include "bpf/features.h"
+#include "tcpwhy/bpf/features.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -18,7 +18,7 @@
 
 #include <fmt/format.h>
 
-#include "bpf/fd.h"
+#include "tcpwhy/fd.h"
 
 namespace tcpwhy {
 namespace {

@@ -1,4 +1,4 @@
-#include "bpf/tracer.h"
+#include "tcpwhy/bpf/tracer.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "bpf/fd.h"
+#include "tcpwhy/fd.h"
 #include "tcpwhy.skel.h"
 #include "tcpwhy/decode.h"
 

@@ -3,8 +3,8 @@
 
 #include <fmt/format.h>
 
-#include "bpf/tracer.h"
-#include "cli/commands.h"
+#include "tcpwhy/bpf/tracer.h"
+#include "commands.h"
 #include "tcpwhy/format.h"
 
 namespace tcpwhy::cli {

@@ -10,9 +10,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/commands.h"
-#include "daemon/server.h"
-#include "daemon/units.h"
+#include "commands.h"
+#include "tcpwhy/daemon/server.h"
+#include "tcpwhy/daemon/units.h"
 #include "tcpwhy/jsonl.h"
 
 namespace tcpwhy::cli {

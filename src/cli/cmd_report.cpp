@@ -1,7 +1,7 @@
 // `tcpwhy report`: replay recorded traces through the correlator and explain the resets.
 #include <iostream>
 
-#include "cli/commands.h"
+#include "commands.h"
 #include "tcpwhy/report.h"
 
 namespace tcpwhy::cli {

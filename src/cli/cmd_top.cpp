@@ -10,13 +10,13 @@
 
 #include <fmt/format.h>
 
-#include "bpf/tracer.h"
-#include "cli/commands.h"
+#include "tcpwhy/bpf/tracer.h"
+#include "commands.h"
 #include "tcpwhy/format.h"
 #include "tcpwhy/live_view.h"
-#include "top/daemon_client.h"
-#include "top/screen.h"
-#include "top/view_model.h"
+#include "tcpwhy/top/daemon_client.h"
+#include "tcpwhy/top/screen.h"
+#include "tcpwhy/top/view_model.h"
 
 namespace tcpwhy::cli {
 namespace {

@@ -11,8 +11,8 @@
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 
-#include "bpf/tracer.h"
-#include "cli/commands.h"
+#include "tcpwhy/bpf/tracer.h"
+#include "commands.h"
 #include "tcpwhy/cidr.h"
 #include "tcpwhy/correlator.h"
 #include "tcpwhy/format.h"

@@ -11,7 +11,7 @@
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 
-#include "cli/commands.h"
+#include "commands.h"
 
 namespace tcpwhy::cli {
 namespace {

@@ -1,4 +1,4 @@
-#include "correlator/advice.h"
+#include "advice.h"
 
 #include <algorithm>
 #include <array>

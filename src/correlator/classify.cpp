@@ -1,4 +1,4 @@
-#include "correlator/classify.h"
+#include "classify.h"
 
 #include <algorithm>
 #include <array>

@@ -3,7 +3,7 @@
 
 #include <fmt/format.h>
 
-#include "correlator/addr.h"
+#include "tcpwhy/addr.h"
 #include "tcpwhy/correlator.h"
 
 namespace tcpwhy {

@@ -8,10 +8,10 @@
 
 #include <fmt/format.h>
 
-#include "correlator/addr.h"
-#include "correlator/advice.h"
-#include "correlator/classify.h"
-#include "correlator/tuple_index.h"
+#include "tcpwhy/addr.h"
+#include "advice.h"
+#include "classify.h"
+#include "tuple_index.h"
 
 namespace tcpwhy {
 namespace {

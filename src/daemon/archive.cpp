@@ -1,4 +1,4 @@
-#include "daemon/archive.h"
+#include "tcpwhy/daemon/archive.h"
 
 #include <dirent.h>
 #include <fcntl.h>

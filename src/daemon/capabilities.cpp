@@ -1,4 +1,4 @@
-#include "daemon/capabilities.h"
+#include "tcpwhy/daemon/capabilities.h"
 
 #include <linux/capability.h>
 #include <sys/prctl.h>

@@ -1,4 +1,4 @@
-#include "daemon/export.h"
+#include "tcpwhy/daemon/export.h"
 
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/report.h"

@@ -1,4 +1,4 @@
-#include "daemon/metrics.h"
+#include "tcpwhy/daemon/metrics.h"
 
 #include <algorithm>
 #include <set>

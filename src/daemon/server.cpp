@@ -1,4 +1,4 @@
-#include "daemon/server.h"
+#include "tcpwhy/daemon/server.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

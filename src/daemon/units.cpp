@@ -1,4 +1,4 @@
-#include "daemon/units.h"
+#include "tcpwhy/daemon/units.h"
 
 #include <cctype>
 #include <charconv>

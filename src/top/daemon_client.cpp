@@ -1,4 +1,4 @@
-#include "top/daemon_client.h"
+#include "tcpwhy/top/daemon_client.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "bpf/fd.h"
+#include "tcpwhy/fd.h"
 
 namespace tcpwhy::top {
 namespace {

@@ -1,4 +1,4 @@
-#include "top/screen.h"
+#include "tcpwhy/top/screen.h"
 
 #include <ncursesw/curses.h>
 

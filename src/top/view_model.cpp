@@ -1,4 +1,4 @@
-#include "top/view_model.h"
+#include "tcpwhy/top/view_model.h"
 
 #include <langinfo.h>
 

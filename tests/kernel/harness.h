@@ -26,8 +26,8 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
-#include "bpf/fd.h"
-#include "bpf/tracer.h"
+#include "tcpwhy/fd.h"
+#include "tcpwhy/bpf/tracer.h"
 #include "tcpwhy/event.h"
 
 namespace tcpwhy::test {

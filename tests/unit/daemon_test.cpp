@@ -13,10 +13,10 @@
 
 #include <fmt/format.h>
 
-#include "daemon/archive.h"
-#include "daemon/export.h"
-#include "daemon/metrics.h"
-#include "daemon/units.h"
+#include "tcpwhy/daemon/archive.h"
+#include "tcpwhy/daemon/export.h"
+#include "tcpwhy/daemon/metrics.h"
+#include "tcpwhy/daemon/units.h"
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/report.h"
 

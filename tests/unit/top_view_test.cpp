@@ -10,9 +10,9 @@
 #include <regex>
 #include <thread>
 
-#include "bpf/fd.h"
-#include "top/daemon_client.h"
-#include "top/view_model.h"
+#include "tcpwhy/fd.h"
+#include "tcpwhy/top/daemon_client.h"
+#include "tcpwhy/top/view_model.h"
 
 using namespace tcpwhy;
 using namespace tcpwhy::top;

@@ -4,7 +4,7 @@
 #include <random>
 #include <unordered_map>
 
-#include "correlator/tuple_index.h"
+#include "tuple_index.h"
 
 using tcpwhy::correlator::TupleIndex;
 

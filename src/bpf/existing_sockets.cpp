@@ -1,4 +1,4 @@
-#include "daemon/existing_sockets.h"
+#include "tcpwhy/bpf/existing_sockets.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -20,11 +20,11 @@
 
 #include <fmt/format.h>
 
-#include "bpf/fd.h"
+#include "tcpwhy/fd.h"
 #include "tcpwhy/decode.h"
 #include "tcpwhy_iter.skel.h"
 
-namespace tcpwhy::daemon {
+namespace tcpwhy {
 namespace {
 
 struct SkeletonDeleter {
@@ -160,4 +160,4 @@ ExistingSockets list_existing_sockets() {
     return result;
 }
 
-}  // namespace tcpwhy::daemon
+}  // namespace tcpwhy

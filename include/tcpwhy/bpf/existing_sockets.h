@@ -9,7 +9,7 @@
 
 #include "tcpwhy/event.h"
 
-namespace tcpwhy::daemon {
+namespace tcpwhy {
 
 struct ExistingSockets {
     std::vector<Event> events;
@@ -20,4 +20,4 @@ struct ExistingSockets {
 // Throws std::runtime_error when the iterator cannot be loaded at all.
 ExistingSockets list_existing_sockets();
 
-}  // namespace tcpwhy::daemon
+}  // namespace tcpwhy

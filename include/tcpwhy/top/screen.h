@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "top/view_model.h"
+#include "tcpwhy/top/view_model.h"
 
 struct screen;  // ncurses' SCREEN
 

@@ -14,8 +14,8 @@
 #include <tuple>
 #include <vector>
 
-#include "bpf/tracer.h"
-#include "daemon/archive.h"
+#include "tcpwhy/event_source.h"
+#include "tcpwhy/daemon/archive.h"
 #include "tcpwhy/correlator.h"
 
 namespace tcpwhy::daemon {

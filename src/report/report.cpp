@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "correlator/addr.h"
+#include "tcpwhy/addr.h"
 #include "tcpwhy/report.h"
 
 namespace tcpwhy {

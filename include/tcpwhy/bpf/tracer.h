@@ -11,8 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "bpf/features.h"
+#include "tcpwhy/bpf/features.h"
 #include "tcpwhy/event.h"
+#include "tcpwhy/event_source.h"
 
 namespace tcpwhy {
 
@@ -45,13 +46,6 @@ struct HookStatus {
     std::string attached;  // e.g. "tp_btf/inet_sock_set_state"; empty when none
     std::vector<std::string> passed_over;  // "fentry/tcp_close: load refused: Operation not permitted"
     std::string limitation;  // what the attached path cannot see on this kernel; empty when nothing
-};
-
-struct KernelCounters {
-    std::array<uint64_t, 8> emitted{};  // by EventType value
-    uint64_t dropped_ringbuf_full = 0;
-    uint64_t malformed_records = 0;  // shorter than any event: received and discarded by userspace
-    uint64_t dropped() const { return dropped_ringbuf_full + malformed_records; }
 };
 
 class Tracer {

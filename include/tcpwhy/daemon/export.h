@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "daemon/archive.h"
+#include "tcpwhy/daemon/archive.h"
 
 namespace tcpwhy::daemon {
 

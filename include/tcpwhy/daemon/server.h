@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "bpf/fd.h"
+#include "tcpwhy/fd.h"
 
 namespace tcpwhy::daemon {
 
