@@ -60,12 +60,10 @@ void write_open(std::ofstream& out, uint64_t conn, uint64_t ts) {
     out << to_json_line(state(conn, ts + 50'000, TcpState::syn_recv, TcpState::established)) << '\n';
     Event opt = base_event(conn, ts + 100'000);
     opt.type = EventType::setsockopt;
-    opt.level = "SOL_SOCKET";
-    opt.optname = "SO_KEEPALIVE";
+    opt.opt = SockOpt::so_keepalive;
     opt.value = 1;
     out << to_json_line(opt) << '\n';
-    opt.level = "IPPROTO_TCP";
-    opt.optname = "TCP_KEEPIDLE";
+    opt.opt = SockOpt::tcp_keepidle;
     opt.value = 60;
     opt.ts_ns += 1000;
     out << to_json_line(opt) << '\n';
@@ -90,7 +88,7 @@ void write_close(std::ofstream& out, uint64_t conn, uint64_t ts, uint32_t idle_m
     Event last = base_event(conn, ts + 2'000'000);
     if (conn % 10 == 0) {
         last.type = EventType::reset_sent;
-        last.reason = "TCP_TIMEWAIT_SOCKET";
+        last.reason = ResetReason::tcp_timewait_socket;
         last.sk_kind = SockKind::timewait;
         last.sk_state = TcpState::time_wait;
         last.has_skb = true;
@@ -98,8 +96,7 @@ void write_close(std::ofstream& out, uint64_t conn, uint64_t ts, uint32_t idle_m
         last.comm.clear();
     } else {
         last.type = EventType::setsockopt;  // same count as the race connections
-        last.level = "IPPROTO_TCP";
-        last.optname = "TCP_USER_TIMEOUT";
+        last.opt = SockOpt::tcp_user_timeout;
         last.value = 30000;
     }
     out << to_json_line(last) << '\n';

@@ -30,8 +30,8 @@ const volatile bool close_from_tcp_close = false;
 const volatile __u64 wakeup_bytes = 1 << 20;
 /* emit every state change, not only those the correlator needs (tcpwhy trace --all-states) */
 const volatile bool all_state_changes = false;
-/* HZ when the kernel config cannot be read (CONFIG_HZ resolves to 0) */
-const volatile __u32 fallback_hz = 250;
+/* The loader checks this against the header it was built with (abi.h). */
+const volatile __u32 bpf_abi_version = TCPWHY_ABI_VERSION;
 
 extern int CONFIG_HZ __kconfig __weak;
 
@@ -52,7 +52,7 @@ struct {
 /* Events emitted, by enum tcpwhy_event_type. Written here, read by userspace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 8);
+	__uint(max_entries, TCPWHY_EV__MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } emitted SEC(".maps");
@@ -84,14 +84,14 @@ static __always_inline void submit_event(struct tcpwhy_event *e)
 	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
 										      : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
-	count(&emitted, type & 7);
+	count(&emitted, type < TCPWHY_EV__MAX ? type : 0);
 }
 
-/* The kernel's HZ: CONFIG_HZ from its config, else the fallback userspace sets (never 0). */
+/* The kernel's HZ: CONFIG_HZ from its config; 250 (Debian's, and most distributions')
+ * when libbpf finds no config to read it from (`tcpwhy doctor` says so). */
 static __always_inline __u32 kernel_hz(void)
 {
-	__u32 hz = CONFIG_HZ ? CONFIG_HZ : fallback_hz;
-	return hz ? hz : 250;
+	return CONFIG_HZ ? CONFIG_HZ : 250;
 }
 
 static __always_inline __u32 jiffies_delta_ms(__u32 now, __u32 then)
@@ -826,6 +826,7 @@ int handle_setsockopt(struct bpf_sockopt *ctx)
 	e->sockopt.optname = ctx->optname;
 	e->sockopt.value = value;
 	e->sockopt.value2 = value2;
+	e->sockopt.opt = opt;
 	fill_owner_from_task(e);
 	submit_event(e);
 	return 1;

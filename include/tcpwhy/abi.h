@@ -5,8 +5,9 @@
  * Conventions: fixed-width fields only; times are CLOCK_MONOTONIC nanoseconds
  * (bpf_ktime_get_ns); addresses are in network byte order (IPv4 in the first 4
  * bytes); ports are in host byte order; units are in field names.
- * Every layout change bumps TCPWHY_ABI_VERSION; src/bpf/event_decode.cpp checks
- * sizes and offsets with static_assert.
+ * Every layout change bumps TCPWHY_ABI_VERSION; src/core/event_decode.cpp checks
+ * sizes and offsets with static_assert, and the loader checks that the BPF object it
+ * embeds was built from this same version (bpf_abi_version in its read-only data).
  */
 #ifndef TCPWHY_ABI_H
 #define TCPWHY_ABI_H
@@ -15,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define TCPWHY_ABI_VERSION 2
+#define TCPWHY_ABI_VERSION 3
 #define TCPWHY_COMM_LEN 16
 
 enum tcpwhy_event_type {
@@ -25,6 +26,7 @@ enum tcpwhy_event_type {
 	TCPWHY_EV_RESET_RECV = 4, /* tcp_receive_reset */
 	TCPWHY_EV_SETSOCKOPT = 5, /* a timeout-related socket option was set */
 	TCPWHY_EV_EXISTING = 6,   /* a socket that existed before tracing started (bpf/tcpwhy_iter.bpf.c) */
+	TCPWHY_EV__MAX = 7,       /* per-type counters have this many slots (0 unused) */
 };
 
 /* Why an event could not be emitted; per-CPU counters indexed by this. */
@@ -111,9 +113,11 @@ struct tcpwhy_reset_data {
 
 struct tcpwhy_setsockopt_data {
 	__s32 level;   /* SOL_SOCKET or IPPROTO_TCP */
-	__s32 optname;
+	__s32 optname; /* as the caller passed it (SO_RCVTIMEO_OLD or _NEW, ...) */
 	__s64 value;   /* int options; linger: onoff; timeouts: microseconds */
 	__s64 value2;  /* linger: seconds */
+	__u8 opt;      /* enum tcpwhy_opt: which option this is, whatever its layout variant */
+	__u8 pad[7];
 };
 
 struct tcpwhy_existing_data {

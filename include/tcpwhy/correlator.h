@@ -1,6 +1,9 @@
 // The correlator: decoded events in, connection lifecycles, backend timeout
 // profiles and findings out. No BPF and no I/O, so `tcpwhy trace` (live), `tcpwhy
 // report` (replay) and the unit tests drive the same code and get the same answers.
+// It decides and records facts (kinds, counts, durations, reasons, who closed first);
+// it writes no English: include/tcpwhy/explain.h turns the facts into sentences, and
+// every output (text, JSON, HTML, top, metrics) renders the same facts.
 // Rules, evidence and memory bounds: docs/correlator.md.
 #pragma once
 
@@ -16,43 +19,10 @@
 #include "tcpwhy/cidr.h"
 #include "tcpwhy/event.h"
 #include "tcpwhy/histogram.h"
+#include "tcpwhy/kinds.h"
 #include "tcpwhy/workload.h"
 
 namespace tcpwhy {
-
-// ---- classifications ------------------------------------------------------
-
-// Why a reset happened. Order is the display order of findings of equal weight.
-enum class ResetKind : uint8_t {
-    idle_close_race = 0,         // the backend closed an idle connection; the peer's data crossed the close
-    close_with_unread_data = 1,  // closed with unread data (or data after the FIN) on a connection that was not idle
-    linger_abort = 2,            // close() with SO_LINGER {1,0}
-    no_listener = 3,             // a segment for which this host had no socket (SYN to a closed port, ...)
-    timewait_data = 4,           // data to a TIME_WAIT socket that was not a backend idle close
-    keepalive_timeout = 5,       // keep-alive probes went unanswered
-    user_timeout = 6,            // TCP_USER_TIMEOUT expired
-    peer_reset = 7,              // the peer reset the connection (reset received)
-    other = 8,                   // anything else; the evidence names the kernel reason
-};
-inline constexpr int kResetKindCount = 9;
-std::string_view to_string(ResetKind kind);
-
-// What a finding is about: a reset kind, or a backend that closes idle
-// connections sooner than the load balancer would (a race waiting to happen).
-enum class FindingKind : uint8_t {
-    idle_close_race = 0,
-    close_with_unread_data,
-    linger_abort,
-    no_listener,
-    timewait_data,
-    keepalive_timeout,
-    user_timeout,
-    peer_reset,
-    other,
-    idle_timeout_below_lb,
-};
-std::string_view to_string(FindingKind kind);
-constexpr FindingKind finding_kind(ResetKind kind) { return static_cast<FindingKind>(kind); }
 
 // ---- configuration --------------------------------------------------------
 
@@ -91,7 +61,6 @@ struct CorrelatorConfig {
     size_t max_live_connections = 262'144;                 // hard cap; the least recently active are evicted past it
     size_t max_backends = 4096;                            // further backends are folded into one overflow backend
     size_t recent_connections_per_kind = 16;  // per backend and reset kind: ring of recent reset connections
-    size_t max_connections_per_finding = 10;  // how many of them a finding lists
     uint64_t live_update_interval_ns = 10ull * 1'000'000'000;
     bool split_backends_by_laddr = false;  // key backends by (netns, port, laddr) instead of (netns, port)
 
@@ -106,8 +75,12 @@ struct CorrelatorConfig {
     // "gcp (130.211.0.0/22,..., idle timeout 600 s)" for headers and logs.
     std::string describe_lb() const;
     // Whether a peer counts as the load balancer: inside a range, or any non-loopback
-    // peer when no ranges are known. `trace` marks `lb` with this same rule.
+    // peer when no ranges are known. The one rule: `trace` marks `lb` with it, the
+    // correlator counts by it, metrics label by lb_range_label().
     bool is_lb_peer(const IpAddr& peer) const;
+    // The range a peer is in ("130.211.0.0/22"), "any" for an LB peer of a preset without
+    // ranges, "" for a peer that is not the LB.
+    std::string lb_range_label(const IpAddr& peer) const;
 };
 
 // ---- results --------------------------------------------------------------
@@ -118,6 +91,52 @@ enum class EndKind : uint8_t { open, orderly, reset_sent, reset_received, expire
 std::string_view to_string(OpenKind kind);
 std::string_view to_string(FirstClose kind);
 std::string_view to_string(EndKind kind);
+std::optional<EndKind> end_kind_from_string(std::string_view name);
+
+// How the correlator recognised a reset: the mechanism behind it, before idle or not
+// idle decided the kind.
+enum class Mechanism : uint8_t {
+    no_socket,        // no socket for the segment (a SYN to a closed port, a connection this host forgot)
+    timewait,         // data to a TIME_WAIT socket
+    data_after_fin,   // data arrived after our FIN (socket closing or closed)
+    unread_at_close,  // closed with data still unread
+    linger_zero,      // close() with SO_LINGER {1,0} (tcp_disconnect)
+    timer_expired,    // keep-alive or user timeout
+    reset_received,   // the peer sent the reset
+    unrecognised,
+};
+std::string_view to_string(Mechanism mechanism);
+
+// Where the reset's reason came from.
+enum class ReasonSource : uint8_t {
+    kernel,    // the kernel named it (6.10+)
+    inferred,  // decode inferred it from the socket's state (older kernels)
+    none,      // no reason at all; the shape was recognised from the socket state
+};
+std::string_view to_string(ReasonSource source);
+
+// Why the correlator chose a connection's kind: the facts of the reset and of the local
+// close before it. explain::evidence() says it in a sentence.
+struct ResetEvidence {
+    Mechanism mechanism = Mechanism::unrecognised;
+    ResetReason reason = ResetReason::none;
+    ReasonSource reason_source = ReasonSource::none;
+    SockKind sk_kind = SockKind::none;
+    TcpState sk_state = TcpState::unknown;  // the socket's state when the reset left or arrived
+    bool close_seen = false;                 // the local close was traced
+    bool close_idle = false;                 // ... and was an idle close (idle_gap_ms >= idle_bar_ms)
+    bool close_aborted = false;              // ... and sent an RST instead of a FIN
+    bool idle_from_reset = false;            // close not seen: idle_gap_ms is the reset's own idle_rx
+    uint32_t idle_gap_ms = 0;                // quiet before the local close (or before the reset)
+    uint32_t idle_bar_ms = 0;                // what counted as idle for this backend then
+    std::optional<uint32_t> after_close_ms;  // the reset this long after the local close
+    uint32_t unread_bytes = 0;
+    FirstClose first_close = FirstClose::unknown;  // reset_received: who had closed first
+    bool linger_zero_in_force = false;             // SO_LINGER {1,0} on the socket
+    std::optional<uint32_t> user_timeout_ms;       // TCP_USER_TIMEOUT in force, when set
+    std::optional<std::array<uint32_t, 3>> keepalive_probes;  // TCP_KEEPIDLE s, TCP_KEEPINTVL s, TCP_KEEPCNT
+    bool operator==(const ResetEvidence&) const = default;
+};
 
 // One connection's lifecycle as the correlator understood it.
 struct ConnectionRecord {
@@ -138,11 +157,9 @@ struct ConnectionRecord {
     uint32_t idle_before_close_ms = 0;  // the quiet time before the local close
     uint32_t unread_at_close = 0;
     uint64_t bytes_rx = 0, bytes_tx = 0;
-    std::optional<ResetKind> reset;  // the classification, when it was reset
-    std::string reset_reason;        // kernel reason of the reset sent, if any
-    std::string evidence;            // why the correlator chose `reset`
-
-    std::string four_tuple() const;  // "raddr:rport->laddr:lport"
+    std::optional<FindingKind> reset;         // the classification, when it was reset
+    ResetReason reset_reason = ResetReason::none;  // kernel reason of the reset sent, if any
+    std::optional<ResetEvidence> evidence;    // why the correlator chose `reset`
 };
 
 // Which backend: a listening port in a network namespace (inbound), or for the
@@ -165,14 +182,14 @@ struct IdleStats {
     bool exact = true;  // false: percentiles are bucket estimates (±3%)
 };
 
+// A timeout option a process set on a backend's socket, or changed.
 struct SockOptChange {
     uint64_t ts_ns = 0;
     uint32_t pid = 0;
     std::string comm;
-    std::string optname;  // "SO_LINGER", "TCP_USER_TIMEOUT", ...
-    int64_t value = 0, value2 = 0;
+    SockOpt opt = SockOpt::so_keepalive;
+    int64_t value = 0, value2 = 0;    // as the setsockopt event has them (linger: onoff, seconds)
     std::optional<int64_t> previous;  // the value it replaced, when known
-    std::string describe() const;     // "SO_LINGER {1,0}", "TCP_USER_TIMEOUT 5000 ms (was 30000)"
 };
 
 struct BackendProfile {
@@ -183,30 +200,43 @@ struct BackendProfile {
     uint64_t closed_local_first = 0, closed_remote_first = 0, aborted_local = 0;
     IdleStats idle_close;                                       // idle closes by the backend
     std::vector<std::pair<uint32_t, uint64_t>> idle_histogram;  // (bucket low ms, count)
-    std::array<uint64_t, kResetKindCount> resets_lb{};          // by kind, to load-balancer peers
-    std::array<uint64_t, kResetKindCount> resets_other{};       // by kind, to other peers
+    std::array<uint64_t, kFindingKindCount> resets_lb{};        // by kind, to load-balancer peers
+    std::array<uint64_t, kFindingKindCount> resets_other{};     // by kind, to other peers
     SockOpts opts;                                              // timeout options seen in force on its sockets
     std::vector<SockOptChange> opt_changes;                     // when they were set or changed (bounded)
 
-    std::string label() const;  // "pod web-1 (node, port 8080)" / "netns 4026532 (node, port 8080)"
+    uint64_t resets(FindingKind kind) const {
+        return resets_lb[static_cast<size_t>(kind)] + resets_other[static_cast<size_t>(kind)];
+    }
+    uint64_t resets_total() const;
 };
 
+// The load balancer a finding is judged against.
+struct LbFacts {
+    std::string name;             // the --lb preset: "gcp", "aws-alb", "none", ...
+    std::string range;            // the LB range the affected peers matched ("" when none, "any" without ranges)
+    uint32_t idle_timeout_s = 0;  // 0: no load balancer
+};
+
+// A verdict about one backend: what, how often, since when, and the facts that show it.
 struct Finding {
     FindingKind kind = FindingKind::other;
     BackendProfile backend;
-    uint64_t count = 0;                    // resets of this kind (idle closes for idle_timeout_below_lb)
-    std::vector<std::string> connections;  // four_tuple() of recent affected connections, newest first
-    std::optional<IdleStats> observed_idle_close;
-    std::string lb_range;  // the LB range the affected peers matched ("" when none)
-    uint32_t lb_idle_timeout_s = 0;
-    std::string summary;                // the verdict, one paragraph
-    std::vector<std::string> evidence;  // the most recent reset's evidence, linked option changes
-    std::string advice;
+    uint64_t count = 0;  // resets of this kind (idle closes for idle_timeout_below_lb)
+    uint64_t count_lb = 0, count_other = 0;  // of those, by peer (resets only)
     uint64_t first_ts_ns = 0, last_ts_ns = 0;
+    std::optional<IdleStats> idle_close;     // the backend's idle closes, when it made any
+    LbFacts lb;
+    std::optional<ResetEvidence> evidence;   // the most recent reset's
+    std::optional<SockOptChange> linked_change;  // the related option change set before the resets
+    // The affected connections the correlator kept (the last recent_connections_per_kind of this
+    // kind per backend), newest first, and how many more there were.
+    std::vector<ConnectionRecord> connections;
+    uint64_t connections_not_kept = 0;
 };
 
 struct CorrelatorCounts {
-    std::array<uint64_t, 7> events_by_type{};  // indexed by EventType
+    std::array<uint64_t, kEventTypeCount> events_by_type{};  // indexed by EventType
     uint64_t events = 0;
     uint64_t connections = 0;          // distinct connections seen
     uint64_t live_connections = 0;     // in memory now
@@ -216,7 +246,14 @@ struct CorrelatorCounts {
     uint64_t ignored_events = 0;       // events with nothing to attach to (cookie 0 and no address)
     uint64_t local_reset_recv = 0;     // reset_recv caused by our own abort (not a peer reset)
     uint64_t follow_up_resets = 0;     // resets for segments of a connection already reset (peer data in flight)
-    std::array<uint64_t, kResetKindCount> resets{};
+    std::array<uint64_t, kFindingKindCount> resets{};  // by kind
+};
+
+// A finding that is new, or has grown, since the last take_live_updates().
+struct FindingUpdate {
+    Finding finding;
+    bool first = true;   // reached for the first time (else: grown)
+    uint64_t added = 0;  // since the last update about it
 };
 
 // What `tcpwhy top` shows of a backend beyond its profile.
@@ -254,21 +291,24 @@ public:
     CorrelatorCounts counts() const;
     const CorrelatorConfig& config() const;
 
-    // Lines for `tcpwhy trace`: one when a finding is first reached, then at most one
-    // per finding every live_update_interval_ns while its count grows.
-    std::vector<std::string> take_live_updates(uint64_t now_ns);
+    // For `tcpwhy trace`'s live lines: each finding when it is first reached, then at most
+    // once every live_update_interval_ns while its count grows.
+    std::vector<FindingUpdate> take_live_updates(uint64_t now_ns);
 
     // Keep the full record (with evidence) of every reset connection with this peer,
     // beyond the per-backend ring; `report --conn` sets it before replaying.
     void watch_peer(const IpAddr& raddr, uint16_t rport);
 
-    // Names a network namespace (pod or `ip netns` name) for findings and tables.
-    void set_netns_name(uint32_t netns, std::string name);
     // Where backends get their names (pod, namespace, container): looked up by the
     // backend's namespace and its owner's cgroup when results are built, so names
     // resolved after a connection's events still apply. Shared with its filler
     // (the live WorkloadResolver, or the `workload` lines of a replayed trace).
     void set_workloads(std::shared_ptr<const WorkloadTable> table);
+
+    // The backend an event counts toward, by the one rule that keys backends (docs/correlator.md):
+    // its connection's or listener's when known, else the listening port, or for an outgoing
+    // connection the remote service port. Call after on_event() for that event.
+    BackendId backend_of(const Event& event) const;
 
     // Bytes of live state one connection costs (the hash map node aside); <= 256.
     static size_t live_connection_bytes();

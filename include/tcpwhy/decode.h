@@ -9,14 +9,16 @@
 
 namespace tcpwhy {
 
-// Names of the running kernel's enum sk_rst_reason values, without the
-// SK_RST_REASON_ prefix, indexed by value. Empty when the kernel has none.
-using ResetReasonNames = std::vector<std::string>;
+// The running kernel's enum sk_rst_reason, value -> tcpwhy's ResetReason (by name, from
+// BTF; a name tcpwhy does not know maps to `unrecognised`). Empty when the kernel has none.
+using ResetReasonMap = std::vector<ResetReason>;
+// From the kernel's names (without the SK_RST_REASON_ prefix), indexed by value.
+ResetReasonMap reset_reason_map(const std::vector<std::string>& kernel_names);
 
-Event decode_event(const tcpwhy_event& raw, const ResetReasonNames& reasons);
+Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons);
 
 // The reason a kernel without reset reasons would have given, from the socket's
-// state when the reset left: the same names 6.10+ kernels use.
-std::string infer_reset_reason(const Event& reset);
+// state when the reset left: the same reasons 6.10+ kernels name.
+ResetReason infer_reset_reason(const Event& reset);
 
 }  // namespace tcpwhy

@@ -1,6 +1,8 @@
 // The decoded event: what the correlator, the JSONL trace and every printer share.
-// Nothing here knows about BPF; src/bpf/event_decode.cpp turns the kernel ABI
+// Nothing here knows about BPF; src/core/event_decode.cpp turns the kernel ABI
 // (tcpwhy/abi.h) into this, and src/core/jsonl.cpp reads it back from a trace.
+// Every enum has one name table (src/core/event.cpp); names appear only at the edges
+// (trace lines, text, metrics labels).
 #pragma once
 
 #include <array>
@@ -14,6 +16,7 @@ namespace tcpwhy {
 // existing: a socket that was already there when tracing started (the daemon's socket
 // iterator); new_state is its state then.
 enum class EventType : uint8_t { state = 1, close = 2, reset_sent = 3, reset_recv = 4, setsockopt = 5, existing = 6 };
+inline constexpr size_t kEventTypeCount = 7;  // arrays indexed by EventType (0 unused)
 
 std::string_view to_string(EventType type);
 std::optional<EventType> event_type_from_string(std::string_view name);
@@ -43,6 +46,42 @@ enum class SockKind : uint8_t { none = 0, full = 1, timewait = 2, request = 3 };
 std::string_view to_string(SockKind kind);  // "none", "full", "timewait", "request"
 std::optional<SockKind> sock_kind_from_string(std::string_view name);
 
+// Why the kernel sent a reset: its enum sk_rst_reason (6.10+), whose numbering changes
+// between kernels, mapped by name (the loader reads the running kernel's names from BTF).
+// On older kernels decode infers one of the same names from the socket's state.
+enum class ResetReason : uint8_t {
+    none = 0,  // no reason: a reset received, or a kernel that gave none and nothing to infer from
+    not_specified,
+    no_socket,
+    tcp_invalid_ack_sequence,
+    tcp_rfc7323_paws,
+    tcp_too_old_ack,
+    tcp_ack_unsent_data,
+    tcp_flags,
+    tcp_old_ack,
+    tcp_abort_on_data,
+    tcp_timewait_socket,
+    invalid_syn,
+    tcp_abort_on_close,
+    tcp_abort_on_linger,
+    tcp_abort_on_memory,
+    tcp_state,
+    tcp_keepalive_timeout,
+    tcp_disconnect_with_data,
+    mptcp_rst_eunspec,
+    mptcp_rst_emptcp,
+    mptcp_rst_eresource,
+    mptcp_rst_eprohibit,
+    mptcp_rst_ewq2big,
+    mptcp_rst_ebadperf,
+    mptcp_rst_emiddlebox,
+    error,
+    unrecognised,  // a name this tcpwhy does not know (a newer kernel): `doctor` lists them
+};
+inline constexpr size_t kResetReasonCount = 27;
+std::string_view to_string(ResetReason reason);  // the kernel's name without SK_RST_REASON_; "" for none
+std::optional<ResetReason> reset_reason_from_string(std::string_view name);
+
 // An IPv4 or IPv6 address in network byte order (IPv4 in the first four bytes).
 struct IpAddr {
     uint8_t family = 0;  // 4 or 6; 0 = none
@@ -52,6 +91,10 @@ struct IpAddr {
     std::string to_string() const;
     bool operator==(const IpAddr&) const = default;
 };
+
+// An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) as plain IPv4, so one
+// peer has one form whichever socket or stateless reset reported it.
+IpAddr canonical(const IpAddr& addr);
 
 // Timeout-related socket options a process set, as last set. Only fields whose
 // bit is in set_mask were set; the rest are kernel defaults tcpwhy did not see.
@@ -69,7 +112,9 @@ enum class SockOpt : uint8_t {
 };
 inline constexpr int kSockOptCount = 10;
 std::string_view to_string(SockOpt opt);  // "SO_KEEPALIVE", "TCP_USER_TIMEOUT", ...
+// Also the kernel's time-layout variants: SO_RCVTIMEO_OLD and _NEW are SO_RCVTIMEO.
 std::optional<SockOpt> sock_opt_from_string(std::string_view name);
+std::string_view level_name(SockOpt opt);  // "SOL_SOCKET" or "IPPROTO_TCP"
 
 struct SockOpts {
     uint32_t set_mask = 0;
@@ -119,15 +164,14 @@ struct Event {
     bool rst_received = false;  // the socket had received an RST before this event
 
     // reset_sent / reset_recv
-    std::string reason;            // kernel sk_rst_reason name without prefix, e.g. "TCP_ABORT_ON_DATA"
+    ResetReason reason = ResetReason::none;
     bool reason_inferred = false;  // the kernel gave none; tcpwhy inferred it from state
     SockKind sk_kind = SockKind::none;
     TcpState sk_state = TcpState::unknown;
     bool has_skb = false;          // a received segment triggered the reset
 
     // setsockopt
-    std::string level;    // "SOL_SOCKET", "IPPROTO_TCP"
-    std::string optname;  // "SO_LINGER", ...
+    SockOpt opt = SockOpt::so_keepalive;
     int64_t value = 0;    // int options; linger: onoff; timeouts: microseconds
     int64_t value2 = 0;   // linger: seconds
 

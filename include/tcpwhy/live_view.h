@@ -38,22 +38,24 @@ struct TimelineStep {
     std::string what;    // "opened (accepted)", "last data", "backend closed (FIN)", ...
 };
 
+// A snapshot is a rendering for display: the kinds stay enums (the wire carries their
+// names), the sentences are explain's, made once by whoever holds the correlator.
 struct SnapshotConnection {
     std::string peer, local;  // "130.211.0.143:59920", "10.56.5.6:8080"
     bool lb_peer = false;
-    std::string end;      // "open", "orderly", "reset_sent", "reset_received", "expired"
-    std::string verdict;  // the reset's kind when it was reset, else ""
-    std::string evidence;
+    EndKind end = EndKind::open;
+    std::optional<FindingKind> verdict;  // the reset's kind when it was reset
+    std::string evidence;                // why, in words
     std::vector<TimelineStep> timeline;  // oldest first
 };
 
 struct SnapshotFinding {
-    std::string kind;  // "idle_close_race", "idle_timeout_below_lb", ...
+    FindingKind kind = FindingKind::other;
     uint64_t count = 0;
     std::string summary;
     std::vector<std::string> evidence;
     std::string advice;
-    std::vector<std::string> connections;  // recent affected, newest first
+    std::vector<std::string> connections;  // recent affected four-tuples, newest first
 };
 
 inline constexpr size_t kSparklineSeconds = 60;
@@ -74,7 +76,7 @@ struct SnapshotRow {
     uint64_t resets_races = 0, resets_other = 0;
     uint64_t resets_received = 0;  // from any peer
     std::vector<uint32_t> resets_per_second;  // every reset of the backend, the last 60 s, oldest first
-    std::string verdict;  // the leading finding's kind, "" when there is none
+    std::optional<FindingKind> verdict;  // the leading finding's kind
     std::vector<SnapshotFinding> findings;         // most important first
     std::vector<SnapshotConnection> connections;  // newest first
 
@@ -93,7 +95,7 @@ struct SnapshotHeader {
 };
 
 struct Snapshot {
-    static constexpr int kVersion = 1;
+    static constexpr int kVersion = 2;
     SnapshotHeader header;
     std::vector<SnapshotRow> rows;
 };

@@ -83,7 +83,10 @@ std::optional<std::pair<IpAddr, uint16_t>> parse_peer(std::string_view text);
 
 // Renderers.
 void render_text_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out);
-void render_json_report(const Correlator& correlator, std::ostream& out);
+// Every finding (facts, and the words the text shows), the backends table and the counts.
+// Schema: docs/report-json.md.
+inline constexpr int kReportJsonVersion = 2;
+void render_json_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out);
 // A reset event as the HTML timeline draws it (every one, classified or not).
 struct ResetMark {
     uint64_t ts_ns = 0;

@@ -71,7 +71,7 @@ struct Tracer::Impl {
     LinkPtr cgroup_link;
     Fd cgroup_fd;
     RingPtr ring;
-    ResetReasonNames reasons;
+    ResetReasonMap reasons;
     const Sink* sink = nullptr;  // valid only inside poll()
     size_t consumed = 0;
     uint64_t malformed = 0;
@@ -117,6 +117,12 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
     impl->skel.reset(tcpwhy_bpf__open_opts(&open_opts));
     if (!impl->skel) throw TracerError(fmt::format("cannot open BPF object: {}", errno_text(errno)), "run tcpwhy doctor");
     auto* skel = impl->skel.get();
+    // The object is embedded at build time; a stale skeleton (a build tree that did not rebuild
+    // the BPF side after abi.h changed) would decode every event wrong.
+    if (skel->rodata->bpf_abi_version != TCPWHY_ABI_VERSION)
+        throw TracerError(fmt::format("the embedded BPF object speaks event ABI {}, this tcpwhy reads {}",
+                                      skel->rodata->bpf_abi_version, TCPWHY_ABI_VERSION),
+                          "rebuild tcpwhy from a clean build directory");
     auto* progs = &skel->progs;
     const Path close = plans.close.path(), active = plans.reset_active.path(), reply = plans.reset_reply.path();
     const bool with_v6_fentry = f.function("tcp_v6_send_reset").in_btf;
@@ -310,7 +316,7 @@ std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options, KernelFeatur
 
     impl->ncpus = libbpf_num_possible_cpus();
     if (impl->ncpus < 1) impl->ncpus = 1;
-    impl->reasons = f.reset_reason_names;
+    impl->reasons = reset_reason_map(f.reset_reason_names);
     impl->ring.reset(ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_sample, impl.get(), nullptr));
     if (!impl->ring)
         throw TracerError(fmt::format("cannot open the event ring buffer: {}", errno_text(errno)), "run tcpwhy doctor");

@@ -209,7 +209,7 @@ public:
         }
         if (archive_) archive_->write(to_json_line(e));
         view_.on_event(e);
-        metrics_.on_event(e);
+        metrics_.on_event(e, view_.correlator().backend_of(e));
     }
     // New or changed names go into the archive ahead of the events that need them.
     void write_workloads() {

@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "tcpwhy/cidr.h"
 #include "tcpwhy/correlator.h"
+#include "tcpwhy/explain.h"
 #include "tcpwhy/format.h"
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/netns.h"
@@ -185,7 +186,8 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
     write_workloads();
     auto next_verdict_check = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     auto print_verdicts = [&] {
-        for (const auto& line : correlator.take_live_updates(WallClock::now().mono_ns)) {
+        for (const auto& update : correlator.take_live_updates(WallClock::now().mono_ns)) {
+            std::string line = explain::live_line(update);
             if (args.json) fmt::print(stderr, "tcpwhy: {}\n", line);  // stdout stays pure JSON Lines
             else fmt::print("{}\n", line);
         }

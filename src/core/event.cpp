@@ -18,6 +18,46 @@ constexpr std::array<std::string_view, kSockOptCount> kSockOptNames = {
     "SO_KEEPALIVE",  "SO_LINGER",      "SO_RCVTIMEO", "SO_SNDTIMEO",      "TCP_KEEPIDLE",
     "TCP_KEEPINTVL", "TCP_KEEPCNT",    "TCP_USER_TIMEOUT", "TCP_LINGER2", "TCP_DEFER_ACCEPT"};
 
+constexpr std::array<std::string_view, kResetReasonCount> kResetReasonNames = {
+    "",
+    "NOT_SPECIFIED",
+    "NO_SOCKET",
+    "TCP_INVALID_ACK_SEQUENCE",
+    "TCP_RFC7323_PAWS",
+    "TCP_TOO_OLD_ACK",
+    "TCP_ACK_UNSENT_DATA",
+    "TCP_FLAGS",
+    "TCP_OLD_ACK",
+    "TCP_ABORT_ON_DATA",
+    "TCP_TIMEWAIT_SOCKET",
+    "INVALID_SYN",
+    "TCP_ABORT_ON_CLOSE",
+    "TCP_ABORT_ON_LINGER",
+    "TCP_ABORT_ON_MEMORY",
+    "TCP_STATE",
+    "TCP_KEEPALIVE_TIMEOUT",
+    "TCP_DISCONNECT_WITH_DATA",
+    "MPTCP_RST_EUNSPEC",
+    "MPTCP_RST_EMPTCP",
+    "MPTCP_RST_ERESOURCE",
+    "MPTCP_RST_EPROHIBIT",
+    "MPTCP_RST_EWQ2BIG",
+    "MPTCP_RST_EBADPERF",
+    "MPTCP_RST_EMIDDLEBOX",
+    "ERROR",
+    "UNRECOGNISED",
+};
+
+// The kernel's socket-option names that are the same option in another time layout.
+struct SockOptAlias {
+    std::string_view name;
+    SockOpt opt;
+};
+constexpr std::array kSockOptAliases = {
+    SockOptAlias{"SO_RCVTIMEO_OLD", SockOpt::so_rcvtimeo}, SockOptAlias{"SO_RCVTIMEO_NEW", SockOpt::so_rcvtimeo},
+    SockOptAlias{"SO_SNDTIMEO_OLD", SockOpt::so_sndtimeo}, SockOptAlias{"SO_SNDTIMEO_NEW", SockOpt::so_sndtimeo},
+};
+
 template <typename Enum, size_t N>
 std::optional<Enum> find_name(const std::array<std::string_view, N>& names, std::string_view name, size_t first = 0) {
     for (size_t i = first; i < N; ++i)
@@ -47,8 +87,24 @@ std::optional<SockKind> sock_kind_from_string(std::string_view name) {
     return find_name<SockKind>(kSockKindNames, name);
 }
 
+std::string_view to_string(ResetReason reason) {
+    return name_at(kResetReasonNames, static_cast<size_t>(reason), "UNRECOGNISED");
+}
+std::optional<ResetReason> reset_reason_from_string(std::string_view name) {
+    return find_name<ResetReason>(kResetReasonNames, name);
+}
+
 std::string_view to_string(SockOpt opt) { return name_at(kSockOptNames, static_cast<size_t>(opt), "?"); }
-std::optional<SockOpt> sock_opt_from_string(std::string_view name) { return find_name<SockOpt>(kSockOptNames, name); }
+std::optional<SockOpt> sock_opt_from_string(std::string_view name) {
+    if (auto opt = find_name<SockOpt>(kSockOptNames, name)) return opt;
+    for (const auto& alias : kSockOptAliases)
+        if (alias.name == name) return alias.opt;
+    return std::nullopt;
+}
+
+std::string_view level_name(SockOpt opt) {
+    return static_cast<int>(opt) <= static_cast<int>(SockOpt::so_sndtimeo) ? "SOL_SOCKET" : "IPPROTO_TCP";
+}
 
 namespace {
 
@@ -90,6 +146,15 @@ std::optional<IpAddr> IpAddr::parse(std::string_view text) {
         return addr;
     }
     return std::nullopt;
+}
+
+IpAddr canonical(const IpAddr& a) {
+    constexpr std::array<uint8_t, 12> kV4MappedPrefix = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a.family != 6 || !std::equal(kV4MappedPrefix.begin(), kV4MappedPrefix.end(), a.bytes.begin())) return a;
+    IpAddr v4;
+    v4.family = 4;
+    std::copy(a.bytes.begin() + 12, a.bytes.end(), v4.bytes.begin());
+    return v4;
 }
 
 std::string IpAddr::to_string() const {

@@ -15,6 +15,8 @@ static_assert(offsetof(tcpwhy_event, type) == 84);
 static_assert(offsetof(tcpwhy_event, state) == 88);
 static_assert(offsetof(tcpwhy_event, existing.sock_ino) == 96);
 static_assert(offsetof(tcpwhy_event, opts) == 120);
+static_assert(offsetof(tcpwhy_event, sockopt.opt) == 112);
+static_assert(static_cast<size_t>(TCPWHY_EV__MAX) == kEventTypeCount);
 static_assert(static_cast<int>(SockOpt::tcp_defer_accept) == TCPWHY_OPT_TCP_DEFER_ACCEPT);
 static_assert(kSockOptCount == TCPWHY_OPT__MAX);
 
@@ -27,7 +29,7 @@ IpAddr decode_addr(uint8_t family, const uint8_t (&bytes)[16]) {
     IpAddr addr;
     addr.family = family == kAfInet ? 4 : family == kAfInet6 ? 6 : 0;
     std::memcpy(addr.bytes.data(), bytes, addr.family == 4 ? 4 : 16);
-    return addr;
+    return canonical(addr);
 }
 
 SockOpts decode_opts(const tcpwhy_sockopts& raw) {
@@ -47,48 +49,26 @@ SockOpts decode_opts(const tcpwhy_sockopts& raw) {
     return o;
 }
 
-std::string_view level_name(int level) {
-    switch (level) {
-    case 1: return "SOL_SOCKET";
-    case 6: return "IPPROTO_TCP";
-    }
-    return "?";
-}
-
-std::string_view optname_name(int level, int optname) {
-    if (level == 1) {
-        switch (optname) {
-        case 9: return "SO_KEEPALIVE";
-        case 13: return "SO_LINGER";
-        case 20: return "SO_RCVTIMEO_OLD";
-        case 21: return "SO_SNDTIMEO_OLD";
-        case 66: return "SO_RCVTIMEO_NEW";
-        case 67: return "SO_SNDTIMEO_NEW";
-        }
-    } else if (level == 6) {
-        switch (optname) {
-        case 4: return "TCP_KEEPIDLE";
-        case 5: return "TCP_KEEPINTVL";
-        case 6: return "TCP_KEEPCNT";
-        case 8: return "TCP_LINGER2";
-        case 9: return "TCP_DEFER_ACCEPT";
-        case 18: return "TCP_USER_TIMEOUT";
-        }
-    }
-    return "?";
-}
-
 TcpState state_of(uint8_t raw) {
     return raw <= static_cast<uint8_t>(TcpState::new_syn_recv) ? static_cast<TcpState>(raw) : TcpState::unknown;
 }
 
 }  // namespace
 
-std::string infer_reset_reason(const Event& e) {
+ResetReasonMap reset_reason_map(const std::vector<std::string>& kernel_names) {
+    ResetReasonMap map;
+    map.reserve(kernel_names.size());
+    for (const auto& name : kernel_names)
+        map.push_back(name.empty() ? ResetReason::none
+                                   : reset_reason_from_string(name).value_or(ResetReason::unrecognised));
+    return map;
+}
+
+ResetReason infer_reset_reason(const Event& e) {
     switch (e.sk_kind) {
-    case SockKind::none: return "NO_SOCKET";
-    case SockKind::timewait: return "TCP_TIMEWAIT_SOCKET";
-    case SockKind::request: return "NOT_SPECIFIED";
+    case SockKind::none: return ResetReason::no_socket;
+    case SockKind::timewait: return ResetReason::tcp_timewait_socket;
+    case SockKind::request: return ResetReason::not_specified;
     case SockKind::full: break;
     }
     switch (e.sk_state) {
@@ -97,24 +77,25 @@ std::string infer_reset_reason(const Event& e) {
     case TcpState::closing:
     case TcpState::last_ack:
         // data arrived after the local side shut down its receive direction
-        if (e.has_skb) return "TCP_ABORT_ON_DATA";
+        if (e.has_skb) return ResetReason::tcp_abort_on_data;
         break;
     case TcpState::close:
         // a segment reached a socket that had shut down; tcp_reset() had already closed it
-        if (e.has_skb) return "TCP_ABORT_ON_DATA";
-        if (e.unread_bytes > 0) return "TCP_ABORT_ON_CLOSE";
-        if (e.opts.has(SockOpt::so_linger) && e.opts.linger_onoff && e.opts.linger_s == 0) return "TCP_STATE";
+        if (e.has_skb) return ResetReason::tcp_abort_on_data;
+        if (e.unread_bytes > 0) return ResetReason::tcp_abort_on_close;
+        if (e.opts.has(SockOpt::so_linger) && e.opts.linger_onoff && e.opts.linger_s == 0)
+            return ResetReason::tcp_state;
         break;
     case TcpState::established:
     case TcpState::close_wait:
-        if (!e.has_skb && (e.opts.keepalive || e.opts.user_timeout_ms)) return "TCP_KEEPALIVE_TIMEOUT";
+        if (!e.has_skb && (e.opts.keepalive || e.opts.user_timeout_ms)) return ResetReason::tcp_keepalive_timeout;
         break;
     default: break;
     }
-    return "NOT_SPECIFIED";
+    return ResetReason::not_specified;
 }
 
-Event decode_event(const tcpwhy_event& raw, const ResetReasonNames& reasons) {
+Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
     Event e;
     e.type = static_cast<EventType>(raw.type);
     e.ts_ns = raw.ts_ns;
@@ -156,7 +137,7 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonNames& reasons) {
         e.has_skb = raw.flags & TCPWHY_F_HAS_SKB;
         if (e.type == EventType::reset_sent) {
             auto reason = raw.reset.reason;
-            if (reason >= 0 && static_cast<size_t>(reason) < reasons.size() && !reasons[reason].empty()) {
+            if (reason >= 0 && static_cast<size_t>(reason) < reasons.size() && reasons[reason] != ResetReason::none) {
                 e.reason = reasons[reason];
             } else {
                 e.reason = infer_reset_reason(e);
@@ -166,8 +147,9 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonNames& reasons) {
         break;
     case EventType::existing: e.new_state = state_of(raw.existing.state); break;
     case EventType::setsockopt:
-        e.level = level_name(raw.sockopt.level);
-        e.optname = optname_name(raw.sockopt.level, raw.sockopt.optname);
+        // The kernel emits only the options it watches (TCPWHY_OPT_*); anything else would be a
+        // mismatched object, and is clamped rather than trusted as an index.
+        e.opt = raw.sockopt.opt < TCPWHY_OPT__MAX ? static_cast<SockOpt>(raw.sockopt.opt) : SockOpt::so_keepalive;
         e.value = raw.sockopt.value;
         e.value2 = raw.sockopt.value2;
         break;

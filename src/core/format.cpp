@@ -29,16 +29,17 @@ std::string detail(const Event& e) {
                            to_string(e.new_state), e.idle_rx_ms, e.idle_tx_ms, e.unread_bytes, e.bytes_rx, e.bytes_tx,
                            e.abort ? " ABORT" : "");
     case EventType::reset_sent:
-        return fmt::format("reason={}{} sk={} state={}{}", e.reason, e.reason_inferred ? "(inferred)" : "",
+        return fmt::format("reason={}{} sk={} state={}{}", to_string(e.reason), e.reason_inferred ? "(inferred)" : "",
                            to_string(e.sk_kind), to_string(e.sk_state),
                            e.sk_kind == SockKind::full ? fmt::format(" unread={}B", e.unread_bytes) : "");
     case EventType::reset_recv: return fmt::format("state={} idle_rx={}ms", to_string(e.sk_state), e.idle_rx_ms);
     case EventType::existing: return fmt::format("{} before tracing started", to_string(e.new_state));
     case EventType::setsockopt:
-        if (e.optname == "SO_LINGER") return fmt::format("{} onoff={} linger={}s", e.optname, e.value, e.value2);
-        if (e.optname.starts_with("SO_RCVTIMEO") || e.optname.starts_with("SO_SNDTIMEO"))
-            return fmt::format("{}={}us", e.optname, e.value);
-        return fmt::format("{}={}", e.optname, e.value);
+        if (e.opt == SockOpt::so_linger)
+            return fmt::format("{} onoff={} linger={}s", to_string(e.opt), e.value, e.value2);
+        if (e.opt == SockOpt::so_rcvtimeo || e.opt == SockOpt::so_sndtimeo)
+            return fmt::format("{}={}us", to_string(e.opt), e.value);
+        return fmt::format("{}={}", to_string(e.opt), e.value);
     }
     return "";
 }

@@ -383,13 +383,15 @@ std::string to_json_line(const Event& e) {
     case EventType::reset_sent:
     case EventType::reset_recv:
         if (e.type == EventType::reset_sent)
-            w.str("reason", e.reason).boolean("reason_inferred", e.reason_inferred).boolean("has_skb", e.has_skb);
+            w.str("reason", to_string(e.reason))
+                .boolean("reason_inferred", e.reason_inferred)
+                .boolean("has_skb", e.has_skb);
         w.str("sk", to_string(e.sk_kind)).str("sk_state", to_string(e.sk_state));
         if (e.sk_kind == SockKind::full) w.num("unread_bytes", e.unread_bytes).num("idle_rx_ms", e.idle_rx_ms);
         break;
     case EventType::setsockopt:
-        w.str("level", e.level).str("optname", e.optname).num("value", e.value);
-        if (e.optname == "SO_LINGER") w.num("value2", e.value2);
+        w.str("level", level_name(e.opt)).str("optname", to_string(e.opt)).num("value", e.value);
+        if (e.opt == SockOpt::so_linger) w.num("value2", e.value2);
         break;
     }
     if (e.rst_received) w.boolean("rst_received", true);
@@ -479,6 +481,8 @@ ParsedLine parse_json_line(std::string_view line) {
     std::string type_name;
     bool has_ts = false;
     std::string scratch, key_scratch;
+    std::optional<SockOpt> opt;
+    std::string unknown_optname;
     try {
         Cursor in(line);
         if (!in.consume('{')) throw ParseError{"not a JSON object"};
@@ -496,8 +500,8 @@ ParsedLine parse_json_line(std::string_view line) {
                 else if (is(key, "type")) type_name = text();
                 else if (is(key, "cookie")) e.cookie = in.integer<uint64_t>(key);
                 else if (is(key, "netns")) e.netns = in.integer<uint32_t>(key);
-                else if (is(key, "laddr")) e.laddr = IpAddr::parse(in.string(scratch)).value_or(IpAddr{});
-                else if (is(key, "raddr")) e.raddr = IpAddr::parse(in.string(scratch)).value_or(IpAddr{});
+                else if (is(key, "laddr")) e.laddr = canonical(IpAddr::parse(in.string(scratch)).value_or(IpAddr{}));
+                else if (is(key, "raddr")) e.raddr = canonical(IpAddr::parse(in.string(scratch)).value_or(IpAddr{}));
                 else if (is(key, "lport")) e.lport = in.integer<uint16_t>(key);
                 else if (is(key, "rport")) e.rport = in.integer<uint16_t>(key);
                 else if (is(key, "lb")) e.lb = in.boolean(key);
@@ -513,13 +517,19 @@ ParsedLine parse_json_line(std::string_view line) {
                 else if (is(key, "bytes_tx")) e.bytes_tx = in.integer<uint64_t>(key);
                 else if (is(key, "abort")) e.abort = in.boolean(key);
                 else if (is(key, "rst_received")) e.rst_received = in.boolean(key);
-                else if (is(key, "reason")) e.reason = text();
+                else if (is(key, "reason")) {
+                    std::string_view name = in.string(scratch);
+                    e.reason = reset_reason_from_string(name).value_or(ResetReason::unrecognised);
+                }
                 else if (is(key, "reason_inferred")) e.reason_inferred = in.boolean(key);
                 else if (is(key, "has_skb")) e.has_skb = in.boolean(key);
                 else if (is(key, "sk")) e.sk_kind = sock_kind_from_string(in.string(scratch)).value_or(SockKind::none);
                 else if (is(key, "sk_state")) e.sk_state = state();
-                else if (is(key, "level")) e.level = text();
-                else if (is(key, "optname")) e.optname = text();
+                else if (is(key, "optname")) {
+                    std::string_view name = in.string(scratch);
+                    opt = sock_opt_from_string(name);
+                    if (!opt) unknown_optname = name;
+                }
                 else if (is(key, "value")) e.value = in.integer<int64_t>(key);
                 else if (is(key, "value2")) e.value2 = in.integer<int64_t>(key);
                 else if (is(key, "opts")) e.opts = parse_opts(in);
@@ -566,6 +576,14 @@ ParsedLine parse_json_line(std::string_view line) {
         return out;
     }
     e.type = *type;
+    if (e.type == EventType::setsockopt) {
+        if (!opt) {
+            out.error = unknown_optname.empty() ? "setsockopt without optname"
+                                                : fmt::format("unknown optname '{}'", unknown_optname);
+            return out;
+        }
+        e.opt = *opt;
+    }
     out.kind = LineKind::event;
     return out;
 }

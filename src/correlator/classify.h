@@ -24,8 +24,8 @@ struct CloseFacts {
 };
 
 struct Verdict {
-    ResetKind kind = ResetKind::other;
-    std::string evidence;
+    FindingKind kind = FindingKind::other;
+    ResetEvidence evidence;
 };
 
 // Backends below this many local closes are judged by the fixed threshold only.

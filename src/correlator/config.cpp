@@ -1,4 +1,4 @@
-// Load-balancer presets, CorrelatorConfig construction and enum names.
+// Load-balancer presets, CorrelatorConfig construction and the result enums' names.
 #include <array>
 
 #include <fmt/format.h>
@@ -19,19 +19,6 @@ constexpr std::array kLbPresets = {
     LbPreset{"azure", "Azure Load Balancer", "", 240, "clients see the connection reset"},
     LbPreset{"none", "no load balancer", "", 0, "clients see a reset or an empty reply"},
 };
-
-constexpr std::array<std::string_view, kResetKindCount + 1> kFindingKindNames = {
-    "idle_close_race",   "close_with_unread_data", "linger_abort", "no_listener", "timewait_data",
-    "keepalive_timeout", "user_timeout",           "peer_reset",   "other",       "idle_timeout_below_lb"};
-
-std::string_view unit_of(std::string_view optname) {
-    if (optname == "TCP_USER_TIMEOUT") return " ms";
-    if (optname == "SO_RCVTIMEO" || optname == "SO_SNDTIMEO") return " us";
-    if (optname == "TCP_KEEPIDLE" || optname == "TCP_KEEPINTVL" || optname == "TCP_LINGER2" ||
-        optname == "TCP_DEFER_ACCEPT")
-        return " s";
-    return "";
-}
 
 template <size_t N>
 std::string_view name_at(const std::array<std::string_view, N>& names, size_t i) {
@@ -80,6 +67,11 @@ bool CorrelatorConfig::is_lb_peer(const IpAddr& peer) const {
     return lb_any_non_loopback_peer && peer.family != 0 && !addr::is_loopback(peer);
 }
 
+std::string CorrelatorConfig::lb_range_label(const IpAddr& peer) const {
+    if (const Cidr* range = lb_ranges.match(peer)) return range->to_string();
+    return is_lb_peer(peer) ? "any" : "";
+}
+
 std::string CorrelatorConfig::describe_lb() const {
     if (lb_idle_timeout_s == 0 && lb_ranges.empty()) return fmt::format("{} (no load balancer)", lb_name);
     std::string peers = !lb_ranges.empty()         ? lb_ranges.to_string()
@@ -88,8 +80,6 @@ std::string CorrelatorConfig::describe_lb() const {
     return fmt::format("{} ({}, idle timeout {} s)", lb_name, peers, lb_idle_timeout_s);
 }
 
-std::string_view to_string(ResetKind kind) { return name_at(kFindingKindNames, static_cast<size_t>(kind)); }
-std::string_view to_string(FindingKind kind) { return name_at(kFindingKindNames, static_cast<size_t>(kind)); }
 
 std::string_view to_string(OpenKind kind) {
     constexpr std::array<std::string_view, 3> names = {"unknown", "accepted", "connected"};
@@ -99,44 +89,30 @@ std::string_view to_string(FirstClose kind) {
     constexpr std::array<std::string_view, 3> names = {"unknown", "local", "remote"};
     return name_at(names, static_cast<size_t>(kind));
 }
-std::string_view to_string(EndKind kind) {
-    constexpr std::array<std::string_view, 5> names = {"open", "orderly", "reset_sent", "reset_received", "expired"};
-    return name_at(names, static_cast<size_t>(kind));
+constexpr std::array<std::string_view, 5> kEndKindNames = {"open", "orderly", "reset_sent", "reset_received",
+                                                           "expired"};
+std::string_view to_string(EndKind kind) { return name_at(kEndKindNames, static_cast<size_t>(kind)); }
+std::optional<EndKind> end_kind_from_string(std::string_view name) {
+    for (size_t i = 0; i < kEndKindNames.size(); ++i)
+        if (kEndKindNames[i] == name) return static_cast<EndKind>(i);
+    return std::nullopt;
 }
 
-std::string ConnectionRecord::four_tuple() const {
-    auto endpoint = [](const IpAddr& addr, uint16_t port) {
-        return addr.family == 6 ? fmt::format("[{}]:{}", addr.to_string(), port)
-                                : fmt::format("{}:{}", addr.to_string(), port);
-    };
-    return endpoint(raddr, rport) + "->" + endpoint(laddr, lport);
+std::string_view to_string(Mechanism mechanism) {
+    constexpr std::array<std::string_view, 8> names = {"no_socket",      "timewait",      "data_after_fin",
+                                                       "unread_at_close", "linger_zero",   "timer_expired",
+                                                       "reset_received",  "unrecognised"};
+    return name_at(names, static_cast<size_t>(mechanism));
+}
+std::string_view to_string(ReasonSource source) {
+    constexpr std::array<std::string_view, 3> names = {"kernel", "inferred", "none"};
+    return name_at(names, static_cast<size_t>(source));
 }
 
-std::string SockOptChange::describe() const {
-    std::string text = optname == "SO_LINGER" ? fmt::format("SO_LINGER {{{},{}}}", value, value2)
-                                              : fmt::format("{} {}{}", optname, value, unit_of(optname));
-    if (previous && optname != "SO_LINGER") text += fmt::format(" (was {}{})", *previous, unit_of(optname));
-    return text;
-}
-
-std::string BackendProfile::label() const {
-    std::string who;
-    switch (id.workload) {
-    case WorkloadKind::pod:
-        who = id.namespace_name.empty() ? fmt::format("pod {}", id.pod)
-                                        : fmt::format("pod {}/{}", id.namespace_name, id.pod);
-        break;
-    case WorkloadKind::host: who = "host"; break;
-    case WorkloadKind::netns: who = fmt::format("netns {}", id.pod); break;
-    case WorkloadKind::container: who = id.pod; break;
-    case WorkloadKind::process: who = fmt::format("process {} in netns {}", id.pod, id.netns); break;
-    case WorkloadKind::unknown:
-        who = id.pod.empty() ? fmt::format("netns {}", id.netns) : fmt::format("pod {}", id.pod);
-        break;
-    }
-    std::string process = comm.empty() ? "process unknown" : fmt::format("process {}", comm);
-    if (id.outbound) return fmt::format("{} ({}, outbound to port {})", who, process, id.port);
-    return fmt::format("{} ({}, port {})", who, process, id.port);
+uint64_t BackendProfile::resets_total() const {
+    uint64_t n = 0;
+    for (size_t k = 0; k < kFindingKindCount; ++k) n += resets_lb[k] + resets_other[k];
+    return n;
 }
 
 }  // namespace tcpwhy

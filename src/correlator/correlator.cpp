@@ -9,7 +9,6 @@
 #include <fmt/format.h>
 
 #include "tcpwhy/addr.h"
-#include "advice.h"
 #include "classify.h"
 #include "tuple_index.h"
 
@@ -41,7 +40,7 @@ struct LiveConn {
     OpenKind opened = OpenKind::unknown;
     FirstClose first_close = FirstClose::unknown;
     EndKind end = EndKind::open;
-    ResetKind reset_kind = ResetKind::other;
+    FindingKind reset_kind = FindingKind::other;
     uint8_t lb_range = 0;  // 1 + index of the LB range holding raddr; 0: none matched
     bool lb_peer = false;
     bool local_close_seen = false;
@@ -72,7 +71,7 @@ struct ResetTally {
     uint64_t lb = 0, other = 0;
     uint64_t first_ts_ns = 0, last_ts_ns = 0;
     uint8_t last_lb_range = 0;
-    std::string last_evidence;
+    std::optional<ResetEvidence> last_evidence;
     std::deque<ConnectionRecord> recent;  // newest at the back, bounded
 };
 
@@ -85,7 +84,7 @@ struct Backend {
     uint64_t closed_local_first = 0, closed_remote_first = 0, aborted_local = 0;
     DurationHistogram idle_closes;   // closes judged idle: the profile findings quote
     DurationHistogram local_closes;  // every local close of an open connection: base of the relative idle bar
-    std::array<ResetTally, kResetKindCount> resets;
+    std::array<ResetTally, kFindingKindCount> resets;
     SockOpts opts;
     std::deque<SockOptChange> opt_changes;
 };
@@ -135,12 +134,6 @@ uint64_t tuple_key(uint32_t netns, const IpAddr& laddr, uint16_t lport, const Ip
 
 uint64_t abs_diff(uint64_t a, uint64_t b) { return a > b ? a - b : b - a; }
 
-std::string format_duration_ms(uint64_t ms) {
-    if (ms < 1000) return fmt::format("{} ms", ms);
-    if (ms < 120'000) return fmt::format("{:.1f} s", ms / 1000.0);
-    return fmt::format("{:.0f} s", ms / 1000.0);
-}
-
 IdleStats idle_stats_of(const DurationHistogram& h) {
     return {h.count(), h.percentile(0.5), h.percentile(0.9), h.max(), h.exact()};
 }
@@ -161,7 +154,6 @@ struct Correlator::Impl {
     std::optional<uint32_t> overflow_backend;
     std::unordered_set<uint64_t> listening_ports;              // listener_key(netns, port)
     std::unordered_map<uint64_t, uint32_t> listener_backends;  // listener cookie -> backend
-    std::unordered_map<uint32_t, std::string> netns_names;
     // Connections closed locally or reset, by four-tuple: a reset the listener or the
     // stack sends later for the same tuple (the peer's segments still in flight) belongs to them.
     correlator::TupleIndex closed_by_tuple;
@@ -195,9 +187,6 @@ struct Correlator::Impl {
         return index + 1 < kLbRangeUnknown ? static_cast<uint8_t>(index + 1) : kLbRangeUnknown;
     }
 
-    bool is_lb_peer(const IpAddr& peer, uint8_t range) const {
-        return range != 0 || (config.lb_any_non_loopback_peer && config.is_lb_peer(peer));
-    }
 
     std::string lb_range_text(uint8_t range) const {
         const auto& ranges = config.lb_ranges.ranges();
@@ -212,6 +201,14 @@ struct Correlator::Impl {
         // higher port is taken to be the ephemeral one.
         if (listening_ports.contains(listener_key(netns, lport))) return false;
         return lport > rport;
+    }
+
+    // The one rule that keys backends: inbound by the local (listening) port, outbound by the
+    // remote service port.
+    BackendKey key_of(const Event& e, OpenKind opened) const {
+        bool outbound = is_outbound(opened, e.netns, e.lport, e.rport);
+        return BackendKey{e.netns, outbound ? e.rport : e.lport, outbound,
+                          config.split_backends_by_laddr ? e.laddr : IpAddr{}};
     }
 
     uint32_t backend_for(uint32_t netns, uint16_t service_port, bool outbound, const IpAddr& laddr) {
@@ -270,11 +267,11 @@ struct Correlator::Impl {
         c.rport = e.rport;
         c.opened = opened_by(e);
         c.lb_range = lb_range_of(e.raddr);
-        c.lb_peer = is_lb_peer(e.raddr, c.lb_range);
-        bool outbound = is_outbound(c.opened, e.netns, e.lport, e.rport);
-        c.backend = backend_for(e.netns, outbound ? e.rport : e.lport, outbound, e.laddr);
+        c.lb_peer = config.is_lb_peer(e.raddr);
+        BackendKey key = key_of(e, c.opened);
+        c.backend = backend_for(key.netns, key.port, key.outbound, e.laddr);
         Backend& b = backends[c.backend];
-        if (!outbound && e.laddr.family) b.id.laddr = e.laddr;
+        if (!key.outbound && e.laddr.family) b.id.laddr = e.laddr;
         ++(c.lb_peer ? b.connections_lb : b.connections_other);
         ++b.live;
         // Element references survive both rehashing and erasing other elements.
@@ -497,16 +494,28 @@ struct Correlator::Impl {
         c.state_at_peer_reset = e.sk_state != TcpState::unknown ? e.sk_state : c.state;
     }
 
-    // A reset sent for a segment by the listener or with no socket at all. When the
-    // tuple belongs to a connection this host just closed or reset, it is that
-    // connection's reset (or the tail of one already counted: the peer's segments
-    // that were in flight), not a new one.
-    bool attach_segment_reset(const Event& e) {
-        if (!e.rport) return false;  // only connections with a peer port are indexed
+    // A reset sent for a segment with no socket at all, or by the listening socket answering
+    // a segment for a connection it no longer has.
+    bool is_segment_reset(const Event& e) const {
+        return e.type == EventType::reset_sent &&
+               (e.cookie == 0 || e.sk_kind == SockKind::none || e.sk_state == TcpState::listen ||
+                listener_backends.count(e.cookie));
+    }
+
+    // The connection this host just closed or reset on the segment's tuple, if any.
+    std::unordered_map<uint64_t, LiveConn>::const_iterator closed_connection_of(const Event& e) const {
+        if (!e.rport) return conns.end();  // only connections with a peer port are indexed
         auto cookie = closed_by_tuple.get(tuple_key(e.netns, e.laddr, e.lport, e.raddr, e.rport));
-        if (!cookie) return false;
-        auto it = conns.find(*cookie);
-        if (it == conns.end()) return false;
+        return cookie ? conns.find(*cookie) : conns.end();
+    }
+
+    // A segment reset whose tuple belongs to a connection this host just closed or reset is
+    // that connection's reset (or the tail of one already counted: the peer's segments that
+    // were in flight), not a new one.
+    bool attach_segment_reset(const Event& e) {
+        auto found = closed_connection_of(e);
+        if (found == conns.end()) return false;
+        auto it = conns.find(found->first);
         LiveConn& c = it->second;
         if (c.reset_counted) {
             ++counts.follow_up_resets;
@@ -521,15 +530,15 @@ struct Correlator::Impl {
     void on_stateless_reset(const Event& e) {
         if (attach_segment_reset(e)) return;
         uint8_t range = lb_range_of(e.raddr);
-        bool outbound = is_outbound(OpenKind::unknown, e.netns, e.lport, e.rport);
-        uint32_t backend = backend_for(e.netns, outbound ? e.rport : e.lport, outbound, e.laddr);
+        BackendKey key = key_of(e, OpenKind::unknown);
+        uint32_t backend = backend_for(key.netns, key.port, key.outbound, e.laddr);
         ConnectionRecord record;
         record.netns = e.netns;
         record.laddr = e.laddr;
         record.raddr = e.raddr;
         record.lport = e.lport;
         record.rport = e.rport;
-        record.lb_peer = is_lb_peer(e.raddr, range);
+        record.lb_peer = config.is_lb_peer(e.raddr);
         record.first_ts_ns = record.last_ts_ns = record.end_ts_ns = e.ts_ns;
         record.end = EndKind::reset_sent;
         record.reset_reason = e.reason;
@@ -557,26 +566,25 @@ struct Correlator::Impl {
     }
 
     void on_setsockopt(const Event& e) {
-        auto opt = sock_opt_from_string(e.optname);
-        if (!opt) return;  // not a timeout option tcpwhy follows
+        const SockOpt opt = e.opt;
         // SockOpts keeps linger as seconds-or-off; the event has {onoff, seconds}.
-        int64_t value = *opt == SockOpt::so_linger ? (e.value ? e.value2 : -1) : e.value;
-        SockOptChange change{e.ts_ns, e.pid, e.comm, e.optname, e.value, e.value2, std::nullopt};
+        int64_t value = opt == SockOpt::so_linger ? (e.value ? e.value2 : -1) : e.value;
+        SockOptChange change{e.ts_ns, e.pid, e.comm, opt, e.value, e.value2, std::nullopt};
         if (auto backend = backend_of_cookie(e.cookie)) {
             Backend& b = backends[*backend];
             note_owner(b, e);
-            if (b.opts.has(*opt)) {
-                if (b.opts.value(*opt) == value) return;  // not a change
-                change.previous = b.opts.value(*opt);
+            if (b.opts.has(opt)) {
+                if (b.opts.value(opt) == value) return;  // not a change
+                change.previous = b.opts.value(opt);
             }
-            b.opts.set(*opt, value);
+            b.opts.set(opt, value);
             push_bounded(b.opt_changes, std::move(change), kMaxOptChangesPerBackend);
             return;
         }
         // Most recent same option by the same process: skip repeats (a client sets
         // the same options on every socket).
         for (auto it = unattributed_changes.rbegin(); it != unattributed_changes.rend(); ++it) {
-            if (it->change.pid != e.pid || it->change.optname != e.optname) continue;
+            if (it->change.pid != e.pid || it->change.opt != opt) continue;
             if (it->change.value == e.value && it->change.value2 == e.value2) return;
             change.previous = it->change.value;
             break;
@@ -594,15 +602,11 @@ struct Correlator::Impl {
             ++counts.ignored_events;
             return;
         }
+        if (is_segment_reset(e)) return on_stateless_reset(e);
         if (e.cookie == 0) {
-            if (e.type == EventType::reset_sent) return on_stateless_reset(e);
             ++counts.ignored_events;
             return;
         }
-        if (e.type == EventType::reset_sent && e.sk_kind == SockKind::none) return on_stateless_reset(e);
-        // The listening socket answering a segment for a connection it no longer has.
-        if (e.type == EventType::reset_sent && (e.sk_state == TcpState::listen || listener_backends.count(e.cookie)))
-            return on_stateless_reset(e);
 
         LiveConn& c = connection_for(e.cookie, e);
         settle_if_due(e.cookie, c, e.ts_ns);
@@ -693,7 +697,6 @@ struct Correlator::Impl {
     BackendProfile profile_of(const Backend& b) const {
         BackendProfile p;
         p.id = b.id;
-        if (auto it = netns_names.find(b.id.netns); it != netns_names.end()) p.id.pod = it->second;
         if (const Workload* w = workloads ? workloads->lookup(b.id.netns, b.cgroup_id) : nullptr) {
             p.id.pod = w->name();
             p.id.namespace_name = w->namespace_name;
@@ -710,7 +713,7 @@ struct Correlator::Impl {
         p.aborted_local = b.aborted_local;
         p.idle_close = idle_stats_of(b.idle_closes);
         p.idle_histogram = b.idle_closes.buckets();
-        for (size_t k = 0; k < kResetKindCount; ++k) {
+        for (size_t k = 0; k < kFindingKindCount; ++k) {
             p.resets_lb[k] = b.resets[k].lb;
             p.resets_other[k] = b.resets[k].other;
         }
@@ -726,7 +729,7 @@ struct Correlator::Impl {
     // Races count only against LB peers when there is a load balancer; without one
     // (--lb none) every peer of the backend is a client that can hit the race.
     uint64_t race_count(const Backend& b) const {
-        const ResetTally& t = b.resets[static_cast<size_t>(ResetKind::idle_close_race)];
+        const ResetTally& t = b.resets[static_cast<size_t>(FindingKind::idle_close_race)];
         return config.lb_idle_timeout_s > 0 ? t.lb : t.lb + t.other;
     }
 
@@ -735,73 +738,15 @@ struct Correlator::Impl {
                b.idle_closes.percentile(0.5) < uint64_t{config.lb_idle_timeout_s} * 1000;
     }
 
-    static const char* plural(uint64_t n, const char* one, const char* many) { return n == 1 ? one : many; }
-
-    std::string idle_profile_text(const Backend& b) const {
-        return fmt::format("closes idle keep-alive connections after {} (p50 of {} {}, max {})",
-                           format_duration_ms(b.idle_closes.percentile(0.5)), b.idle_closes.count(),
-                           plural(b.idle_closes.count(), "close", "closes"), format_duration_ms(b.idle_closes.max()));
-    }
-
-    std::string lb_keeps_text() const {
-        return fmt::format("the load balancer ({}) keeps them up to {} s", config.lb_name, config.lb_idle_timeout_s);
-    }
-
-    std::string summary_of(FindingKind kind, const BackendProfile& p, const Backend& b, uint64_t count) const {
-        std::string who = p.label();
-        switch (kind) {
-        case FindingKind::idle_close_race: {
-            std::string profile = b.idle_closes.count() ? idle_profile_text(b) : "closed idle connections";
-            std::string lb = config.lb_idle_timeout_s ? "; " + lb_keeps_text() : "";
-            return fmt::format("{} {}{}; {} {} arrived on a closing connection and {} reset ({})", who, profile, lb,
-                               count, plural(count, "request", "requests"), plural(count, "was", "were"),
-                               config.lb_reset_symptom);
-        }
-        case FindingKind::idle_timeout_below_lb:
-            return fmt::format(
-                "{} {}; {}: requests the LB sends on a connection the backend is closing will be reset "
-                "(none seen yet)",
-                who, idle_profile_text(b), lb_keeps_text());
-        default: break;
-        }
-        return fmt::format("{}: {} {} {}", who, count, to_string(kind), plural(count, "reset", "resets"));
-    }
-
-    // A timeout option set before the resets it explains.
-    std::optional<std::string> linked_change(FindingKind kind, const BackendProfile& p, const ResetTally& t) const {
-        auto relevant = [kind](const std::string& name) {
-            switch (kind) {
-            case FindingKind::linger_abort: return name == "SO_LINGER";
-            case FindingKind::user_timeout: return name == "TCP_USER_TIMEOUT";
-            case FindingKind::keepalive_timeout:
-                return name == "SO_KEEPALIVE" || name == "TCP_KEEPIDLE" || name == "TCP_KEEPINTVL" ||
-                       name == "TCP_KEEPCNT";
-            default: return false;
-            }
-        };
+    // The latest change to an option the kind's row names, set before the latest reset of that kind.
+    static std::optional<SockOptChange> linked_change(FindingKind kind, const BackendProfile& p, const ResetTally& t) {
+        auto related = info(kind).related_options;
         const SockOptChange* best = nullptr;
         for (const auto& change : p.opt_changes)
-            if (relevant(change.optname) && change.ts_ns <= t.last_ts_ns) best = &change;
+            if (std::find(related.begin(), related.end(), change.opt) != related.end() && change.ts_ns <= t.last_ts_ns)
+                best = &change;
         if (!best) return std::nullopt;
-        uint64_t n = t.lb + t.other;
-        std::string who =
-            best->comm.empty() ? fmt::format("pid {}", best->pid) : fmt::format("{}[{}]", best->comm, best->pid);
-        std::string when =
-            best->ts_ns <= t.first_ts_ns
-                ? fmt::format("{} before the first of {} {} {}",
-                              format_duration_ms((t.first_ts_ns - best->ts_ns) / 1'000'000), n, to_string(kind),
-                              plural(n, "reset", "resets"))
-                : fmt::format("{} before the latest {} reset",
-                              format_duration_ms((t.last_ts_ns - best->ts_ns) / 1'000'000), to_string(kind));
-        return fmt::format("{} set by {} {}", best->describe(), who, when);
-    }
-
-    std::vector<std::string> recent_connections(const ResetTally& t, bool lb_only) const {
-        std::vector<std::string> out;
-        for (auto it = t.recent.rbegin(); it != t.recent.rend() && out.size() < config.max_connections_per_finding;
-             ++it)
-            if (!lb_only || it->lb_peer) out.push_back(it->four_tuple());
-        return out;
+        return *best;
     }
 
     Finding make_finding(FindingKind kind, const Backend& b, uint64_t count) const {
@@ -809,28 +754,31 @@ struct Correlator::Impl {
         f.kind = kind;
         f.backend = profile_of(b);
         f.count = count;
-        f.lb_idle_timeout_s = config.lb_idle_timeout_s;
-        if (b.idle_closes.count()) f.observed_idle_close = idle_stats_of(b.idle_closes);
-        if (kind == FindingKind::idle_timeout_below_lb) {
-            f.lb_range = config.lb_any_non_loopback_peer ? "any" : config.lb_ranges.to_string();
-        } else {
-            const ResetTally& t = b.resets[static_cast<size_t>(kind)];
-            bool lb_only = kind == FindingKind::idle_close_race && config.lb_idle_timeout_s > 0;
-            f.connections = recent_connections(t, lb_only);
-            f.lb_range = lb_range_text(t.last_lb_range);
-            f.first_ts_ns = t.first_ts_ns;
-            f.last_ts_ns = t.last_ts_ns;
-            if (!t.last_evidence.empty()) f.evidence.push_back(t.last_evidence);
-            if (auto link = linked_change(kind, f.backend, t)) f.evidence.push_back(*link);
+        f.lb.name = config.lb_name;
+        f.lb.idle_timeout_s = config.lb_idle_timeout_s;
+        if (b.idle_closes.count()) f.idle_close = idle_stats_of(b.idle_closes);
+        if (!info(kind).counts_resets) {
+            f.lb.range = config.lb_any_non_loopback_peer ? "any" : config.lb_ranges.to_string();
+            return f;
         }
-        f.summary = summary_of(kind, f.backend, b, count);
-        f.advice = advice::advice_for({kind, b.comm, config.lb_idle_timeout_s,
-                                       b.idle_closes.count() ? b.idle_closes.percentile(0.5) : 0u, &b.opts});
+        const ResetTally& t = b.resets[static_cast<size_t>(kind)];
+        f.count_lb = t.lb;
+        f.count_other = t.other;
+        f.lb.range = lb_range_text(t.last_lb_range);
+        f.first_ts_ns = t.first_ts_ns;
+        f.last_ts_ns = t.last_ts_ns;
+        f.evidence = t.last_evidence;
+        f.linked_change = linked_change(kind, f.backend, t);
+        // With a load balancer a race is about its peers: the connections listed are theirs.
+        bool lb_only = kind == FindingKind::idle_close_race && config.lb_idle_timeout_s > 0;
+        for (auto it = t.recent.rbegin(); it != t.recent.rend(); ++it)
+            if (!lb_only || it->lb_peer) f.connections.push_back(*it);
+        f.connections_not_kept = count > f.connections.size() ? count - f.connections.size() : 0;
         return f;
     }
 
-    // (backend index, finding) in display order: races, then backends closing
-    // sooner than the LB, then the other kinds by count.
+    // (backend index, finding) in display order: by the kind's weight (races, then backends
+    // closing sooner than the LB, then the rest), then by count.
     std::vector<std::pair<uint32_t, Finding>> indexed_findings() const {
         std::vector<std::pair<uint32_t, Finding>> out;
         for (uint32_t i = 0; i < backends.size(); ++i) {
@@ -839,16 +787,15 @@ struct Correlator::Impl {
                 out.emplace_back(i, make_finding(FindingKind::idle_close_race, b, races));
             else if (closes_sooner_than_lb(b))
                 out.emplace_back(i, make_finding(FindingKind::idle_timeout_below_lb, b, b.idle_closes.count()));
-            for (size_t k = 1; k < kResetKindCount; ++k) {
-                uint64_t n = b.resets[k].lb + b.resets[k].other;
-                if (n) out.emplace_back(i, make_finding(static_cast<FindingKind>(k), b, n));
+            for (const KindInfo& row : finding_kinds()) {
+                if (!row.counts_resets || row.kind == FindingKind::idle_close_race) continue;
+                const ResetTally& t = b.resets[static_cast<size_t>(row.kind)];
+                if (uint64_t n = t.lb + t.other) out.emplace_back(i, make_finding(row.kind, b, n));
             }
         }
-        auto weight = [](FindingKind k) {
-            return k == FindingKind::idle_close_race ? 0 : k == FindingKind::idle_timeout_below_lb ? 1 : 2;
-        };
-        std::stable_sort(out.begin(), out.end(), [&](const auto& x, const auto& y) {
-            if (weight(x.second.kind) != weight(y.second.kind)) return weight(x.second.kind) < weight(y.second.kind);
+        std::stable_sort(out.begin(), out.end(), [](const auto& x, const auto& y) {
+            uint8_t wx = info(x.second.kind).weight, wy = info(y.second.kind).weight;
+            if (wx != wy) return wx < wy;
             return x.second.count > y.second.count;
         });
         return out;
@@ -915,30 +862,37 @@ CorrelatorCounts Correlator::counts() const {
 
 const CorrelatorConfig& Correlator::config() const { return impl_->config; }
 
-std::vector<std::string> Correlator::take_live_updates(uint64_t now_ns) {
-    std::vector<std::string> lines;
+std::vector<FindingUpdate> Correlator::take_live_updates(uint64_t now_ns) {
+    std::vector<FindingUpdate> updates;
     for (auto& [index, f] : impl_->indexed_findings()) {
         uint64_t key = (uint64_t{index} << 8) | static_cast<uint64_t>(f.kind);
         auto [it, first] = impl_->announced.try_emplace(key);
         Impl::Announcement& a = it->second;
-        if (first) {
-            lines.push_back(fmt::format("finding [{}] {}", to_string(f.kind), f.summary));
-        } else if (f.count > a.count && now_ns >= a.ts_ns + impl_->config.live_update_interval_ns) {
-            lines.push_back(fmt::format("update [{}] {}: {} now (+{})", to_string(f.kind), f.backend.label(), f.count,
-                                        f.count - a.count));
-        } else {
-            continue;
-        }
+        if (!first && !(f.count > a.count && now_ns >= a.ts_ns + impl_->config.live_update_interval_ns)) continue;
+        uint64_t added = f.count - a.count;
         a = {f.count, now_ns};
+        updates.push_back({std::move(f), first, added});
     }
-    return lines;
+    return updates;
 }
 
 void Correlator::watch_peer(const IpAddr& raddr, uint16_t rport) { impl_->watched_peer = std::pair{raddr, rport}; }
 
-void Correlator::set_netns_name(uint32_t netns, std::string name) { impl_->netns_names[netns] = std::move(name); }
-
 void Correlator::set_workloads(std::shared_ptr<const WorkloadTable> table) { impl_->workloads = std::move(table); }
+
+BackendId Correlator::backend_of(const Event& e) const {
+    const Impl& impl = *impl_;
+    std::optional<uint32_t> index;
+    if (impl.is_segment_reset(e)) {
+        if (auto c = impl.closed_connection_of(e); c != impl.conns.end()) index = c->second.backend;
+    } else {
+        index = impl.backend_of_cookie(e.cookie);
+    }
+    if (index) return impl.backends[*index].id;
+    BackendKey key = impl.key_of(e, is_listener_event(e) ? OpenKind::accepted : opened_by(e));
+    if (auto it = impl.backend_index.find(key); it != impl.backend_index.end()) return impl.backends[it->second].id;
+    return BackendId{key.netns, key.port, key.outbound, e.laddr, {}, {}, {}, WorkloadKind::unknown};
+}
 
 size_t Correlator::live_connection_bytes() { return sizeof(LiveConn); }
 

@@ -122,54 +122,30 @@ void EventMetrics::count(std::map<ResetKey, uint64_t>& series, ResetKey key) {
     if (it == series.end()) {
         if (sent_.size() + received_.size() >= max_series_) {
             ++folded_;
-            key = ResetKey{0, 0, false, std::string(kOther), std::string(kOther)};
+            key = ResetKey{.overflow = true};
         }
         it = series.try_emplace(std::move(key), 0).first;
     }
     ++it->second;
 }
 
-bool EventMetrics::listening(uint32_t netns, uint16_t port) const {
-    return listeners_.count((uint64_t{netns} << 16) | port) != 0;
-}
-
-void EventMetrics::on_event(const Event& e) {
-    ++by_type_[static_cast<size_t>(e.type) & 7];
-    uint64_t listener = (uint64_t{e.netns} << 16) | e.lport;
-    // A listener shows itself by listen(), in the socket iterator, or by a passive open
-    // (LISTEN -> SYN_RECV, SYN_RECV -> ESTABLISHED) when it predates the trace.
-    bool state = e.type == EventType::state;
-    if ((state || e.type == EventType::existing) && e.new_state == TcpState::listen) listeners_.insert(listener);
-    else if (state && e.old_state == TcpState::listen && e.new_state == TcpState::close) listeners_.erase(listener);
-    else if (state && (e.old_state == TcpState::listen || e.old_state == TcpState::syn_recv))
-        listeners_.insert(listener);
+void EventMetrics::on_event(const Event& e, const BackendId& backend) {
+    ++by_type_[std::min(static_cast<size_t>(e.type), by_type_.size() - 1)];
     if (e.type != EventType::reset_sent && e.type != EventType::reset_recv) return;
-
-    std::string lb_range;
-    if (const Cidr* range = config_.lb_ranges.match(e.raddr)) lb_range = range->to_string();
-    else if (config_.is_lb_peer(e.raddr)) lb_range = "any";  // a preset without fixed ranges
-    // Label by the backend's port, as the correlator keys backends: the listening port, or for an
-    // outgoing connection the service it went to (never the ephemeral local port). A segment
-    // nothing listened for (sk none) keeps the port it was sent to.
-    bool outbound = e.sk_kind != SockKind::none && !listening(e.netns, e.lport) && e.rport != 0;
-    uint16_t port = outbound ? e.rport : e.lport;
-    if (e.type == EventType::reset_sent) count(sent_, {e.netns, port, outbound, e.reason, std::move(lb_range)});
-    else count(received_, {e.netns, port, outbound, "", std::move(lb_range)});
+    ResetKey key{false, backend.netns, backend.port, backend.outbound,
+                 e.type == EventType::reset_sent ? e.reason : ResetReason::none, config_.lb_range_label(e.raddr)};
+    count(e.type == EventType::reset_sent ? sent_ : received_, std::move(key));
 }
 
 std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
     Resolver resolve(s.backends);
     Folder fold;
-    auto other_key = [](const EventMetrics::ResetKey& k) { return k.port == 0 && k.reason == kOther; };
     auto who_of_key = [&](const EventMetrics::ResetKey& k) {
-        return other_key(k) ? Who{std::string(kOther), std::string(kOther), std::string(kOther)}
-                            : resolve.of_socket(k.netns, k.port, k.outbound);
+        return k.overflow ? Who{std::string(kOther), std::string(kOther), std::string(kOther)}
+                          : resolve.of_socket(k.netns, k.port, k.outbound);
     };
-    for (const auto& b : s.backends) {
-        uint64_t weight = b.connections_lb + b.connections_other;
-        for (int k = 0; k < kResetKindCount; ++k) weight += b.resets_lb[k] + b.resets_other[k];
-        fold.weigh(resolve.of_backend(b.id), weight);
-    }
+    for (const auto& b : s.backends)
+        fold.weigh(resolve.of_backend(b.id), b.connections_lb + b.connections_other + b.resets_total());
     for (const auto& [k, n] : s.resets_sent) fold.weigh(who_of_key(k), n);
     for (const auto& [k, n] : s.resets_received) fold.weigh(who_of_key(k), n);
     fold.decide(max_backends);
@@ -199,8 +175,9 @@ std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
         std::map<std::string, uint64_t> by_labels;
         for (const auto& [k, n] : counts) {
             std::string labels = fold(who_of_key(k)).labels();
-            if (with_reason) labels += fmt::format(",reason=\"{}\"", escape_label_value(k.reason));
-            labels += fmt::format(",lb_range=\"{}\"", escape_label_value(k.lb_range));
+            if (with_reason)
+                labels += fmt::format(",reason=\"{}\"", k.overflow ? kOther : to_string(k.reason));
+            labels += fmt::format(",lb_range=\"{}\"", escape_label_value(k.overflow ? kOther : k.lb_range));
             by_labels[labels] += n;
         }
         return by_labels;
@@ -217,17 +194,17 @@ std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
     std::map<std::string, IdleHistogram> idle;
     std::map<std::string, std::string> race_range;  // backend labels -> LB range named by its race finding
     for (const auto& f : s.findings)
-        if (f.kind == FindingKind::idle_close_race && !f.lb_range.empty())
-            race_range[fold(resolve.of_backend(f.backend.id)).labels()] = f.lb_range;
+        if (f.kind == FindingKind::idle_close_race && !f.lb.range.empty())
+            race_range[fold(resolve.of_backend(f.backend.id)).labels()] = f.lb.range;
     for (const auto& b : s.backends) {
         std::string who = fold(resolve.of_backend(b.id)).labels();
-        for (int k = 0; k < kResetKindCount; ++k) {
-            auto kind = to_string(static_cast<ResetKind>(k));
-            if (b.resets_lb[k]) classified[fmt::format("{},class=\"{}\",peer=\"lb\"", who, kind)] += b.resets_lb[k];
+        for (const KindInfo& row : finding_kinds()) {
+            auto k = static_cast<size_t>(row.kind);
+            if (b.resets_lb[k]) classified[fmt::format("{},class=\"{}\",peer=\"lb\"", who, row.name)] += b.resets_lb[k];
             if (b.resets_other[k])
-                classified[fmt::format("{},class=\"{}\",peer=\"other\"", who, kind)] += b.resets_other[k];
+                classified[fmt::format("{},class=\"{}\",peer=\"other\"", who, row.name)] += b.resets_other[k];
         }
-        auto race = static_cast<int>(ResetKind::idle_close_race);
+        auto race = static_cast<size_t>(FindingKind::idle_close_race);
         if (b.resets_lb[race]) {
             auto it = race_range.find(who);
             std::string range = it != race_range.end() ? it->second : s.lb_name;

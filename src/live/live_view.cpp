@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "tcpwhy/explain.h"
 #include "tcpwhy/format.h"
 
 namespace tcpwhy {
@@ -21,18 +22,12 @@ std::string row_key(uint32_t netns, uint16_t port, bool outbound) {
 
 std::string format_seconds(uint64_t ms) { return fmt::format("{:.1f} s", static_cast<double>(ms) / 1000.0); }
 
-uint64_t total_resets(const BackendProfile& p) {
-    uint64_t n = 0;
-    for (size_t k = 0; k < kResetKindCount; ++k) n += p.resets_lb[k] + p.resets_other[k];
-    return n;
-}
-
 // "opened (accepted) → last data → idle 6.0 s → backend closed (FIN) → reset sent (...)".
 std::vector<TimelineStep> timeline_of(const ConnectionRecord& r) {
     std::vector<TimelineStep> steps;
-    bool received = r.end == EndKind::reset_received || r.reset == ResetKind::peer_reset;
+    bool received = r.end == EndKind::reset_received || r.reset == FindingKind::peer_reset;
     auto reset_step = [&] {
-        std::string reason = r.reset_reason.empty() ? "" : fmt::format(" {}", r.reset_reason);
+        std::string reason = r.reset_reason == ResetReason::none ? "" : fmt::format(" {}", to_string(r.reset_reason));
         std::string kind = r.reset ? fmt::format(": {}", to_string(*r.reset)) : "";
         return TimelineStep{r.reset_ts_ns ? r.reset_ts_ns : r.last_ts_ns,
                             fmt::format("{}{}{}", received ? "reset received" : "reset sent", reason, kind)};
@@ -83,15 +78,21 @@ SnapshotConnection connection_of(const ConnectionRecord& r) {
     c.peer = format_endpoint(r.raddr, r.rport);
     c.local = format_endpoint(r.laddr, r.lport);
     c.lb_peer = r.lb_peer;
-    c.end = to_string(r.end);
-    if (r.reset) c.verdict = to_string(*r.reset);
-    c.evidence = r.evidence;
+    c.end = r.end;
+    c.verdict = r.reset;
+    if (r.evidence) c.evidence = explain::evidence(*r.evidence);
     c.timeline = timeline_of(r);
     return c;
 }
 
 SnapshotFinding finding_of(const Finding& f) {
-    return {std::string(to_string(f.kind)), f.count, f.summary, f.evidence, f.advice, f.connections};
+    constexpr size_t kConnectionsShown = 10;
+    explain::Words words = explain::words(f);
+    std::vector<std::string> connections;
+    for (size_t i = 0; i < f.connections.size() && i < kConnectionsShown; ++i)
+        connections.push_back(explain::four_tuple(f.connections[i]));
+    return {f.kind, f.count, std::move(words.summary), std::move(words.evidence), std::move(words.advice),
+            std::move(connections)};
 }
 
 // Per-second reset counts of one backend over the last minute, indexed by second % 60.
@@ -135,7 +136,7 @@ struct LiveView::Impl {
         advance_to(tick_ns / kNsPerSecond);
         for (const auto& p : correlator.backends()) {
             Sparkline& line = sparklines[row_key(p.id.netns, p.id.port, p.id.outbound)];
-            uint64_t resets = total_resets(p);
+            uint64_t resets = p.resets_total();
             if (resets > line.resets_seen)
                 line.per_second[current_second % kSparklineSeconds] += static_cast<uint32_t>(resets - line.resets_seen);
             line.resets_seen = resets;
@@ -198,10 +199,10 @@ struct LiveView::Impl {
             row.idle_closes = p.idle_close.samples;
             row.idle_p50_ms = p.idle_close.p50_ms;
             auto sent = [&](size_t kind) { return p.resets_lb[kind] + (lb_only ? 0 : p.resets_other[kind]); };
-            auto peer_reset = static_cast<size_t>(ResetKind::peer_reset);
-            auto race = static_cast<size_t>(ResetKind::idle_close_race);
+            auto peer_reset = static_cast<size_t>(FindingKind::peer_reset);
+            auto race = static_cast<size_t>(FindingKind::idle_close_race);
             row.resets_races = sent(race);
-            for (size_t k = 0; k < kResetKindCount; ++k)
+            for (size_t k = 0; k < kFindingKindCount; ++k)
                 if (k != race && k != peer_reset) row.resets_other += sent(k);
             row.resets_received = p.resets_lb[peer_reset] + p.resets_other[peer_reset];
             row.resets_per_second = sparkline_of(row.key());
@@ -233,12 +234,17 @@ using nlohmann::json;
 json to_json_value(const SnapshotConnection& c) {
     json steps = json::array();
     for (const auto& step : c.timeline) steps.push_back({{"ts_ns", step.ts_ns}, {"what", step.what}});
-    return {{"peer", c.peer},       {"local", c.local},       {"lb_peer", c.lb_peer}, {"end", c.end},
-            {"verdict", c.verdict}, {"evidence", c.evidence}, {"timeline", steps}};
+    return {{"peer", c.peer},
+            {"local", c.local},
+            {"lb_peer", c.lb_peer},
+            {"end", to_string(c.end)},
+            {"verdict", c.verdict ? to_string(*c.verdict) : ""},
+            {"evidence", c.evidence},
+            {"timeline", steps}};
 }
 
 json to_json_value(const SnapshotFinding& f) {
-    return {{"kind", f.kind},         {"count", f.count},   {"summary", f.summary},
+    return {{"kind", to_string(f.kind)}, {"count", f.count},   {"summary", f.summary},
             {"evidence", f.evidence}, {"advice", f.advice}, {"connections", f.connections}};
 }
 
@@ -263,9 +269,16 @@ json to_json_value(const SnapshotRow& r) {
             {"resets_other", r.resets_other},
             {"resets_received", r.resets_received},
             {"resets_per_second", r.resets_per_second},
-            {"verdict", r.verdict},
+            {"verdict", r.verdict ? to_string(*r.verdict) : ""},
             {"findings", findings},
             {"connections", connections}};
+}
+
+// "" for none. A kind this tcpwhy does not know (a newer daemon's) shows as `other`.
+std::optional<FindingKind> kind_from(const json& j) {
+    auto name = j.get<std::string>();
+    if (name.empty()) return std::nullopt;
+    return finding_kind_from_string(name).value_or(FindingKind::other);
 }
 
 SnapshotConnection connection_from(const json& j) {
@@ -273,8 +286,8 @@ SnapshotConnection connection_from(const json& j) {
     c.peer = j.at("peer").get<std::string>();
     c.local = j.at("local").get<std::string>();
     c.lb_peer = j.at("lb_peer").get<bool>();
-    c.end = j.at("end").get<std::string>();
-    c.verdict = j.at("verdict").get<std::string>();
+    c.end = end_kind_from_string(j.at("end").get<std::string>()).value_or(EndKind::open);
+    c.verdict = kind_from(j.at("verdict"));
     c.evidence = j.at("evidence").get<std::string>();
     for (const auto& step : j.at("timeline"))
         c.timeline.push_back({step.at("ts_ns").get<uint64_t>(), step.at("what").get<std::string>()});
@@ -283,7 +296,7 @@ SnapshotConnection connection_from(const json& j) {
 
 SnapshotFinding finding_from(const json& j) {
     SnapshotFinding f;
-    f.kind = j.at("kind").get<std::string>();
+    f.kind = kind_from(j.at("kind")).value_or(FindingKind::other);
     f.count = j.at("count").get<uint64_t>();
     f.summary = j.at("summary").get<std::string>();
     f.evidence = j.at("evidence").get<std::vector<std::string>>();
@@ -311,7 +324,7 @@ SnapshotRow row_from(const json& j) {
     r.resets_other = j.at("resets_other").get<uint64_t>();
     r.resets_received = j.at("resets_received").get<uint64_t>();
     r.resets_per_second = j.at("resets_per_second").get<std::vector<uint32_t>>();
-    r.verdict = j.at("verdict").get<std::string>();
+    r.verdict = kind_from(j.at("verdict"));
     for (const auto& f : j.at("findings")) r.findings.push_back(finding_from(f));
     for (const auto& c : j.at("connections")) r.connections.push_back(connection_from(c));
     return r;

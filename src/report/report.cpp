@@ -19,8 +19,9 @@ namespace {
 constexpr size_t kMaxTimelineEvents = 10'000;
 // Reset events the HTML timeline keeps (16 B each); the page says how many more there were.
 constexpr size_t kMaxHtmlResetMarks = 1'000'000;
-// Reset connections the HTML report keeps per backend and kind, for its table and timeline.
-constexpr size_t kHtmlConnectionsPerKind = 200;
+// Reset connections a report keeps per backend and kind, for the HTML table and timeline
+// and the JSON's connection lists (a live session keeps 16).
+constexpr size_t kReportConnectionsPerKind = 200;
 
 bool touches_peer(const Event& e, const IpAddr& peer, uint16_t port) {
     return addr::same_endpoint(e.raddr, e.rport, peer, port) || addr::same_endpoint(e.laddr, e.lport, peer, port);
@@ -62,9 +63,10 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
     config->idle_threshold_ms = options.idle_threshold_ms;
     if (options.html && options.conn)
         return fail(kReportInputError, "--html and --conn do not go together: the page covers every connection");
+    if (options.html || options.json)
+        config->recent_connections_per_kind = std::max(config->recent_connections_per_kind, kReportConnectionsPerKind);
     std::ofstream html_file;
     if (options.html) {
-        config->recent_connections_per_kind = std::max(config->recent_connections_per_kind, kHtmlConnectionsPerKind);
         html_file.open(*options.html, std::ios::out | std::ios::trunc);
         if (!html_file)
             return fail(kReportInputError,
@@ -111,7 +113,7 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
         render_timeline(peer->first, peer->second, std::move(timeline),
                         correlator.connections_with_peer(peer->first, peer->second), out);
     else if (options.json)
-        render_json_report(correlator, out);
+        render_json_report(correlator, stats, out);
     else
         render_text_report(correlator, stats, out);
     if (options.html) {

@@ -10,12 +10,16 @@
 
 #include <fmt/format.h>
 
+#include "tcpwhy/explain.h"
 #include "tcpwhy/report.h"
+#include "trace_clock.h"
 
 namespace tcpwhy {
 namespace {
 
 constexpr size_t kMaxTableRows = 500;
+// A finding lists its newest connections inline; the table below has every one kept.
+constexpr size_t kConnectionsPerFinding = 10;
 
 std::string escape(std::string_view text) {
     std::string out;
@@ -39,49 +43,9 @@ std::string duration_text(uint64_t ms) {
     return fmt::format("{:.0f} s", ms / 1000.0);
 }
 
-// Trace time (CLOCK_MONOTONIC ns) to wall-clock text, when the trace header allows it.
-class Clock {
-public:
-    explicit Clock(const ReplayStats& stats) {
-        if (!stats.headers.empty() && stats.headers.front().wall_start_ns) {
-            mono_ = stats.headers.front().mono_start_ns;
-            wall_ = stats.headers.front().wall_start_ns;
-        }
-    }
-    std::string wall(uint64_t ts_ns) const {
-        if (!wall_) return fmt::format("{:.3f} s", ts_ns / 1e9);
-        int64_t wall_ns = static_cast<int64_t>(wall_) + (static_cast<int64_t>(ts_ns) - static_cast<int64_t>(mono_));
-        time_t secs = static_cast<time_t>(wall_ns / 1'000'000'000);
-        std::tm tm{};
-        gmtime_r(&secs, &tm);
-        return fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC", tm.tm_year + 1900, tm.tm_mon + 1,
-                           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (wall_ns / 1'000'000) % 1000);
-    }
+using report::TraceClock;
 
-    // "20:27:05.407" (the page's header has the date).
-    std::string time_of_day(uint64_t ts_ns) const {
-        std::string full = wall(ts_ns);
-        return wall_ ? full.substr(11, 12) : full;
-    }
-
-private:
-    uint64_t mono_ = 0, wall_ = 0;
-};
-
-std::string endpoint(const IpAddr& addr, uint16_t port) {
-    return addr.family == 6 ? fmt::format("[{}]:{}", addr.to_string(), port)
-                            : fmt::format("{}:{}", addr.to_string(), port);
-}
-
-// Colours per finding kind, also used for the timeline rows and table badges.
-std::string_view kind_colour(std::string_view kind) {
-    if (kind == "idle_close_race") return "#d6453d";
-    if (kind == "idle_timeout_below_lb") return "#e8a33d";
-    if (kind == "close_with_unread_data" || kind == "timewait_data") return "#b5651d";
-    if (kind == "peer_reset") return "#7a7a7a";
-    if (kind == "no_listener") return "#6a51a3";
-    return "#3b75af";
-}
+std::string_view kind_colour(FindingKind kind) { return info(kind).colour; }
 
 constexpr std::string_view kStyle = R"(
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
@@ -98,6 +62,8 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12.
 table{border-collapse:collapse;width:100%;font-size:12.5px}
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid #e6e9ed;vertical-align:top}
 th{background:#f0f2f5;position:sticky;top:0}
+.table-wrap{overflow-x:auto}#connections td.evidence{min-width:18em;white-space:normal}
+#connections td.peer{white-space:nowrap}
 .num{text-align:right;white-space:nowrap}td.mono{white-space:nowrap}.muted{color:#7a8591}
 svg text{font:11px system-ui,sans-serif;fill:#39424e}
 .chart{overflow-x:auto}.none{color:#2f7d32;font-weight:600}
@@ -115,7 +81,12 @@ constexpr std::string_view kScript = R"(
       }
     });
   }
-  document.body.setAttribute('data-script','ran');  // a headless browser test checks the script ran
+  // A headless browser test checks the script ran, and that the page fits its window.
+  var fits=document.documentElement.scrollWidth<=window.innerWidth;
+  var wraps=document.querySelectorAll('.table-wrap');
+  for(var w=0;w<wraps.length;w++)fits=fits&&wraps[w].scrollWidth<=wraps[w].clientWidth;
+  document.body.setAttribute('data-fits',fits?'yes':'no');
+  document.body.setAttribute('data-script','ran');
 })();
 )";
 
@@ -127,20 +98,22 @@ void render_findings(const std::vector<Finding>& findings, std::ostream& out) {
     int number = 1;
     for (const auto& f : findings) {
         auto kind = to_string(f.kind);
-        out << fmt::format("<div class=\"finding\" style=\"--k:{}\" data-kind=\"{}\">", kind_colour(kind), kind);
+        explain::Words words = explain::words(f);
+        out << fmt::format("<div class=\"finding\" style=\"--k:{}\" data-kind=\"{}\" data-severity=\"{}\">",
+                           kind_colour(f.kind), kind, to_string(info(f.kind).severity));
         out << fmt::format("<p><b>{}.</b> <span class=\"kind\">{}</span> {}</p>\n", number++, kind,
-                           escape(f.summary));
-        for (const auto& line : f.evidence)
+                           escape(words.summary));
+        for (const auto& line : words.evidence)
             out << fmt::format("<p class=\"evidence\">evidence: {}</p>\n", escape(line));
         if (!f.connections.empty()) {
+            size_t shown = std::min(f.connections.size(), kConnectionsPerFinding);
             std::string list;
-            for (const auto& c : f.connections) list += (list.empty() ? "" : ", ") + escape(c);
-            std::string more = f.count > f.connections.size()
-                                   ? fmt::format(" (most recent {} of {})", f.connections.size(), f.count)
-                                   : "";
+            for (size_t i = 0; i < shown; ++i)
+                list += (list.empty() ? "" : ", ") + escape(explain::four_tuple(f.connections[i]));
+            std::string more = f.count > shown ? fmt::format(" (most recent {} of {})", shown, f.count) : "";
             out << fmt::format("<p class=\"conns\">connections{}: <span class=\"mono\">{}</span></p>\n", more, list);
         }
-        out << fmt::format("<div class=\"advice\"><b>Fix:</b> {}</div></div>\n", escape(f.advice));
+        out << fmt::format("<div class=\"advice\"><b>Fix:</b> {}</div></div>\n", escape(words.advice));
     }
     out << "</section>\n";
 }
@@ -164,7 +137,7 @@ void render_histogram(const BackendProfile& b, uint32_t lb_timeout_s, std::ostre
     out << fmt::format("<div class=\"chart\"><svg class=\"histogram\" role=\"img\" width=\"{0}\" height=\"{1}\" "
                        "viewBox=\"0 0 {0} {1}\" xmlns=\"http://www.w3.org/2000/svg\">"
                        "<title>idle before close, {2}</title>\n",
-                       kWidth, kHeight, escape(b.label()));
+                       kWidth, kHeight, escape(explain::backend_label(b)));
     out << fmt::format("<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"#9aa3ad\"/>\n", kLeft,
                        kTop + plot_h, kLeft + plot_w);
     for (double tick = std::pow(10, std::ceil(log_lo)); tick <= hi_ms; tick *= 10)
@@ -211,9 +184,8 @@ void render_backends(const Correlator& correlator, std::ostream& out) {
     std::stable_partition(backends.begin(), backends.end(),
                           [](const BackendProfile& b) { return !b.idle_histogram.empty(); });
     for (const auto& b : backends) {
-        out << fmt::format("<div class=\"backend\"><h3>{}</h3>\n", escape(b.label()));
-        uint64_t resets = 0;
-        for (size_t k = 0; k < b.resets_lb.size(); ++k) resets += b.resets_lb[k] + b.resets_other[k];
+        out << fmt::format("<div class=\"backend\"><h3>{}</h3>\n", escape(explain::backend_label(b)));
+        uint64_t resets = b.resets_total();
         out << fmt::format("<p class=\"muted\">{} connections from the LB, {} from others; {} closed by the "
                            "backend first, {} by the peer; {} resets",
                            b.connections_lb, b.connections_other, b.closed_local_first, b.closed_remote_first, resets);
@@ -233,18 +205,16 @@ void render_backends(const Correlator& correlator, std::ostream& out) {
 // Resets over trace time: one row per kind, a mark per classified reset connection,
 // and under them every reset event of the trace per time bin (complete, unclassified).
 void render_reset_timeline(const std::vector<ConnectionRecord>& records, const std::vector<ResetMark>& marks,
-                           uint64_t dropped_marks, const ReplayStats& stats, const Clock& clock, std::ostream& out) {
+                           uint64_t dropped_marks, const ReplayStats& stats, const TraceClock& clock, std::ostream& out) {
     out << "<section id=\"timeline\"><h2>Timeline of resets</h2>\n";
     if (records.empty() && marks.empty()) {
         out << "<p class=\"none\">No resets in the trace.</p></section>\n";
         return;
     }
     uint64_t t0 = stats.first_ts_ns, t1 = std::max(stats.last_ts_ns, t0 + 1'000'000'000);
-    std::vector<std::string> kinds;
-    for (const auto& r : records) {
-        std::string kind(to_string(*r.reset));
-        if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) kinds.push_back(kind);
-    }
+    std::vector<FindingKind> kinds;
+    for (const auto& r : records)
+        if (std::find(kinds.begin(), kinds.end(), *r.reset) == kinds.end()) kinds.push_back(*r.reset);
     constexpr double kWidth = 900, kLeft = 170, kRight = 36, kRow = 24, kBars = 60, kTop = 8;
     const double plot_w = kWidth - kLeft - kRight;
     const double rows_h = kRow * static_cast<double>(kinds.size());
@@ -259,16 +229,15 @@ void render_reset_timeline(const std::vector<ConnectionRecord>& records, const s
         double y = kTop + kRow * static_cast<double>(row) + kRow / 2;
         out << fmt::format("<text x=\"{}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>"
                            "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#eef0f3\"/>\n",
-                           kLeft - 6, y + 4, kinds[row], kLeft, y, kLeft + plot_w, y);
+                           kLeft - 6, y + 4, to_string(kinds[row]), kLeft, y, kLeft + plot_w, y);
     }
     for (const auto& r : records) {
-        auto kind = to_string(*r.reset);
-        size_t row = static_cast<size_t>(std::find(kinds.begin(), kinds.end(), kind) - kinds.begin());
+        size_t row = static_cast<size_t>(std::find(kinds.begin(), kinds.end(), *r.reset) - kinds.begin());
         double y = kTop + kRow * static_cast<double>(row) + kRow / 2;
         out << fmt::format("<circle class=\"reset\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4\" fill=\"{}\" "
                            "fill-opacity=\"0.8\"><title>{} {} {}</title></circle>\n",
-                           x_of(r.last_ts_ns), y, kind_colour(kind), escape(clock.wall(r.last_ts_ns)), kind,
-                           escape(r.four_tuple()));
+                           x_of(r.last_ts_ns), y, kind_colour(*r.reset), escape(clock.wall(r.last_ts_ns)),
+                           to_string(*r.reset), escape(explain::four_tuple(r)));
     }
     // Every reset event per bin: how many there were, even beyond the classified ones kept.
     constexpr int kBins = 120;
@@ -306,18 +275,18 @@ void render_reset_timeline(const std::vector<ConnectionRecord>& records, const s
     out << "</section>\n";
 }
 
-void render_connections(const std::vector<ConnectionRecord>& records, const Correlator& correlator, const Clock& clock,
-                        std::ostream& out) {
+void render_connections(const std::vector<ConnectionRecord>& records, const Correlator& correlator,
+                        const TraceClock& clock, std::ostream& out) {
     out << "<section id=\"connections-section\"><h2>Affected connections</h2>\n";
     if (records.empty()) {
         out << "<p class=\"none\">No reset connections.</p></section>\n";
         return;
     }
-    std::map<std::string, int> kinds;
-    for (const auto& r : records) kinds[std::string(to_string(*r.reset))]++;
+    std::map<std::string_view, int> kinds;
+    for (const auto& r : records) kinds[to_string(*r.reset)]++;
     out << "<p><label>kind <select id=\"kind-filter\"><option value=\"\">all</option>";
     for (const auto& [kind, n] : kinds) out << fmt::format("<option value=\"{0}\">{0} ({1})</option>", kind, n);
-    out << fmt::format("</select></label> <span class=\"muted\">newest first; the correlator keeps the last {} per "
+    out << fmt::format("</select></label> <span class=\"muted\">newest first; the report keeps the last {} per "
                        "backend and kind</span></p>\n",
                        correlator.config().recent_connections_per_kind);
     // Each connection's backend by name (pod, ip-netns name, ...) when naming found one.
@@ -326,29 +295,33 @@ void render_connections(const std::vector<ConnectionRecord>& records, const Corr
         const BackendProfile* best = nullptr;
         for (const auto& b : backends) {
             if (b.id.netns != r.netns) continue;
-            if (!b.id.outbound && b.id.port == r.lport) return b.label();
+            if (!b.id.outbound && b.id.port == r.lport) return explain::backend_label(b);
             if (b.id.outbound && b.id.port == r.rport) best = &b;
         }
-        return best ? best->label() : fmt::format("netns {}", r.netns);
+        return best ? explain::backend_label(*best) : fmt::format("netns {}", r.netns);
     };
-    out << "<table id=\"connections\"><thead><tr><th>reset at</th><th>verdict</th><th>backend</th><th>peer</th>"
-           "<th>local</th><th>LB</th><th>opened</th><th>first close</th><th class=\"num\">idle before close</th>"
-           "<th class=\"num\">rx / tx</th><th>ended</th><th>evidence</th></tr></thead><tbody>\n";
+    // Twelve facts per connection in nine columns, so the table fits a 1280 px window: the
+    // endpoints share one cell, and so do the lifecycle steps; the evidence wraps.
+    out << "<div class=\"table-wrap\"><table id=\"connections\"><thead><tr><th>reset at</th><th>verdict</th>"
+           "<th>backend</th><th>peer → local</th><th>LB</th><th>opened · first close · ended</th>"
+           "<th class=\"num\">idle before close</th><th class=\"num\">rx / tx</th><th>evidence</th></tr></thead>"
+           "<tbody>\n";
     size_t shown = 0;
     for (auto it = records.rbegin(); it != records.rend() && shown < kMaxTableRows; ++it, ++shown) {
         const auto& r = *it;
         auto kind = to_string(*r.reset);
+        std::string reason = r.reset_reason == ResetReason::none ? "" : fmt::format(" ({})", to_string(r.reset_reason));
         out << fmt::format(
-            "<tr data-kind=\"{0}\"><td class=\"mono\">{1}</td><td><span class=\"kind\" style=\"--k:{2}\">{0}</span></td>"
-            "<td>{3}</td><td class=\"mono\">{4}</td><td class=\"mono\">{5}</td><td>{6}</td><td>{7}</td><td>{8}</td>"
-            "<td class=\"num\">{9}</td><td class=\"num\">{10} B / {11} B</td><td>{12}{13}</td><td>{14}</td></tr>\n",
-            kind, escape(clock.time_of_day(r.last_ts_ns)), kind_colour(kind), escape(backend_of(r)),
-            escape(endpoint(r.raddr, r.rport)),
-            escape(endpoint(r.laddr, r.lport)), r.lb_peer ? "yes" : "no", to_string(r.opened), to_string(r.first_close),
-            r.close_ts_ns ? duration_text(r.idle_before_close_ms) : "-", r.bytes_rx, r.bytes_tx, to_string(r.end),
-            r.reset_reason.empty() ? "" : " (" + escape(r.reset_reason) + ")", escape(r.evidence));
+            "<tr data-kind=\"{0}\"><td class=\"mono\">{1}</td><td><span class=\"kind\" style=\"--k:{2}\">{0}</span>"
+            "</td><td>{3}</td><td class=\"mono peer\">{4}<br>→ {5}</td><td>{6}</td><td>{7} · {8} · {9}{10}</td>"
+            "<td class=\"num\">{11}</td><td class=\"num\">{12} B / {13} B</td><td class=\"evidence\">{14}</td></tr>\n",
+            kind, escape(clock.time_of_day(r.last_ts_ns)), kind_colour(*r.reset), escape(backend_of(r)),
+            escape(format_endpoint(r.raddr, r.rport)), escape(format_endpoint(r.laddr, r.lport)),
+            r.lb_peer ? "yes" : "no", to_string(r.opened), to_string(r.first_close), to_string(r.end), reason,
+            r.close_ts_ns ? duration_text(r.idle_before_close_ms) : "-", r.bytes_rx, r.bytes_tx,
+            escape(r.evidence ? explain::evidence(*r.evidence) : std::string()));
     }
-    out << "</tbody></table>\n";
+    out << "</tbody></table></div>\n";
     if (records.size() > shown)
         out << fmt::format("<p class=\"muted\">{} older connections not shown.</p>\n", records.size() - shown);
     out << "</section>\n";
@@ -374,7 +347,7 @@ void render_counts(const Correlator& correlator, const ReplayStats& stats, std::
 
 void render_html_report(const Correlator& correlator, const ReplayStats& stats, const std::vector<ResetMark>& marks,
                         uint64_t dropped_marks, std::ostream& out) {
-    Clock clock(stats);
+    TraceClock clock(stats);
     auto findings = correlator.findings();
     auto records = correlator.recent_resets();
     std::string host = stats.headers.empty() ? "" : stats.headers.front().hostname;

@@ -1,16 +1,19 @@
-// Printers for `tcpwhy report`: text (findings, backends, counts), JSON, and one
-// connection's timeline.
+// Printers for `tcpwhy report`: text (findings, backends, counts) and one connection's
+// timeline. Facts from the correlator, words from explain.
 #include <algorithm>
 #include <map>
 #include <ostream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
+#include "tcpwhy/explain.h"
 #include "tcpwhy/report.h"
 
 namespace tcpwhy {
 namespace {
+
+// A finding's text lists its newest connections (JSON and HTML carry every one kept).
+constexpr size_t kTextConnectionsPerFinding = 10;
 
 std::string seconds_text(uint64_t ms) {
     if (ms < 1000) return fmt::format("{} ms", ms);
@@ -29,27 +32,30 @@ std::string opts_text(const SockOpts& opts) {
 }
 
 // "idle_close_race 23, peer_reset 2", or "-".
-std::string reset_counts_text(const std::array<uint64_t, kResetKindCount>& counts, int skip = -1) {
+std::string reset_counts_text(const std::array<uint64_t, kFindingKindCount>& counts,
+                              std::optional<FindingKind> skip = std::nullopt) {
     std::string out;
-    for (int k = 0; k < kResetKindCount; ++k) {
-        if (k == skip || counts[static_cast<size_t>(k)] == 0) continue;
+    for (const KindInfo& row : finding_kinds()) {
+        uint64_t n = counts[static_cast<size_t>(row.kind)];
+        if (row.kind == skip || n == 0) continue;
         if (!out.empty()) out += ", ";
-        out += fmt::format("{} {}", to_string(static_cast<ResetKind>(k)), counts[static_cast<size_t>(k)]);
+        out += fmt::format("{} {}", row.name, n);
     }
     return out.empty() ? "-" : out;
 }
 
 void render_finding(const Finding& f, int number, std::ostream& out) {
-    out << fmt::format("{}. [{}] {}\n", number, to_string(f.kind), f.summary);
-    for (const auto& line : f.evidence) out << fmt::format("   evidence: {}\n", line);
+    explain::Words words = explain::words(f);
+    out << fmt::format("{}. [{}] {}\n", number, to_string(f.kind), words.summary);
+    for (const auto& line : words.evidence) out << fmt::format("   evidence: {}\n", line);
     if (!f.connections.empty()) {
+        size_t shown = std::min(f.connections.size(), kTextConnectionsPerFinding);
         std::string list;
-        for (const auto& c : f.connections) list += (list.empty() ? "" : ", ") + c;
-        std::string more =
-            f.count > f.connections.size() ? fmt::format(" (most recent {} of {})", f.connections.size(), f.count) : "";
+        for (size_t i = 0; i < shown; ++i) list += (list.empty() ? "" : ", ") + explain::four_tuple(f.connections[i]);
+        std::string more = f.count > shown ? fmt::format(" (most recent {} of {})", shown, f.count) : "";
         out << fmt::format("   connections{}: {}\n", more, list);
     }
-    out << fmt::format("   fix: {}\n\n", f.advice);
+    out << fmt::format("   fix: {}\n\n", words.advice);
 }
 
 void render_backends(const std::vector<BackendProfile>& backends, std::ostream& out) {
@@ -61,9 +67,9 @@ void render_backends(const std::vector<BackendProfile>& backends, std::ostream& 
     constexpr auto kRow = "  {:<20} {:<7} {:<16} {:>7} {:>14} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:<28} {}\n";
     out << fmt::format(kRow, "WHO", "PORT", "PROCESS", "PID", "CONNS LB/OTHER", "LIVE", "IDLE", "P50", "P90", "MAX",
                        "RACES", "OTHER RESETS", "OPTIONS");
-    constexpr int kRace = static_cast<int>(ResetKind::idle_close_race);
+    constexpr auto kRace = static_cast<size_t>(FindingKind::idle_close_race);
     for (const auto& b : backends) {
-        std::array<uint64_t, kResetKindCount> all{};
+        std::array<uint64_t, kFindingKindCount> all{};
         for (size_t k = 0; k < all.size(); ++k) all[k] = b.resets_lb[k] + b.resets_other[k];
         std::string netns = b.id.pod.empty()               ? fmt::format("netns:{}", b.id.netns)
                             : b.id.namespace_name.empty() ? b.id.pod
@@ -74,7 +80,8 @@ void render_backends(const std::vector<BackendProfile>& backends, std::ostream& 
                            fmt::format("{}/{}", b.connections_lb, b.connections_other), b.live_connections,
                            b.idle_close.samples, idle ? seconds_text(b.idle_close.p50_ms) : "-",
                            idle ? seconds_text(b.idle_close.p90_ms) : "-",
-                           idle ? seconds_text(b.idle_close.max_ms) : "-", all[kRace], reset_counts_text(all, kRace),
+                           idle ? seconds_text(b.idle_close.max_ms) : "-", all[kRace],
+                           reset_counts_text(all, FindingKind::idle_close_race),
                            opts_text(b.opts));
     }
     out << '\n';
@@ -99,11 +106,6 @@ void render_counts(const Correlator& correlator, const ReplayStats& stats, std::
         out << fmt::format("  bad lines    {} skipped (first: {})\n", stats.bad_lines, stats.first_bad);
 }
 
-std::string endpoint(const IpAddr& addr, uint16_t port) {
-    return addr.family == 6 ? fmt::format("[{}]:{}", addr.to_string(), port)
-                            : fmt::format("{}:{}", addr.to_string(), port);
-}
-
 std::string owner(const Event& e) { return e.pid ? fmt::format(" by {}[{}]", e.comm, e.pid) : ""; }
 
 std::string describe_event(const Event& e) {
@@ -114,14 +116,15 @@ std::string describe_event(const Event& e) {
                            to_string(e.old_state), to_string(e.new_state), e.abort ? " (abort)" : "", e.idle_rx_ms,
                            e.idle_tx_ms, e.unread_bytes, e.bytes_rx, e.bytes_tx, owner(e));
     case EventType::reset_sent:
-        return fmt::format("{}{}, socket {} in {}{}", e.reason.empty() ? "no reason" : e.reason,
+        return fmt::format("{}{}, socket {} in {}{}",
+                           e.reason == ResetReason::none ? "no reason" : to_string(e.reason),
                            e.reason_inferred ? " (inferred)" : "", to_string(e.sk_kind), to_string(e.sk_state),
                            e.has_skb ? ", triggered by a received segment" : "");
     case EventType::reset_recv: return fmt::format("in {}", to_string(e.sk_state));
     case EventType::existing: return fmt::format("already {} when tracing started{}", to_string(e.new_state), owner(e));
     case EventType::setsockopt:
-        return fmt::format("{} {} = {}{}{}", e.level, e.optname, e.value,
-                           e.optname == "SO_LINGER" ? fmt::format(",{}", e.value2) : "", owner(e));
+        return fmt::format("{} {} = {}{}{}", level_name(e.opt), to_string(e.opt), e.value,
+                           e.opt == SockOpt::so_linger ? fmt::format(",{}", e.value2) : "", owner(e));
     }
     return "";
 }
@@ -139,38 +142,9 @@ void render_text_report(const Correlator& correlator, const ReplayStats& stats, 
     render_counts(correlator, stats, out);
 }
 
-void render_json_report(const Correlator& correlator, std::ostream& out) {
-    using nlohmann::json;
-    json findings = json::array();
-    for (const auto& f : correlator.findings()) {
-        const BackendId& id = f.backend.id;
-        json backend = {{"netns", id.netns},
-                        {"laddr", id.laddr.family ? id.laddr.to_string() : ""},
-                        {"lport", id.outbound ? 0 : id.port},
-                        {"comm", f.backend.comm}};
-        if (!id.pod.empty()) backend["pod"] = id.pod;
-        if (!id.namespace_name.empty()) backend["namespace"] = id.namespace_name;
-        if (!id.container.empty()) backend["container"] = id.container;
-        if (id.workload != WorkloadKind::unknown) backend["workload"] = to_string(id.workload);
-        if (id.outbound) backend["rport"] = id.port;  // outbound backends are keyed by the remote service port
-        json idle = nullptr;
-        if (f.observed_idle_close)
-            idle = {{"p50", f.observed_idle_close->p50_ms}, {"max", f.observed_idle_close->max_ms}};
-        findings.push_back({{"kind", to_string(f.kind)},
-                            {"backend", std::move(backend)},
-                            {"count", f.count},
-                            {"connections", f.connections},
-                            {"observed_idle_close_ms", std::move(idle)},
-                            {"lb", {{"range", f.lb_range}, {"idle_timeout_s", f.lb_idle_timeout_s}}},
-                            {"advice", f.advice}});
-    }
-    // A trace is outside input: a process name with bytes that are not UTF-8 must not stop the report.
-    out << json{{"findings", std::move(findings)}}.dump(2, ' ', false, json::error_handler_t::replace) << '\n';
-}
-
 void render_timeline(const IpAddr& raddr, uint16_t rport, std::vector<Event> events,
                      const std::vector<ConnectionRecord>& records, std::ostream& out) {
-    out << fmt::format("Connection {}\n", endpoint(raddr, rport));
+    out << fmt::format("Connection {}\n", format_endpoint(raddr, rport));
     if (events.empty() && records.empty()) {
         out << "  no events in the trace for this peer\n";
         return;
@@ -182,8 +156,8 @@ void render_timeline(const IpAddr& raddr, uint16_t rport, std::vector<Event> eve
     for (const auto& e : events) by_cookie[e.cookie].push_back(&e);
     for (const auto& [cookie, list] : by_cookie) {
         const Event& first = *list.front();
-        out << fmt::format("\n  socket {} {}->{} (netns {})\n", cookie, endpoint(first.raddr, first.rport),
-                           endpoint(first.laddr, first.lport), first.netns);
+        out << fmt::format("\n  socket {} {}->{} (netns {})\n", cookie, format_endpoint(first.raddr, first.rport),
+                           format_endpoint(first.laddr, first.lport), first.netns);
         for (const Event* e : list)
             out << fmt::format("    +{:>9.3f} s  {:<10}  {}\n", (e->ts_ns - t0) / 1e9, to_string(e->type),
                                describe_event(*e));
@@ -194,7 +168,9 @@ void render_timeline(const IpAddr& raddr, uint16_t rport, std::vector<Event> eve
             if (r.close_ts_ns)
                 out << fmt::format(", quiet {} before the local close", seconds_text(r.idle_before_close_ms));
             out << '\n';
-            if (r.reset) out << fmt::format("    verdict: {}: {}\n", to_string(*r.reset), r.evidence);
+            if (r.reset)
+                out << fmt::format("    verdict: {}: {}\n", to_string(*r.reset),
+                                   r.evidence ? explain::evidence(*r.evidence) : std::string());
         }
     }
 }

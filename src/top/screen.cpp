@@ -91,6 +91,15 @@ TopScreen::TopScreen(RowFilter fixed, Glyphs glyphs, bool colour)
 
 int TopScreen::colour(int pair) const { return colour_ ? COLOR_PAIR(pair) : A_NORMAL; }
 
+int TopScreen::severity_attributes(Severity severity) const {
+    switch (severity) {
+    case Severity::critical: return colour(kRed) | A_BOLD;
+    case Severity::warning: return colour(kYellow);
+    case Severity::notice: return colour(kCyan);
+    }
+    return A_NORMAL;
+}
+
 TopScreen::Action TopScreen::on_key(int key, const Snapshot& snapshot) {
     if (key == KEY_RESIZE) return Action::redraw;
     switch (mode_) {
@@ -288,8 +297,7 @@ void TopScreen::draw_table(const Snapshot& snapshot, int x, int width, int heigh
             std::string text = fit(cell_text(row, spec.column, w, glyphs_), w, spec.right_align);
             int attributes = base;
             if (spec.column == Column::verdict) {
-                int severity = verdict_severity(row.verdict);
-                attributes |= severity == 2 ? (colour(kRed) | A_BOLD) : severity == 1 ? colour(kYellow) : colour(kGreen);
+                attributes |= row.verdict ? severity_attributes(info(*row.verdict).severity) : colour(kGreen);
             } else if (spec.column == Column::sparkline) {
                 attributes |= colour(kRed);
             }
@@ -317,13 +325,16 @@ void TopScreen::draw_detail(const Snapshot& snapshot, int x, int width, int heig
     detail_lines_ = static_cast<int>(lines.size());
     detail_scroll_ = std::min(detail_scroll_, std::max(0, detail_lines_ - 1));
     for (int y = 2, i = detail_scroll_; y < height - 1 && i < detail_lines_; ++y, ++i) {
-        const std::string& line = lines[static_cast<size_t>(i)];
+        const DetailLine& line = lines[static_cast<size_t>(i)];
         int attributes = A_NORMAL;
-        std::string_view trimmed = std::string_view(line).substr(std::min(line.find_first_not_of(' '), line.size()));
-        if (i == 0 || trimmed.starts_with("findings") || trimmed.starts_with("recent connections")) attributes = A_BOLD;
-        else if (trimmed.starts_with("fix:")) attributes = colour(kGreen) | A_BOLD;
-        else if (trimmed.find("[idle_close_race]") != std::string_view::npos) attributes = colour(kRed) | A_BOLD;
-        put(y, 0, line, width, attributes);
+        switch (line.role) {
+        case LineRole::title:
+        case LineRole::heading: attributes = A_BOLD; break;
+        case LineRole::fix: attributes = colour(kGreen) | A_BOLD; break;
+        case LineRole::finding: attributes = line.kind ? severity_attributes(info(*line.kind).severity) : A_NORMAL; break;
+        case LineRole::plain: break;
+        }
+        put(y, 0, line.text, width, attributes);
     }
     if (detail_lines_ > height - 3)
         draw_status(fmt::format("line {} of {}", detail_scroll_ + 1, detail_lines_), width, height, A_NORMAL);

@@ -62,8 +62,8 @@ int compare_rows(const SnapshotRow& a, const SnapshotRow& b, Column column) {
     case Column::resets_received: return cmp(a.resets_received, b.resets_received);
     case Column::sparkline: return cmp(sum(a.resets_per_second), sum(b.resets_per_second));
     case Column::verdict:
-        return cmp(std::tuple(verdict_severity(a.verdict), a.resets_races, a.resets_other + a.resets_received),
-                   std::tuple(verdict_severity(b.verdict), b.resets_races, b.resets_other + b.resets_received));
+        return cmp(std::tuple(verdict_rank(a.verdict), a.resets_races, a.resets_other + a.resets_received),
+                   std::tuple(verdict_rank(b.verdict), b.resets_races, b.resets_other + b.resets_received));
     }
     return 0;
 }
@@ -90,9 +90,8 @@ Glyphs Glyphs::for_locale() {
 
 std::span<const ColumnSpec> column_specs() { return kColumns; }
 
-int verdict_severity(std::string_view verdict) {
-    if (verdict.empty()) return 0;
-    return verdict == "idle_close_race" ? 2 : 1;
+int verdict_rank(std::optional<FindingKind> verdict) {
+    return verdict ? 1 + static_cast<int>(info(*verdict).severity) : 0;
 }
 
 bool matches(const SnapshotRow& row, const RowFilter& fixed, std::string_view filter) {
@@ -212,7 +211,7 @@ std::string cell_text(const SnapshotRow& row, Column column, int width, const Gl
     case Column::resets_sent: return fmt::format("{}/{}", row.resets_races, row.resets_other);
     case Column::resets_received: return fmt::format("{}", row.resets_received);
     case Column::sparkline: return sparkline(row.resets_per_second, width, glyphs);
-    case Column::verdict: return row.verdict.empty() ? "-" : row.verdict;
+    case Column::verdict: return row.verdict ? std::string(to_string(*row.verdict)) : "-";
     }
     return {};
 }
@@ -245,37 +244,39 @@ std::string timeline_text(const SnapshotConnection& connection, const SnapshotHe
     return out;
 }
 
-std::vector<std::string> detail_lines(const SnapshotRow& row, const SnapshotHeader& header, const Glyphs& glyphs,
-                                      int width, size_t max_connections) {
-    std::vector<std::string> lines;
-    auto add_wrapped = [&](std::string_view text, int first_indent, int indent) {
-        for (auto& line : wrap(text, width, first_indent, indent)) lines.push_back(std::move(line));
+std::vector<DetailLine> detail_lines(const SnapshotRow& row, const SnapshotHeader& header, const Glyphs& glyphs,
+                                     int width, size_t max_connections) {
+    std::vector<DetailLine> lines;
+    auto add_wrapped = [&](std::string_view text, int first_indent, int indent, LineRole role = LineRole::plain,
+                           std::optional<FindingKind> kind = std::nullopt) {
+        for (auto& line : wrap(text, width, first_indent, indent)) lines.push_back({std::move(line), role, kind});
     };
+    auto add = [&](std::string text, LineRole role = LineRole::plain) { lines.push_back({std::move(text), role, {}}); };
     std::string who = row.name;
     if (!row.namespace_name.empty()) who += fmt::format("  namespace {}", row.namespace_name);
     if (!row.container.empty()) who += fmt::format("  container {}", row.container);
     who += row.outbound ? fmt::format("  outbound to port {}", row.port) : fmt::format("  port {}", row.port);
     if (!row.process.empty()) who += fmt::format("  process {}[{}]", row.process, row.pid);
     if (!row.pod.empty()) who += fmt::format("  netns {}", row.netns);
-    add_wrapped(who, 0, 2);
+    add_wrapped(who, 0, 2, LineRole::title);
     add_wrapped(fmt::format("live connections {} from the LB, {} other; idle closes {}{}; resets sent to LB peers: {} "
                             "races, {} other; resets received {}",
                             row.live_lb, row.live_other, row.idle_closes,
                             row.idle_closes ? fmt::format(" (p50 {})", short_duration(row.idle_p50_ms)) : "",
                             row.resets_races, row.resets_other, row.resets_received),
                 0, 2);
-    lines.push_back(fmt::format("resets, last 60 s: [{}]",
-                                sparkline(row.resets_per_second, static_cast<int>(row.resets_per_second.size()), glyphs)));
-    lines.emplace_back();
+    add(fmt::format("resets, last 60 s: [{}]",
+                    sparkline(row.resets_per_second, static_cast<int>(row.resets_per_second.size()), glyphs)));
+    add("");
     if (row.findings.empty()) {
-        lines.emplace_back("findings: none (nothing this backend did explains a reset)");
+        add("findings: none (nothing this backend did explains a reset)", LineRole::heading);
     } else {
-        lines.emplace_back("findings:");
+        add("findings:", LineRole::heading);
         int n = 0;
         for (const auto& f : row.findings) {
-            add_wrapped(fmt::format("{}. [{}] {}", ++n, f.kind, f.summary), 2, 6);
+            add_wrapped(fmt::format("{}. [{}] {}", ++n, to_string(f.kind), f.summary), 2, 6, LineRole::finding, f.kind);
             for (const auto& e : f.evidence) add_wrapped("evidence: " + e, 5, 15);
-            if (!f.advice.empty()) add_wrapped("fix: " + f.advice, 5, 10);
+            if (!f.advice.empty()) add_wrapped("fix: " + f.advice, 5, 10, LineRole::fix);
             if (!f.connections.empty()) {
                 std::string list;
                 for (const auto& c : f.connections) list += (list.empty() ? "" : ", ") + c;
@@ -283,17 +284,18 @@ std::vector<std::string> detail_lines(const SnapshotRow& row, const SnapshotHead
             }
         }
     }
-    lines.emplace_back();
+    add("");
     if (row.connections.empty()) {
-        lines.emplace_back("recent connections: none in memory");
+        add("recent connections: none in memory", LineRole::heading);
         return lines;
     }
-    lines.emplace_back("recent connections (newest first):");
+    add("recent connections (newest first):", LineRole::heading);
     size_t shown = 0;
     for (const auto& c : row.connections) {
         if (shown++ == max_connections) break;
-        std::string title = fmt::format("{} {} {}{}  {}", c.peer, glyphs.arrow, c.local, c.lb_peer ? "  LB" : "", c.end);
-        if (!c.verdict.empty()) title += "  " + c.verdict;
+        std::string title =
+            fmt::format("{} {} {}{}  {}", c.peer, glyphs.arrow, c.local, c.lb_peer ? "  LB" : "", to_string(c.end));
+        if (c.verdict) title += fmt::format("  {}", to_string(*c.verdict));
         add_wrapped(title, 2, 4);
         add_wrapped(timeline_text(c, header, glyphs), 4, 6);
         if (!c.evidence.empty()) add_wrapped("why: " + c.evidence, 4, 9);
@@ -322,7 +324,7 @@ std::string render_plain(const Snapshot& snapshot, const RowFilter& fixed, const
     for (const auto* row : rows) {
         if (row->findings.empty()) continue;
         out += fmt::format("\n== {} ==\n", row->name);
-        for (const auto& line : detail_lines(*row, snapshot.header, glyphs, kPlainWidth, 5)) out += line + "\n";
+        for (const auto& line : detail_lines(*row, snapshot.header, glyphs, kPlainWidth, 5)) out += line.text + "\n";
     }
     return out;
 }

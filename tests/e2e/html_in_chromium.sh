@@ -42,6 +42,10 @@ grep -q '<svg class="timeline"' "$dom" || fail "no timeline in the rendered DOM"
 grep -q '<circle class="reset"' "$dom" || fail "no resets on the timeline"
 grep -q 'id="connections"' "$dom" || fail "no connection table"
 grep -q 'data-script="ran"' "$dom" || fail "the page's script did not run to its end"
+# The page must fit a 1280 px window: nothing wider than the viewport, no cut-off column.
+timeout 90 "$browser" "${chrome_flags[@]/--window-size=1300,1700/--window-size=1280,900}" --dump-dom "file://$page" \
+  >"$scratch/dom-1280.html" 2>"$scratch/dom-1280.log" || fail "chromium --dump-dom at 1280 px exited $?"
+grep -q 'data-fits="yes"' "$scratch/dom-1280.html" || fail "the page is wider than a 1280 px window"
 size=$(stat -c %s "$screenshot")
 [ "$size" -gt 20000 ] || fail "screenshot $screenshot is only $size bytes"
 echo "html_in_chromium: OK: rendered without console errors; charts in the DOM; screenshot $screenshot"

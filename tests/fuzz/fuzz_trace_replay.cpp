@@ -40,6 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (tcpwhy::replay_traces({file.path()}, correlator, nullptr, stats, &error) != tcpwhy::kReportOk) return 0;
     std::ostringstream out;
     tcpwhy::render_text_report(correlator, stats, out);
-    tcpwhy::render_json_report(correlator, out);
+    tcpwhy::render_json_report(correlator, stats, out);
+    tcpwhy::render_html_report(correlator, stats, {}, 0, out);
     return 0;
 }

@@ -79,7 +79,7 @@ TEST_CASE("attach paths: each reset is reported once by whichever program the ho
             REQUIRE(resets.size() == 1);
             CHECK(resets[0].sk_kind == SockKind::full);
             CHECK_FALSE(resets[0].has_skb);
-            CHECK(resets[0].reason == "TCP_ABORT_ON_CLOSE");
+            CHECK(resets[0].reason == ResetReason::tcp_abort_on_close);
             CHECK(resets[0].unread_bytes == 6);
             CHECK(resets[0].cookie != 0);
             auto closes = events.matching(of_type(EventType::close));
@@ -105,7 +105,7 @@ TEST_CASE("attach paths: each reset is reported once by whichever program the ho
             if (reply_complete) {
                 const Event& rst = resets.back();
                 CHECK(rst.sk_kind == SockKind::timewait);
-                CHECK(rst.reason == "TCP_TIMEWAIT_SOCKET");
+                CHECK(rst.reason == ResetReason::tcp_timewait_socket);
                 CHECK(rst.has_skb);
                 auto closes = events.matching(of_type(EventType::close));
                 REQUIRE(closes.size() == 2);
@@ -141,9 +141,9 @@ TEST_CASE("attach paths: each reset is reported once by whichever program the ho
             INFO(events.dump());
             REQUIRE(socketless.size() == before + expected);
             if (reply_complete) {
-                CHECK(socketless[before].reason == "NO_SOCKET");
+                CHECK(socketless[before].reason == ResetReason::no_socket);
                 CHECK(socketless[before].raddr.to_string() == LbAndPod::kLbAddr);
-                CHECK(socketless[before + 1].reason == "NO_SOCKET");
+                CHECK(socketless[before + 1].reason == ResetReason::no_socket);
                 CHECK(socketless[before + 1].laddr.to_string() == "::1");
                 CHECK(socketless[before + 1].lport == 9);
             }

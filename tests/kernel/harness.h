@@ -28,6 +28,7 @@
 
 #include "tcpwhy/fd.h"
 #include "tcpwhy/bpf/tracer.h"
+#include "tcpwhy/correlator.h"
 #include "tcpwhy/event.h"
 
 namespace tcpwhy::test {
@@ -193,6 +194,11 @@ public:
             if (match(e)) out.push_back(e);
         return out;
     }
+    // Everything collected so far, in arrival order.
+    std::vector<Event> snapshot() {
+        std::lock_guard lock(mutex_);
+        return events_;
+    }
     // Everything collected, for failure messages.
     std::string dump() {
         std::lock_guard lock(mutex_);
@@ -200,7 +206,7 @@ public:
         for (const auto& e : events_)
             out += fmt::format("{} cookie={} {}:{}->{}:{} {}->{} reason={} sk={} idle_rx={} unread={}\n", to_string(e.type),
                                e.cookie, e.laddr.to_string(), e.lport, e.raddr.to_string(), e.rport,
-                               to_string(e.old_state), to_string(e.new_state), e.reason, to_string(e.sk_kind),
+                               to_string(e.old_state), to_string(e.new_state), to_string(e.reason), to_string(e.sk_kind),
                                e.idle_rx_ms, e.unread_bytes);
         return out;
     }

@@ -215,7 +215,7 @@ TEST_CASE("server close with unread data: abort and TCP_ABORT_ON_CLOSE reset") {
     CHECK(closes[0].new_state == TcpState::close);
     CHECK(closes[0].unread_bytes == 123);
     const Event& rst = resets[0];
-    CHECK(rst.reason == "TCP_ABORT_ON_CLOSE");
+    CHECK(rst.reason == ResetReason::tcp_abort_on_close);
     // named by the kernel from 6.10, inferred from the socket before
     CHECK(rst.reason_inferred == !events.tracer().features().reset_tracepoint_complete());
     CHECK(rst.sk_kind == SockKind::full);
@@ -242,8 +242,7 @@ TEST_CASE("SO_LINGER {1,0} close: setsockopt event, abort, TCP_STATE reset carry
     REQUIRE(resets.size() == 1);
     auto opts = events.matching(of_type(EventType::setsockopt));
     REQUIRE(opts.size() == 1);
-    CHECK(opts[0].optname == "SO_LINGER");
-    CHECK(opts[0].level == "SOL_SOCKET");
+    CHECK(opts[0].opt == SockOpt::so_linger);
     CHECK(opts[0].value == 1);
     CHECK(opts[0].value2 == 0);
     CHECK(opts[0].pid == static_cast<uint32_t>(getpid()));
@@ -251,7 +250,7 @@ TEST_CASE("SO_LINGER {1,0} close: setsockopt event, abort, TCP_STATE reset carry
     CHECK(opts[0].lport == kPort);
     CHECK(opts[0].rport == conn.client_port);
 
-    CHECK(resets[0].reason == "TCP_STATE");
+    CHECK(resets[0].reason == ResetReason::tcp_state);
     CHECK(resets[0].rport == conn.client_port);
     CHECK(resets[0].opts.has(SockOpt::so_linger));
     CHECK(resets[0].opts.linger_onoff);
@@ -288,7 +287,7 @@ TEST_CASE("keep-alive race: idle close by the backend, the next request is reset
 
     const Event& rst = resets[0];
     CHECK(rst.cookie == close.cookie);  // also for a timewait socket
-    bool race_reason = rst.reason == "TCP_ABORT_ON_DATA" || rst.reason == "TCP_TIMEWAIT_SOCKET";
+    bool race_reason = rst.reason == ResetReason::tcp_abort_on_data || rst.reason == ResetReason::tcp_timewait_socket;
     CHECK(race_reason);
     CHECK(rst.lport == kPort);
     CHECK(rst.rport == conn.client_port);
@@ -311,7 +310,7 @@ TEST_CASE("SYN to a closed port: socketless NO_SOCKET reset with addresses from 
     auto resets = events.wait_for(of_type(EventType::reset_sent));
     INFO(events.dump());
     REQUIRE(resets.size() == 1);
-    CHECK(resets[0].reason == "NO_SOCKET");
+    CHECK(resets[0].reason == ResetReason::no_socket);
     CHECK(resets[0].sk_kind == SockKind::none);
     CHECK(resets[0].cookie == 0);
     CHECK(resets[0].has_skb);
@@ -348,7 +347,7 @@ TEST_CASE("IPv6 on loopback: states, close and reset with IPv6 addresses") {
     CHECK(resets[0].laddr.to_string() == "::1");
     CHECK(resets[0].raddr.to_string() == "::1");
     CHECK(resets[0].lport == 8443);
-    CHECK(resets[0].reason == "TCP_ABORT_ON_CLOSE");
+    CHECK(resets[0].reason == ResetReason::tcp_abort_on_close);
     auto closes = events.matching(of_type(EventType::close));
     REQUIRE(closes.size() == 1);
     CHECK(closes[0].laddr.to_string() == "::1");

@@ -4,6 +4,7 @@
 
 #include "event_builders.h"
 #include "tcpwhy/correlator.h"
+#include "tcpwhy/explain.h"
 
 using namespace tcpwhy;
 using namespace tcpwhy::test;
@@ -37,6 +38,16 @@ std::vector<FindingKind> kinds_of(const std::vector<Finding>& findings) {
     return kinds;
 }
 
+// The text every renderer shows for a finding.
+std::vector<std::string> tuples(const Finding& f) {
+    std::vector<std::string> out;
+    for (const auto& c : f.connections) out.push_back(explain::four_tuple(c));
+    return out;
+}
+std::string summary(const Finding& f) { return explain::summary(f); }
+std::vector<std::string> evidence(const Finding& f) { return explain::evidence(f); }
+std::string advice(const Finding& f) { return explain::advice(f); }
+
 const Finding& only_finding(const Correlator& c, FindingKind kind) {
     static std::vector<Finding> findings;
     findings = c.findings();
@@ -54,31 +65,31 @@ TEST_CASE("race: data after the backend's idle FIN (TCP_ABORT_ON_DATA)") {
 
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
     CHECK(f.count == 1);
-    CHECK(f.connections == std::vector<std::string>{"130.211.0.143:51234->10.56.5.6:8080"});
-    REQUIRE(f.observed_idle_close);
-    CHECK(f.observed_idle_close->p50_ms == 6000);
-    CHECK(f.observed_idle_close->max_ms == 6000);
-    CHECK(f.lb_range == "130.211.0.0/22");
-    CHECK(f.lb_idle_timeout_s == 600);
+    CHECK(tuples(f) == std::vector<std::string>{"130.211.0.143:51234->10.56.5.6:8080"});
+    REQUIRE(f.idle_close);
+    CHECK(f.idle_close->p50_ms == 6000);
+    CHECK(f.idle_close->max_ms == 6000);
+    CHECK(f.lb.range == "130.211.0.0/22");
+    CHECK(f.lb.idle_timeout_s == 600);
     CHECK(f.backend.id.netns == 4026532891);
     CHECK(f.backend.id.port == 8080);
     CHECK(f.backend.comm == "node");
-    CHECK(f.summary ==
+    CHECK(summary(f) ==
           "netns 4026532891 (process node, port 8080) closes idle keep-alive connections after 6.0 s (p50 of 1 close, "
           "max 6.0 s); the load balancer (gcp) keeps them up to 600 s; 1 request arrived on a closing connection and "
           "was reset (the LB answers these with 502, backend_connection_closed_before_data_sent_to_client)");
-    CHECK(f.advice ==
+    CHECK(advice(f) ==
           "make the server's idle timeout longer than the LB's (600 s) so the LB always closes idle connections first: "
           "for Node.js `server.keepAliveTimeout = 620000` with `server.headersTimeout` above it (e.g. 621000)");
-    REQUIRE(f.evidence.size() == 1);
-    CHECK(f.evidence[0] ==
+    REQUIRE(evidence(f).size() == 1);
+    CHECK(evidence(f)[0] ==
           "backend sent FIN after 6000 ms idle; peer data arrived 2 ms after the FIN: reason TCP_ABORT_ON_DATA");
 
     // The reset_recv was our own tcp_reset(), not the peer's.
     auto counts = c.counts();
     CHECK(counts.local_reset_recv == 1);
-    CHECK(counts.resets[static_cast<size_t>(ResetKind::peer_reset)] == 0);
-    CHECK(counts.resets[static_cast<size_t>(ResetKind::idle_close_race)] == 1);
+    CHECK(counts.resets[static_cast<size_t>(FindingKind::peer_reset)] == 0);
+    CHECK(counts.resets[static_cast<size_t>(FindingKind::idle_close_race)] == 1);
 }
 
 TEST_CASE("race: our reset recorded before our own reset_recv is still not a peer reset") {
@@ -102,10 +113,10 @@ TEST_CASE("race: request arrived just before close (unread bytes, TCP_ABORT_ON_C
           reset_sent(s, sec(7), "TCP_ABORT_ON_CLOSE", SockKind::full, TcpState::close, false)});
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
     CHECK(f.count == 1);
-    CHECK(f.evidence.at(0) ==
+    CHECK(evidence(f).at(0) ==
           "backend closed with 120 unread bytes that arrived just before the close, after 6000 ms without sending: "
           "reason TCP_ABORT_ON_CLOSE");
-    CHECK(f.observed_idle_close->p50_ms == 6000);
+    CHECK(f.idle_close->p50_ms == 6000);
 }
 
 TEST_CASE("race: data reached the TIME_WAIT socket of an idle close (same cookie)") {
@@ -118,7 +129,7 @@ TEST_CASE("race: data reached the TIME_WAIT socket of an idle close (same cookie
     c.expire(sec(50));  // 43 s later: still within TIME_WAIT, so still remembered
     feed(c, {reset_sent(s, sec(50), "TCP_TIMEWAIT_SOCKET", SockKind::timewait, TcpState::time_wait, true)});
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
-    CHECK(f.evidence.at(0) ==
+    CHECK(evidence(f).at(0) ==
           "backend sent FIN after 6000 ms idle; peer data reached the TIME_WAIT socket 43000 ms after it: reason "
           "TCP_TIMEWAIT_SOCKET");
 }
@@ -140,7 +151,7 @@ TEST_CASE("race shapes are recognised without kernel reasons") {
     c.finish();
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
     CHECK(f.count == 3);
-    CHECK(f.evidence.at(0).ends_with("no kernel reason; shape recognised from socket state"));
+    CHECK(evidence(f).at(0).ends_with("no kernel reason; shape recognised from socket state"));
     CHECK(c.counts().local_reset_recv == 1);
 }
 
@@ -190,10 +201,10 @@ TEST_CASE("near miss: data after the FIN of a busy connection is not a race") {
     feed(c, {accepted(s, sec(1)), close(s, sec(1) + ms(30), {.idle_rx_ms = 5, .idle_tx_ms = 2}),
              reset_sent(s, sec(1) + ms(31), "TCP_ABORT_ON_DATA", SockKind::full, TcpState::close, true)});
     const Finding& f = only_finding(c, FindingKind::close_with_unread_data);
-    CHECK(f.evidence.at(0) ==
+    CHECK(evidence(f).at(0) ==
           "peer data arrived after the backend's FIN on a busy connection (2 ms quiet, idle means >= 1000 ms): reason "
           "TCP_ABORT_ON_DATA");
-    CHECK_FALSE(f.observed_idle_close);
+    CHECK_FALSE(f.idle_close);
 }
 
 TEST_CASE("near miss: unread data at a close that was not idle") {
@@ -205,7 +216,7 @@ TEST_CASE("near miss: unread data at a close that was not idle") {
           reset_sent(s, sec(2), "TCP_ABORT_ON_CLOSE", SockKind::full, TcpState::close, false)});
     const Finding& f = only_finding(c, FindingKind::close_with_unread_data);
     CHECK(f.count == 1);
-    CHECK(f.evidence.at(0).starts_with("backend closed with 4096 unread bytes on a busy connection (40 ms quiet"));
+    CHECK(evidence(f).at(0).starts_with("backend closed with 4096 unread bytes on a busy connection (40 ms quiet"));
 }
 
 TEST_CASE("near miss: timewait data after a close that was not idle") {
@@ -222,7 +233,7 @@ TEST_CASE("timewait data on a connection whose close was not seen") {
     Sock s;
     feed(c, {reset_sent(s, sec(5), "TCP_TIMEWAIT_SOCKET", SockKind::timewait, TcpState::time_wait, true)});
     const Finding& f = only_finding(c, FindingKind::timewait_data);
-    CHECK(f.evidence.at(0) == "data to a TIME_WAIT socket whose close was not seen: reason TCP_TIMEWAIT_SOCKET");
+    CHECK(evidence(f).at(0) == "data to a TIME_WAIT socket whose close was not seen: reason TCP_TIMEWAIT_SOCKET");
 }
 
 TEST_CASE("a locally closed connection is remembered through TIME_WAIT, then forgotten") {
@@ -248,11 +259,11 @@ TEST_CASE("idle closes shorter than the LB timeout are a finding before any rese
     }
     const Finding& f = only_finding(c, FindingKind::idle_timeout_below_lb);
     CHECK(f.count == 5);
-    CHECK(f.observed_idle_close->p50_ms == 6002);
-    CHECK(f.observed_idle_close->samples == 5);
-    CHECK(f.lb_range == "130.211.0.0/22,35.191.0.0/16,2600:2d00:1:b029::/64,2600:2d00:1:1::/64");
+    CHECK(f.idle_close->p50_ms == 6002);
+    CHECK(f.idle_close->samples == 5);
+    CHECK(f.lb.range == "130.211.0.0/22,35.191.0.0/16,2600:2d00:1:b029::/64,2600:2d00:1:1::/64");
     CHECK(
-        f.summary.starts_with("netns 4026532891 (process node, port 8080) closes idle keep-alive connections after "
+        summary(f).starts_with("netns 4026532891 (process node, port 8080) closes idle keep-alive connections after "
                               "6.0 s (p50 of 5 closes, max 6.0 s); the load balancer (gcp) keeps them up to 600 s"));
 }
 
@@ -269,7 +280,7 @@ TEST_CASE("a race after an idle gap longer than the LB timeout says to check the
     race_data_after_fin(c, Sock{}, sec(1), 700000);
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
     CHECK(
-        f.advice.starts_with("the backend already waits 700.0 s, longer than the configured LB idle timeout (600 s)"));
+        advice(f).starts_with("the backend already waits 700.0 s, longer than the configured LB idle timeout (600 s)"));
 }
 
 TEST_CASE("IPv6 load-balancer peers") {
@@ -277,8 +288,8 @@ TEST_CASE("IPv6 load-balancer peers") {
     Sock s{.laddr = "fd00::6", .raddr = "2600:2d00:1:b029::5"};
     race_data_after_fin(c, s, sec(1));
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
-    CHECK(f.lb_range == "2600:2d00:1:b029::/64");
-    CHECK(f.connections == std::vector<std::string>{"[2600:2d00:1:b029::5]:51234->[fd00::6]:8080"});
+    CHECK(f.lb.range == "2600:2d00:1:b029::/64");
+    CHECK(tuples(f) == std::vector<std::string>{"[2600:2d00:1:b029::5]:51234->[fd00::6]:8080"});
     CHECK(f.backend.id.laddr == ip("fd00::6"));
 }
 
@@ -286,7 +297,7 @@ TEST_CASE("IPv4-mapped peers of a dual-stack listener match IPv4 LB ranges") {
     Correlator c;
     Sock s{.laddr = "::ffff:10.56.5.6", .raddr = "::ffff:35.191.3.4"};
     race_data_after_fin(c, s, sec(1));
-    CHECK(only_finding(c, FindingKind::idle_close_race).lb_range == "35.191.0.0/16");
+    CHECK(only_finding(c, FindingKind::idle_close_race).lb.range == "35.191.0.0/16");
     CHECK(c.connections_with_peer(ip("35.191.3.4"), 51234).size() == 1);
 }
 
@@ -295,8 +306,8 @@ TEST_CASE("races with peers outside the LB ranges are counted but are no LB find
     race_data_after_fin(c, Sock{.raddr = "10.60.0.9"}, sec(1));
     auto backends = c.backends();
     REQUIRE(backends.size() == 1);
-    CHECK(backends[0].resets_other[static_cast<size_t>(ResetKind::idle_close_race)] == 1);
-    CHECK(backends[0].resets_lb[static_cast<size_t>(ResetKind::idle_close_race)] == 0);
+    CHECK(backends[0].resets_other[static_cast<size_t>(FindingKind::idle_close_race)] == 1);
+    CHECK(backends[0].resets_lb[static_cast<size_t>(FindingKind::idle_close_race)] == 0);
     CHECK(backends[0].connections_other == 1);
     CHECK(c.findings().empty());
 }
@@ -305,10 +316,10 @@ TEST_CASE("lb preset none: a race with any peer is a finding, with no LB timeout
     Correlator c(preset("none"));
     race_data_after_fin(c, Sock{.raddr = "10.60.0.9"}, sec(1));
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
-    CHECK(f.lb_idle_timeout_s == 0);
-    CHECK(f.lb_range == "");
-    CHECK(f.advice.starts_with("make the server's keep-alive idle timeout longer than its clients' idle timeout"));
-    CHECK(f.summary.find("load balancer") == std::string::npos);
+    CHECK(f.lb.idle_timeout_s == 0);
+    CHECK(f.lb.range == "");
+    CHECK(advice(f).starts_with("make the server's keep-alive idle timeout longer than its clients' idle timeout"));
+    CHECK(summary(f).find("load balancer") == std::string::npos);
 }
 
 TEST_CASE("aws-alb without --lb-ranges treats every non-loopback peer as the LB") {
@@ -316,13 +327,13 @@ TEST_CASE("aws-alb without --lb-ranges treats every non-loopback peer as the LB"
     race_data_after_fin(c, Sock{.raddr = "10.60.0.9", .comm = "java"}, sec(1), 30000);
     race_data_after_fin(c, Sock{.cookie = 7, .laddr = "127.0.0.1", .lport = 9000, .raddr = "127.0.0.1"}, sec(1), 30000);
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
-    CHECK(f.lb_range == "any");
-    CHECK(f.lb_idle_timeout_s == 60);
+    CHECK(f.lb.range == "any");
+    CHECK(f.lb.idle_timeout_s == 60);
     CHECK(f.backend.id.port == 8080);
     CHECK(
-        f.advice.ends_with("for Tomcat `keepAliveTimeout=\"65000\"` on the Connector (Spring Boot: "
+        advice(f).ends_with("for Tomcat `keepAliveTimeout=\"65000\"` on the Connector (Spring Boot: "
                            "`server.tomcat.keep-alive-timeout=65s`)"));
-    CHECK(f.summary.ends_with("(the ALB answers these with 502 Bad Gateway)"));
+    CHECK(summary(f).ends_with("(the ALB answers these with 502 Bad Gateway)"));
 }
 
 TEST_CASE("aws-alb with --lb-ranges only counts peers in them") {
@@ -331,7 +342,7 @@ TEST_CASE("aws-alb with --lb-ranges only counts peers in them") {
     race_data_after_fin(c, Sock{.cookie = 9, .raddr = "10.60.0.9"}, sec(1), 30000);
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
     CHECK(f.count == 1);
-    CHECK(f.lb_range == "10.0.128.0/20");
+    CHECK(f.lb.range == "10.0.128.0/20");
 }
 
 TEST_CASE("LB presets and options") {
@@ -374,8 +385,8 @@ TEST_CASE("a backend whose own idle timeout is below the threshold: the relative
     CHECK(c.backends().at(0).idle_close.samples == 0);
     race_data_after_fin(c, Sock{.cookie = 200}, sec(10), 480);  // bar is now 250 ms
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
-    CHECK(f.observed_idle_close->samples == 1);
-    CHECK(f.observed_idle_close->p50_ms == 480);
+    CHECK(f.idle_close->samples == 1);
+    CHECK(f.idle_close->p50_ms == 480);
 }
 
 TEST_CASE("linger_abort is linked to the SO_LINGER {1,0} that preceded it") {
@@ -388,10 +399,10 @@ TEST_CASE("linger_abort is linked to the SO_LINGER {1,0} that preceded it") {
     feed(c, {accepted(s, sec(1)), setsockopt(s, sec(3), "SOL_SOCKET", "SO_LINGER", 1, 0), abort_close, rst});
     const Finding& f = only_finding(c, FindingKind::linger_abort);
     CHECK(f.count == 1);
-    REQUIRE(f.evidence.size() == 2);
-    CHECK(f.evidence[0] == "close() with SO_LINGER {1,0} in force: reason TCP_STATE");
-    CHECK(f.evidence[1] == "SO_LINGER {1,0} set by nginx[4242] 2.0 s before the first of 1 linger_abort reset");
-    CHECK(f.advice.starts_with("SO_LINGER {1,0} makes close() send a reset"));
+    REQUIRE(evidence(f).size() == 2);
+    CHECK(evidence(f)[0] == "close() with SO_LINGER {1,0} in force: reason TCP_STATE");
+    CHECK(evidence(f)[1] == "SO_LINGER {1,0} set by nginx[4242] 2.0 s before the first of 1 linger_abort reset");
+    CHECK(advice(f).starts_with("SO_LINGER {1,0} makes close() send a reset"));
 }
 
 TEST_CASE("user_timeout is linked to TCP_USER_TIMEOUT being lowered") {
@@ -411,12 +422,12 @@ TEST_CASE("user_timeout is linked to TCP_USER_TIMEOUT being lowered") {
     CHECK(f.backend.id.outbound);
     CHECK(f.backend.id.port == 5432);
     CHECK(f.backend.opt_changes.size() == 2);
-    REQUIRE(f.evidence.size() == 2);
-    CHECK(f.evidence[0] == "TCP_USER_TIMEOUT 5000 ms expired with the peer unresponsive: reason TCP_KEEPALIVE_TIMEOUT");
+    REQUIRE(evidence(f).size() == 2);
+    CHECK(evidence(f)[0] == "TCP_USER_TIMEOUT 5000 ms expired with the peer unresponsive: reason TCP_KEEPALIVE_TIMEOUT");
     CHECK(
-        f.evidence[1] ==
+        evidence(f)[1] ==
         "TCP_USER_TIMEOUT 5000 ms (was 30000 ms) set by worker[4242] 18.0 s before the first of 1 user_timeout reset");
-    CHECK(f.advice.starts_with("TCP_USER_TIMEOUT (5000 ms) expired"));
+    CHECK(advice(f).starts_with("TCP_USER_TIMEOUT (5000 ms) expired"));
 }
 
 TEST_CASE("keepalive_timeout") {
@@ -429,7 +440,7 @@ TEST_CASE("keepalive_timeout") {
     rst.opts.set(SockOpt::tcp_keepcnt, 9);
     feed(c, {accepted(s, sec(1)), rst});
     const Finding& f = only_finding(c, FindingKind::keepalive_timeout);
-    CHECK(f.evidence.at(0) ==
+    CHECK(evidence(f).at(0) ==
           "keep-alive probes went unanswered (TCP_KEEPIDLE 7200 s, TCP_KEEPINTVL 75 s, TCP_KEEPCNT 9): reason "
           "TCP_KEEPALIVE_TIMEOUT");
 }
@@ -441,7 +452,7 @@ TEST_CASE("no_listener: a stateless reset for a port nobody listens on") {
     const Finding& f = only_finding(c, FindingKind::no_listener);
     CHECK(f.backend.id.port == 9090);
     CHECK_FALSE(f.backend.id.outbound);
-    CHECK(f.connections == std::vector<std::string>{"130.211.0.143:51234->10.56.5.6:9090"});
+    CHECK(tuples(f) == std::vector<std::string>{"130.211.0.143:51234->10.56.5.6:9090"});
     CHECK(c.counts().connections == 0);
 }
 
@@ -455,7 +466,7 @@ TEST_CASE("peer_reset is settled only once it cannot be our own abort") {
     CHECK(c.findings().empty());
     c.expire(sec(2) + ms(101));
     const Finding& f = only_finding(c, FindingKind::peer_reset);
-    CHECK(f.evidence.at(0) == "reset received in ESTABLISHED");
+    CHECK(evidence(f).at(0) == "reset received in ESTABLISHED");
     auto conns = c.connections_with_peer(ip("10.60.0.9"), 51234);
     REQUIRE(conns.size() == 1);
     CHECK(conns[0].end == EndKind::reset_received);
@@ -466,7 +477,7 @@ TEST_CASE("other: an unrecognised kernel reason is named") {
     Sock s;
     feed(c, {accepted(s, sec(1)),
              reset_sent(s, sec(2), "TCP_INVALID_ACK_SEQUENCE", SockKind::full, TcpState::syn_recv, true)});
-    CHECK(only_finding(c, FindingKind::other).evidence.at(0) ==
+    CHECK(evidence(only_finding(c, FindingKind::other)).at(0) ==
           "reason TCP_INVALID_ACK_SEQUENCE (socket full, state SYN_RECV)");
 }
 
@@ -478,16 +489,21 @@ TEST_CASE("a connection reset twice is one verdict") {
     CHECK(only_finding(c, FindingKind::idle_close_race).count == 1);
 }
 
-TEST_CASE("findings list the most recent connections, bounded") {
-    Correlator c;
+TEST_CASE("findings carry the most recent connections kept, and how many more there were") {
+    Correlator c;  // keeps the last 16 per backend and kind
     for (uint64_t i = 0; i < 40; ++i)
         race_data_after_fin(c, Sock{.cookie = 500 + i, .rport = static_cast<uint16_t>(20000 + i)}, sec(10 * i));
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
     CHECK(f.count == 40);
-    REQUIRE(f.connections.size() == 10);
-    CHECK(f.connections.front() == "130.211.0.143:20039->10.56.5.6:8080");
-    CHECK(f.connections.back() == "130.211.0.143:20030->10.56.5.6:8080");
-    CHECK(f.observed_idle_close->samples == 40);
+    REQUIRE(f.connections.size() == 16);
+    CHECK(f.connections_not_kept == 24);
+    CHECK(tuples(f).front() == "130.211.0.143:20039->10.56.5.6:8080");
+    CHECK(tuples(f).back() == "130.211.0.143:20024->10.56.5.6:8080");
+    CHECK(f.idle_close->samples == 40);
+    // Every connection is a record with its own verdict and evidence, not a string.
+    CHECK(f.connections.front().reset == FindingKind::idle_close_race);
+    REQUIRE(f.connections.front().evidence);
+    CHECK(f.connections.front().evidence->mechanism == Mechanism::data_after_fin);
 }
 
 TEST_CASE("live state is bounded: per-connection size and the connection cap") {
@@ -580,7 +596,7 @@ TEST_CASE("a connecting socket's local port, still 0 at SYN_SENT, is taken from 
     auto conns = c.connections_with_peer(ip("10.56.5.6"), 8080);
     REQUIRE(conns.size() == 1);
     CHECK(conns[0].lport == 53266);
-    CHECK(only_finding(c, FindingKind::peer_reset).connections.at(0) == "10.56.5.6:8080->130.211.0.143:53266");
+    CHECK(tuples(only_finding(c, FindingKind::peer_reset)).at(0) == "10.56.5.6:8080->130.211.0.143:53266");
 }
 
 TEST_CASE("connections opened before tracing: a known listener decides the direction") {
@@ -609,11 +625,17 @@ TEST_CASE("a child socket's LISTEN -> SYN_RECV is an accepted connection, not a 
 
 TEST_CASE("netns names show up as pods") {
     Correlator c;
-    c.set_netns_name(4026532891, "shop/web-7d9");
+    auto names = std::make_shared<WorkloadTable>();
+    Workload pod;
+    pod.kind = WorkloadKind::pod;
+    pod.pod = "web-7d9";
+    pod.namespace_name = "shop";
+    names->set_netns(4026532891, pod);
+    c.set_workloads(names);
     race_data_after_fin(c, Sock{}, sec(1));
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
-    CHECK(f.backend.id.pod == "shop/web-7d9");
-    CHECK(f.summary.starts_with("pod shop/web-7d9 (process node, port 8080) closes idle"));
+    CHECK(f.backend.id.pod == "web-7d9");
+    CHECK(summary(f).starts_with("pod shop/web-7d9 (process node, port 8080) closes idle"));
 }
 
 TEST_CASE("live updates: first verdict, then rate-limited count updates") {
@@ -621,7 +643,9 @@ TEST_CASE("live updates: first verdict, then rate-limited count updates") {
     race_data_after_fin(c, Sock{.cookie = 1, .rport = 1}, sec(1));
     auto first = c.take_live_updates(sec(8));
     REQUIRE(first.size() == 1);
-    CHECK(first[0].starts_with("finding [idle_close_race] netns 4026532891 (process node, port 8080) closes idle"));
+    CHECK(first[0].first);
+    CHECK(explain::live_line(first[0]).starts_with(
+        "finding [idle_close_race] netns 4026532891 (process node, port 8080) closes idle"));
     CHECK(c.take_live_updates(sec(9)).empty());  // nothing new
 
     race_data_after_fin(c, Sock{.cookie = 2, .rport = 2}, sec(2));
@@ -629,7 +653,10 @@ TEST_CASE("live updates: first verdict, then rate-limited count updates") {
     CHECK(c.take_live_updates(sec(12)).empty());  // within the 10 s interval
     auto update = c.take_live_updates(sec(18));
     REQUIRE(update.size() == 1);
-    CHECK(update[0] == "update [idle_close_race] netns 4026532891 (process node, port 8080): 3 now (+2)");
+    CHECK_FALSE(update[0].first);
+    CHECK(update[0].added == 2);
+    CHECK(explain::live_line(update[0]) ==
+          "update [idle_close_race] netns 4026532891 (process node, port 8080): 3 now (+2)");
     CHECK(c.take_live_updates(sec(40)).empty());
 }
 
@@ -637,7 +664,7 @@ TEST_CASE("advice follows the process") {
     auto fix_for = [](const char* comm) {
         Correlator c;
         race_data_after_fin(c, Sock{.comm = comm}, sec(1));
-        return c.findings().at(0).advice;
+        return explain::advice(c.findings().at(0));
     };
     CHECK(fix_for("gunicorn").ends_with("for gunicorn `--keep-alive 620`"));
     CHECK(fix_for("uvicorn").ends_with("for uvicorn `--timeout-keep-alive 620`"));
@@ -694,7 +721,7 @@ TEST_CASE("after a race, the listener's resets to the peer's in-flight segments 
     const Finding& f = only_finding(c, FindingKind::idle_close_race);
     CHECK(f.count == 1);
     CHECK(c.counts().follow_up_resets == 3);
-    CHECK(c.counts().resets[static_cast<size_t>(ResetKind::other)] == 0);
+    CHECK(c.counts().resets[static_cast<size_t>(FindingKind::other)] == 0);
 
     // A listener reset for a tuple this host never had is classified on its own.
     Sock stranger = listener;

@@ -303,8 +303,7 @@ TEST_CASE("daemon metrics: a replayed race as Prometheus text, cardinality bound
     std::string error;
     REQUIRE(replay_traces({std::string(TCPWHY_SOURCE_DIR) + "/tests/fixtures/node_keepalive_race.jsonl"}, correlator,
                           [&](const Event& e) {
-                              Event copy = e;
-                              events.on_event(copy);
+                              events.on_event(e, correlator.backend_of(e));
                           },
                           replay, &error) == kReportOk);
     correlator.finish();
@@ -354,7 +353,7 @@ TEST_CASE("daemon metrics: a replayed race as Prometheus text, cardinality bound
     CHECK(kernel_reason_resets == 6);
 
     // A second, quieter socket; with one label set allowed it folds into _other.
-    snap.resets_sent[{4026531840, 9999, false, "NO_SOCKET", ""}] = 1;
+    snap.resets_sent[{false, 4026531840, 9999, false, ResetReason::no_socket, ""}] = 1;
     std::string folded = render_prometheus(snap, 1);
     CHECK(folded.find("tcpwhy_resets_sent_total{namespace=\"_other\",pod=\"_other\",port=\"_other\","
                       "reason=\"NO_SOCKET\",lb_range=\"\"} 1\n") != std::string::npos);
@@ -368,8 +367,13 @@ TEST_CASE("daemon metrics: label values are escaped") {
 }
 
 TEST_CASE("daemon metrics: resets are labelled with the backend's port, never an ephemeral one") {
-    CorrelatorConfig config = CorrelatorConfig::defaults();
-    EventMetrics metrics(config);
+    Correlator correlator(CorrelatorConfig::defaults());
+    EventMetrics metrics(correlator.config());
+    // As the daemon does: the correlator first, then the metrics with its backend for the event.
+    auto observe = [&](const Event& e) {
+        correlator.on_event(e);
+        metrics.on_event(e, correlator.backend_of(e));
+    };
     auto event = [](EventType type, uint16_t lport, uint16_t rport) {
         Event e;
         e.type = type;
@@ -383,14 +387,14 @@ TEST_CASE("daemon metrics: resets are labelled with the backend's port, never an
     };
     Event listen = event(EventType::existing, 8080, 0);
     listen.new_state = TcpState::listen;
-    metrics.on_event(listen);
+    observe(listen);
     Event inbound = event(EventType::reset_sent, 8080, 51234);
-    inbound.reason = "TCP_ABORT_ON_DATA";
-    metrics.on_event(inbound);
+    inbound.reason = ResetReason::tcp_abort_on_data;
+    observe(inbound);
     Event outbound = event(EventType::reset_sent, 43210, 5432);  // this node's client to a database
     outbound.raddr = *IpAddr::parse("10.60.0.7");
-    outbound.reason = "TCP_ABORT_ON_CLOSE";
-    metrics.on_event(outbound);
+    outbound.reason = ResetReason::tcp_abort_on_close;
+    observe(outbound);
 
     std::map<uint16_t, std::pair<bool, std::string>> by_port;
     for (const auto& [key, n] : metrics.resets_sent()) {

@@ -80,7 +80,8 @@ inline Event reset_sent(const Sock& s, uint64_t ts, const char* reason, SockKind
     Event e = base(s, EventType::reset_sent, ts);
     e.pid = 0;  // softirq: no owner
     e.comm.clear();
-    e.reason = reason;
+    // By the kernel's name, as a trace spells it; "" for a kernel that gave none.
+    e.reason = reset_reason_from_string(reason).value_or(ResetReason::unrecognised);
     e.reason_inferred = reason[0] == '\0';
     e.sk_kind = kind;
     e.sk_state = sk_state;
@@ -97,11 +98,11 @@ inline Event reset_recv(const Sock& s, uint64_t ts, TcpState sk_state) {
     return e;
 }
 
-inline Event setsockopt(const Sock& s, uint64_t ts, const char* level, const char* optname, int64_t value,
+// By the kernel's names, as a trace spells them (the level is implied by the option).
+inline Event setsockopt(const Sock& s, uint64_t ts, const char* /*level*/, const char* optname, int64_t value,
                         int64_t value2 = 0) {
     Event e = base(s, EventType::setsockopt, ts);
-    e.level = level;
-    e.optname = optname;
+    e.opt = sock_opt_from_string(optname).value();
     e.value = value;
     e.value2 = value2;
     return e;

@@ -28,12 +28,19 @@ TEST_CASE("golden: Node.js default keep-alive behind the GCP LB races") {
     const auto& f = j["findings"][0];
     CHECK(f["kind"] == "idle_close_race");
     CHECK(f["count"] == 6);
-    CHECK(f["backend"] ==
-          nlohmann::json{{"netns", 4026532246u}, {"laddr", "10.56.5.6"}, {"lport", 8080}, {"comm", "node"}});
-    CHECK(f["observed_idle_close_ms"] == nlohmann::json{{"p50", 6000}, {"max", 6004}});
-    CHECK(f["lb"] == nlohmann::json{{"range", "130.211.0.0/22"}, {"idle_timeout_s", 600}});
+    CHECK(f["backend"]["netns"] == 4026532246u);
+    CHECK(f["backend"]["laddr"] == "10.56.5.6");
+    CHECK(f["backend"]["port"] == 8080);
+    CHECK(f["backend"]["direction"] == "inbound");
+    CHECK(f["backend"]["comm"] == "node");
+    CHECK(f["idle_close"]["p50_ms"] == 6000);
+    CHECK(f["idle_close"]["max_ms"] == 6004);
+    CHECK(f["lb"] == nlohmann::json{{"name", "gcp"}, {"range", "130.211.0.0/22"}, {"idle_timeout_s", 600}});
     CHECK(f["connections"].size() == 6);
-    CHECK(f["connections"][0] == "130.211.0.143:59956->10.56.5.6:8080");
+    CHECK(f["connections_not_kept"] == 0);
+    CHECK(f["connections"][0]["peer"] == "130.211.0.143:59956");
+    CHECK(f["connections"][0]["local"] == "10.56.5.6:8080");
+    for (const auto& c : f["connections"]) CHECK(c["kind"] == "idle_close_race");
     CHECK(f["advice"].get<std::string>().find("server.keepAliveTimeout = 620000") != std::string::npos);
 }
 

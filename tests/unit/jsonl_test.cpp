@@ -75,27 +75,26 @@ TEST_CASE("JSON round trip: every event type") {
 
     Event reset;
     reset.type = EventType::reset_sent;
-    reset.reason = "TCP_ABORT_ON_DATA";
+    reset.reason = ResetReason::tcp_abort_on_data;
     reset.sk_kind = SockKind::timewait;
     reset.sk_state = TcpState::time_wait;
     reset.laddr = *IpAddr::parse("2600:2d00:1:b029::1");
     reset.raddr = *IpAddr::parse("::1");
     auto r = parse_json_line(to_json_line(reset));
     REQUIRE(r.kind == LineKind::event);
-    CHECK(r.event.reason == "TCP_ABORT_ON_DATA");
+    CHECK(r.event.reason == ResetReason::tcp_abort_on_data);
     CHECK(r.event.sk_kind == SockKind::timewait);
     CHECK(r.event.sk_state == TcpState::time_wait);
     CHECK(r.event.laddr.to_string() == "2600:2d00:1:b029::1");
 
     Event opt;
     opt.type = EventType::setsockopt;
-    opt.level = "SOL_SOCKET";
-    opt.optname = "SO_LINGER";
+    opt.opt = SockOpt::so_linger;
     opt.value = 1;
     opt.value2 = 0;
     auto o = parse_json_line(to_json_line(opt));
     REQUIRE(o.kind == LineKind::event);
-    CHECK(o.event.optname == "SO_LINGER");
+    CHECK(o.event.opt == SockOpt::so_linger);
     CHECK(o.event.value == 1);
     CHECK(o.event.value2 == 0);
 }

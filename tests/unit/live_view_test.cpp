@@ -1,6 +1,7 @@
 // The live view on synthetic events: rows, sparklines, rates, timelines, and the
 // snapshot's JSON (the daemon's wire format) read back exactly.
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "event_builders.h"
@@ -70,23 +71,23 @@ TEST_CASE("live view: a racing backend's row, verdict, finding and timeline") {
     CHECK(row.resets_races == 1);
     CHECK(row.resets_other == 0);
     CHECK(row.resets_received == 0);
-    CHECK(row.verdict == "idle_close_race");
+    CHECK(row.verdict == FindingKind::idle_close_race);
     REQUIRE(row.findings.size() == 1);
-    CHECK(row.findings[0].kind == "idle_close_race");
+    CHECK(row.findings[0].kind == FindingKind::idle_close_race);
     CHECK(row.findings[0].count == 1);
     CHECK(row.findings[0].advice.find("server.keepAliveTimeout = 620000") != std::string::npos);
     CHECK(row.findings[0].connections == std::vector<std::string>{"130.211.0.143:51234->10.56.5.6:8080"});
 
     // Newest first: the two open ones, then the reset one with its whole life.
     REQUIRE(row.connections.size() == 3);
-    CHECK(row.connections[0].end == "open");
+    CHECK(row.connections[0].end == EndKind::open);
     CHECK(steps_of(row.connections[0]) == std::vector<std::string>{"opened (accepted)", "still open"});
     const SnapshotConnection& reset = row.connections[2];
     CHECK(reset.peer == "130.211.0.143:51234");
     CHECK(reset.local == "10.56.5.6:8080");
     CHECK(reset.lb_peer);
-    CHECK(reset.end == "reset_sent");
-    CHECK(reset.verdict == "idle_close_race");
+    CHECK(reset.end == EndKind::reset_sent);
+    CHECK(reset.verdict == FindingKind::idle_close_race);
     CHECK_FALSE(reset.evidence.empty());
     CHECK(steps_of(reset) == std::vector<std::string>{"opened (accepted)", "last data", "idle 6.0 s",
                                                       "backend closed (FIN)",
@@ -137,7 +138,7 @@ TEST_CASE("live view: --lb none counts every peer's races; resets received are t
     const SnapshotRow& row = row_of(snap, 4026532891, 8080);
     CHECK(row.resets_races == 1);
     CHECK(row.resets_received == 1);
-    CHECK(row.verdict == "idle_close_race");
+    CHECK(row.verdict == FindingKind::idle_close_race);
     CHECK(snap.header.lb_idle_timeout_s == 0);
 }
 
@@ -164,9 +165,10 @@ TEST_CASE("snapshot JSON: round trip is exact, one line, and foreign input is re
     CHECK_FALSE(parse_snapshot(R"({"findings": []})", &error));
     CHECK(error == "not a tcpwhy snapshot");
     auto future = nlohmann::json::parse(json);
-    future["tcpwhy_snapshot"] = 2;
+    future["tcpwhy_snapshot"] = Snapshot::kVersion + 1;
     CHECK_FALSE(parse_snapshot(future.dump(), &error));
-    CHECK(error == "snapshot version 2 (this tcpwhy reads version 1)");
+    CHECK(error == fmt::format("snapshot version {} (this tcpwhy reads version {})", Snapshot::kVersion + 1,
+                               Snapshot::kVersion));
     auto broken = nlohmann::json::parse(json);
     broken["rows"][0].erase("verdict");
     CHECK_FALSE(parse_snapshot(broken.dump(), &error));

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "event_builders.h"
@@ -75,29 +77,89 @@ Run report(ReportOptions options) {
     return run;
 }
 
+// The field names docs/report-json.md lists per section: `| \`name\` | type | meaning |` rows.
+struct DocumentedFields {
+    std::set<std::string> all, required;  // required: rows not marked "optional:"
+};
+std::map<std::string, DocumentedFields> documented_fields() {
+    std::ifstream doc(std::string(TCPWHY_SOURCE_DIR) + "/docs/report-json.md");
+    REQUIRE(doc);
+    std::map<std::string, DocumentedFields> sections;
+    std::string line, section;
+    while (std::getline(doc, line)) {
+        if (line.starts_with("## ")) section = line.substr(3);
+        if (!line.starts_with("| `") || section.empty()) continue;
+        auto end = line.find('`', 3);
+        std::string name = line.substr(3, end - 3);
+        sections[section].all.insert(name);
+        if (line.find("| optional:") == std::string::npos) sections[section].required.insert(name);
+    }
+    return sections;
+}
+
+void check_documented(const nlohmann::json& object, const DocumentedFields& doc, const std::string& where) {
+    INFO(where);
+    REQUIRE(object.is_object());
+    std::set<std::string> keys;
+    for (const auto& [key, value] : object.items()) keys.insert(key);
+    for (const auto& key : keys) CHECK(doc.all.count(key) == 1);       // nothing undocumented
+    for (const auto& key : doc.required) CHECK(keys.count(key) == 1);  // nothing documented missing
+}
+
 }  // namespace
 
-TEST_CASE("report --json has exactly the documented finding fields") {
+TEST_CASE("report --json has exactly the fields docs/report-json.md documents, at every level") {
     ScratchDir dir;
-    auto run = report({.inputs = {dir.write("race.jsonl", race_trace())}, .json = true});
+    Sock s;
+    std::string trace = race_trace() + to_json_line(setsockopt(s, sec(101), "SOL_SOCKET", "SO_KEEPALIVE", 1)) + "\n";
+    auto run = report({.inputs = {dir.write("race.jsonl", trace)}, .json = true});
     REQUIRE(run.code == kReportOk);
     CHECK(run.err.empty());
     auto j = nlohmann::json::parse(run.out);
-    REQUIRE(j.size() == 1);
+    auto doc = documented_fields();
+    check_documented(j, doc["Top level"], "top level");
+    CHECK(j["schema"] == "tcpwhy-report");
+    CHECK(j["version"] == kReportJsonVersion);
     REQUIRE(j["findings"].size() == 1);
     const auto& f = j["findings"][0];
-    std::vector<std::string> keys;
-    for (const auto& [key, value] : f.items()) keys.push_back(key);
-    CHECK(keys == std::vector<std::string>{"advice", "backend", "connections", "count", "kind", "lb",
-                                           "observed_idle_close_ms"});
+    check_documented(f, doc["`findings[]`"], "findings[]");
+    check_documented(f["backend"], doc["`backend`"], "findings[].backend");
+    check_documented(f["evidence"], doc["`evidence`"], "findings[].evidence");
+    REQUIRE(f["connections"].size() == 1);
+    check_documented(f["connections"][0], doc["`connections[]`"], "findings[].connections[]");
+    check_documented(f["connections"][0]["evidence"], doc["`evidence`"], "connections[].evidence");
+    REQUIRE(j["backends"].size() == 1);
+    DocumentedFields backend_fields = doc["`backend`"];
+    for (const auto& name : doc["`backends[]`"].all) backend_fields.all.insert(name), backend_fields.required.insert(name);
+    check_documented(j["backends"][0], backend_fields, "backends[]");
+    REQUIRE(j["backends"][0]["option_changes"].size() == 1);
+    check_documented(j["backends"][0]["option_changes"][0], doc["`option_changes[]`"], "option_changes[]");
+    check_documented(j["counts"], doc["`counts`"], "counts");
+
+    // The facts, and the words next to them.
     CHECK(f["kind"] == "idle_close_race");
+    CHECK(f["severity"] == "critical");
     CHECK(f["count"] == 1);
-    CHECK(f["backend"] ==
-          nlohmann::json{{"netns", 4026532891u}, {"laddr", "10.56.5.6"}, {"lport", 8080}, {"comm", "node"}});
-    CHECK(f["connections"] == nlohmann::json{"130.211.0.143:51234->10.56.5.6:8080"});
-    CHECK(f["observed_idle_close_ms"] == nlohmann::json{{"p50", 6000}, {"max", 6000}});
-    CHECK(f["lb"] == nlohmann::json{{"range", "130.211.0.0/22"}, {"idle_timeout_s", 600}});
+    CHECK(f["count_lb"] == 1);
+    CHECK(f["backend"]["netns"] == 4026532891u);
+    CHECK(f["backend"]["port"] == 8080);
+    CHECK(f["backend"]["direction"] == "inbound");
+    CHECK(f["backend"]["comm"] == "node");
+    CHECK(f["idle_close"]["p50_ms"] == 6000);
+    CHECK(f["lb"] == nlohmann::json{{"name", "gcp"}, {"range", "130.211.0.0/22"}, {"idle_timeout_s", 600}});
+    CHECK(f["evidence"]["mechanism"] == "data_after_fin");
+    CHECK(f["evidence"]["reason"] == "TCP_ABORT_ON_DATA");
+    CHECK(f["evidence"]["idle_gap_ms"] == 6000);
+    const auto& c = f["connections"][0];
+    CHECK(c["peer"] == "130.211.0.143:51234");
+    CHECK(c["local"] == "10.56.5.6:8080");
+    CHECK(c["kind"] == "idle_close_race");
+    CHECK(c["reset_reason"] == "TCP_ABORT_ON_DATA");
+    CHECK(c["idle_before_close_ms"] == 6000);
     CHECK(f["advice"].get<std::string>().find("server.keepAliveTimeout = 620000") != std::string::npos);
+    CHECK(f["summary"].get<std::string>().starts_with("netns 4026532891 (process node, port 8080) closes idle"));
+    CHECK(j["counts"]["resets"]["idle_close_race"] == 1);
+    CHECK(j["backends"][0]["option_changes"][0]["option"] == "SO_KEEPALIVE");
 }
 
 // Found by fuzz_trace_replay: the JSON renderer threw (and `tcpwhy report --json` aborted) on a
@@ -151,8 +213,9 @@ TEST_CASE("gzip traces read like plain ones, and several files replay in order")
     REQUIRE(both.code == kReportOk);
     auto j = nlohmann::json::parse(both.out);
     CHECK(j["findings"][0]["count"] == 2);
-    CHECK(j["findings"][0]["connections"] ==
-          nlohmann::json{"130.211.0.143:40000->10.56.5.6:8080", "130.211.0.143:51234->10.56.5.6:8080"});
+    std::vector<std::string> peers;
+    for (const auto& c : j["findings"][0]["connections"]) peers.push_back(c["peer"]);
+    CHECK(peers == std::vector<std::string>{"130.211.0.143:40000", "130.211.0.143:51234"});
 }
 
 TEST_CASE("corrupt and truncated lines are skipped and counted, with the first line number") {
@@ -214,7 +277,7 @@ TEST_CASE("report honours the LB preset, not the trace's lb flags") {
     auto none = report({.inputs = {trace}, .json = true, .lb_preset = "none"});
     REQUIRE(none.code == kReportOk);
     auto j = nlohmann::json::parse(none.out);
-    CHECK(j["findings"][0]["lb"] == nlohmann::json{{"range", ""}, {"idle_timeout_s", 0}});
+    CHECK(j["findings"][0]["lb"] == nlohmann::json{{"name", "none"}, {"range", ""}, {"idle_timeout_s", 0}});
 
     // Ranges that do not hold the peer: the race is no LB finding.
     auto elsewhere = report({.inputs = {trace}, .json = true, .lb_ranges = "10.129.0.0/23"});

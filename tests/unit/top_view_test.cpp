@@ -19,7 +19,8 @@ using namespace tcpwhy::top;
 
 namespace {
 
-SnapshotRow make_row(uint32_t netns, std::string pod, std::string ns, uint64_t races, std::string verdict) {
+SnapshotRow make_row(uint32_t netns, std::string pod, std::string ns, uint64_t races,
+                     std::optional<FindingKind> verdict) {
     SnapshotRow row;
     row.netns = netns;
     row.port = 8080;
@@ -33,7 +34,7 @@ SnapshotRow make_row(uint32_t netns, std::string pod, std::string ns, uint64_t r
     row.idle_p50_ms = 6004;
     row.resets_races = races;
     row.resets_per_second.assign(kSparklineSeconds, 0);
-    row.verdict = std::move(verdict);
+    row.verdict = verdict;
     return row;
 }
 
@@ -41,21 +42,21 @@ Snapshot sample() {
     Snapshot s;
     s.header = {"node-a", "6.18.0", "tp_btf", "gcp", "Google Cloud HTTP(S) load balancer", 600, 12.4, 1234, 0,
                 1'000'000'000'000, 1'700'000'000'000'000'000};
-    s.rows.push_back(make_row(11, "web-1", "shop", 0, ""));
-    s.rows.push_back(make_row(12, "api-7", "shop", 6, "idle_close_race"));
-    s.rows.push_back(make_row(13, "", "", 0, "idle_timeout_below_lb"));
+    s.rows.push_back(make_row(11, "web-1", "shop", 0, std::nullopt));
+    s.rows.push_back(make_row(12, "api-7", "shop", 6, FindingKind::idle_close_race));
+    s.rows.push_back(make_row(13, "", "", 0, FindingKind::idle_timeout_below_lb));
     SnapshotRow& api = s.rows[1];
     api.resets_per_second[59] = 4;
     api.resets_per_second[58] = 2;
-    api.findings.push_back({"idle_close_race", 6, "pod api-7 closes idle keep-alive connections after 6.0 s",
+    api.findings.push_back({FindingKind::idle_close_race, 6, "pod api-7 closes idle keep-alive connections after 6.0 s",
                             {"backend sent FIN after 6004 ms idle"}, "set server.keepAliveTimeout = 620000",
                             {"130.211.0.143:59920->10.56.5.6:8080"}});
     SnapshotConnection c;
     c.peer = "130.211.0.143:59920";
     c.local = "10.56.5.6:8080";
     c.lb_peer = true;
-    c.end = "reset_sent";
-    c.verdict = "idle_close_race";
+    c.end = EndKind::reset_sent;
+    c.verdict = FindingKind::idle_close_race;
     uint64_t t0 = s.header.now_ns - 10'000'000'000;
     c.timeline = {{t0, "opened (accepted)"},
                   {t0 + 3'000'000, "last data"},

@@ -27,36 +27,37 @@ public:
     // folded into one overflow key and counted in folded().
     EventMetrics(const CorrelatorConfig& config, size_t max_series = 16384);
 
-    void on_event(const Event& event);
+    // backend: the one the correlator counts the event toward (Correlator::backend_of), so
+    // both label a reset with the same port.
+    void on_event(const Event& event, const BackendId& backend);
 
     struct ResetKey {
+        bool overflow = false;  // the key past max_series that the rest fold into
         uint32_t netns = 0;
-        uint16_t port = 0;     // the backend's port (see outbound); 0 for the overflow key
-        bool outbound = false; // port is the remote one: the local port was not listening (an outgoing connection)
-        std::string reason;    // kernel reason (reset_sent only)
-        std::string lb_range;  // the LB range the peer is in, "" when none
+        uint16_t port = 0;     // the backend's port (see outbound)
+        bool outbound = false; // port is the remote one: the local side of an outgoing connection
+        ResetReason reason = ResetReason::none;  // kernel reason (reset_sent only)
+        std::string lb_range;  // CorrelatorConfig::lb_range_label() of the peer
         auto operator<=>(const ResetKey&) const = default;
     };
-    const std::array<uint64_t, 8>& events_by_type() const { return by_type_; }
+    const std::array<uint64_t, kEventTypeCount>& events_by_type() const { return by_type_; }
     const std::map<ResetKey, uint64_t>& resets_sent() const { return sent_; }
     const std::map<ResetKey, uint64_t>& resets_received() const { return received_; }
     uint64_t folded() const { return folded_; }
 
 private:
     void count(std::map<ResetKey, uint64_t>& series, ResetKey key);
-    bool listening(uint32_t netns, uint16_t port) const;
 
-    std::set<uint64_t> listeners_;  // (netns << 16 | port) of listening sockets, as the events showed them
     const CorrelatorConfig& config_;
     size_t max_series_;
-    std::array<uint64_t, 8> by_type_{};
+    std::array<uint64_t, kEventTypeCount> by_type_{};
     std::map<ResetKey, uint64_t> sent_, received_;
     uint64_t folded_ = 0;
 };
 
 // Everything one scrape renders; gathered under the daemon's lock, rendered outside it.
 struct MetricsSnapshot {
-    std::array<uint64_t, 8> events_by_type{};
+    std::array<uint64_t, kEventTypeCount> events_by_type{};
     std::map<EventMetrics::ResetKey, uint64_t> resets_sent, resets_received;
     uint64_t event_series_folded = 0;
     KernelCounters kernel;

@@ -57,6 +57,7 @@ private:
     void cycle_sort(int step);
     void sort_by(Column column);
     int colour(int pair) const;
+    int severity_attributes(Severity severity) const;  // a kind's severity as a colour (kinds.h)
 
     RowFilter fixed_;
     Glyphs glyphs_;

@@ -61,8 +61,8 @@ struct ViewState {
     std::string filter;  // `/`: substring of pod (or "netns <inode>"), namespace or netns inode
 };
 
-// 2: resets are happening (a race); 1: something to look at; 0: nothing found.
-int verdict_severity(std::string_view verdict);
+// How a row's verdict sorts: 0 nothing found, else 1 + the kind's severity (kinds.h).
+int verdict_rank(std::optional<FindingKind> verdict);
 
 bool matches(const SnapshotRow& row, const RowFilter& fixed, std::string_view filter);
 // Rows that pass both filters, in the view's order (ties: most races, then name).
@@ -85,10 +85,18 @@ std::string sparkline(std::span<const uint32_t> per_second, int width, const Gly
 // "opened (accepted) 21:30:01.204 -> last data +0.003s -> idle 6.0 s -> backend closed (FIN) +6.004s -> ..."
 std::string timeline_text(const SnapshotConnection& connection, const SnapshotHeader& header, const Glyphs& glyphs);
 
+// What a drill-down line is, so the screen styles it without reading its text.
+enum class LineRole : uint8_t { plain, title, heading, finding, fix };
+struct DetailLine {
+    std::string text;
+    LineRole role = LineRole::plain;
+    std::optional<FindingKind> kind;  // role finding: which
+};
+
 // The drill-down of one row: its identity and counts, findings with evidence and
 // advice, recent connections with timelines; wrapped to `width`.
-std::vector<std::string> detail_lines(const SnapshotRow& row, const SnapshotHeader& header, const Glyphs& glyphs,
-                                      int width, size_t max_connections = 10);
+std::vector<DetailLine> detail_lines(const SnapshotRow& row, const SnapshotHeader& header, const Glyphs& glyphs,
+                                     int width, size_t max_connections = 10);
 
 // The whole plain-text snapshot (--once): header, the table, then the details of
 // every row with a finding.

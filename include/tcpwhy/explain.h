@@ -1,0 +1,46 @@
+// Facts into words: the sentences every text renderer shows (report text and HTML,
+// `trace`'s live lines, `top`, the snapshot the daemon serves). The correlator decides;
+// this says it, in the words of the server that has the problem. Nothing here decides
+// a kind or a count, and no renderer parses what it writes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tcpwhy/correlator.h"
+#include "tcpwhy/format.h"  // format_endpoint()
+
+namespace tcpwhy::explain {
+
+// A finding in words: the verdict, the evidence lines, the fix.
+struct Words {
+    std::string summary;
+    std::vector<std::string> evidence;
+    std::string advice;
+};
+Words words(const Finding& finding);
+
+std::string summary(const Finding& finding);
+std::vector<std::string> evidence(const Finding& finding);
+std::string advice(const Finding& finding);
+
+// Why one connection got its kind: "backend sent FIN after 6004 ms idle; peer data ...".
+std::string evidence(const ResetEvidence& evidence);
+// "SO_LINGER {1,0}", "TCP_USER_TIMEOUT 5000 ms (was 30000 ms)".
+std::string option_change(const SockOptChange& change);
+// "pod shop/web-1 (process node, port 8080)".
+std::string backend_label(const BackendProfile& backend);
+
+// `tcpwhy trace`'s live line for a finding reached or grown: "finding [kind] ...", "update [kind] ...".
+std::string live_line(const FindingUpdate& update);
+
+// The server idle timeout to recommend: the LB's plus a margin (5 s, or ~3% for
+// long timeouts) so the LB always closes an idle connection first. 600 -> 620.
+uint32_t recommended_idle_timeout_s(uint32_t lb_idle_timeout_s);
+
+// Small shared phrasings.
+std::string duration(uint64_t ms);                           // "850 ms", "6.0 s", "600 s"
+std::string four_tuple(const ConnectionRecord& connection);  // "raddr:rport->laddr:lport"
+
+}  // namespace tcpwhy::explain

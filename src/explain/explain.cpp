@@ -1,0 +1,337 @@
+#include "tcpwhy/explain.h"
+
+#include <algorithm>
+#include <array>
+
+#include <fmt/format.h>
+
+namespace tcpwhy::explain {
+namespace {
+
+const char* plural(uint64_t n, const char* one, const char* many) { return n == 1 ? one : many; }
+
+// ---- evidence ---------------------------------------------------------------
+
+std::string reason_text(const ResetEvidence& ev) {
+    switch (ev.reason_source) {
+    case ReasonSource::kernel: return fmt::format("reason {}", to_string(ev.reason));
+    case ReasonSource::inferred: return fmt::format("reason {} (inferred from socket state)", to_string(ev.reason));
+    case ReasonSource::none: break;
+    }
+    return "no kernel reason; shape recognised from socket state";
+}
+
+// " 5 ms" (since the close), or "" when the close time is unknown or the reset came first.
+std::string after_close(const ResetEvidence& ev) {
+    return ev.after_close_ms ? fmt::format(" {} ms", *ev.after_close_ms) : "";
+}
+
+std::string timewait_evidence(const ResetEvidence& ev) {
+    if (ev.close_seen && ev.close_idle && !ev.close_aborted)
+        return fmt::format("backend sent FIN after {} ms idle; peer data reached the TIME_WAIT socket{} after it: {}",
+                           ev.idle_gap_ms, after_close(ev), reason_text(ev));
+    if (ev.close_seen)
+        return fmt::format(
+            "data to a TIME_WAIT socket; the backend's close was not an idle close ({} ms quiet, idle means >= {} ms): "
+            "{}",
+            ev.idle_gap_ms, ev.idle_bar_ms, reason_text(ev));
+    return fmt::format("data to a TIME_WAIT socket whose close was not seen: {}", reason_text(ev));
+}
+
+std::string data_after_fin_evidence(const ResetEvidence& ev, bool idle) {
+    std::string source = ev.idle_from_reset ? " (close not seen; idle time from the reset)" : "";
+    if (idle)
+        return fmt::format("backend sent FIN after {} ms idle{}; peer data arrived{} after the FIN: {}", ev.idle_gap_ms,
+                           source, after_close(ev), reason_text(ev));
+    return fmt::format(
+        "peer data arrived after the backend's FIN on a busy connection ({} ms quiet{}, idle means >= {} ms): {}",
+        ev.idle_gap_ms, source, ev.idle_bar_ms, reason_text(ev));
+}
+
+std::string unread_evidence(const ResetEvidence& ev) {
+    if (ev.close_seen && ev.close_idle)
+        return fmt::format(
+            "backend closed with {} unread bytes that arrived just before the close, after {} ms without sending: {}",
+            ev.unread_bytes, ev.idle_gap_ms, reason_text(ev));
+    if (ev.close_seen)
+        return fmt::format("backend closed with {} unread bytes on a busy connection ({} ms quiet, idle means >= {} "
+                           "ms): {}",
+                           ev.unread_bytes, ev.idle_gap_ms, ev.idle_bar_ms, reason_text(ev));
+    return fmt::format("backend closed with {} unread bytes (close not seen, idle gap unknown): {}", ev.unread_bytes,
+                       reason_text(ev));
+}
+
+std::string timer_evidence(const ResetEvidence& ev) {
+    if (ev.user_timeout_ms)
+        return fmt::format("TCP_USER_TIMEOUT {} ms expired with the peer unresponsive: {}", *ev.user_timeout_ms,
+                           reason_text(ev));
+    std::string probes = ev.keepalive_probes ? fmt::format(" (TCP_KEEPIDLE {} s, TCP_KEEPINTVL {} s, TCP_KEEPCNT {})",
+                                                           (*ev.keepalive_probes)[0], (*ev.keepalive_probes)[1],
+                                                           (*ev.keepalive_probes)[2])
+                                             : "";
+    return fmt::format("keep-alive probes went unanswered{}: {}", probes, reason_text(ev));
+}
+
+std::string reset_received_evidence(const ResetEvidence& ev) {
+    std::string context;
+    if (ev.first_close == FirstClose::local)
+        context = " after our FIN";
+    else if (ev.first_close == FirstClose::remote)
+        context = " after the peer's FIN (we kept using a connection the peer had closed)";
+    return fmt::format("reset received in {}{}", to_string(ev.sk_state), context);
+}
+
+// ---- summaries ---------------------------------------------------------------
+
+std::string idle_profile_text(const IdleStats& idle) {
+    return fmt::format("closes idle keep-alive connections after {} (p50 of {} {}, max {})", duration(idle.p50_ms),
+                       idle.samples, plural(idle.samples, "close", "closes"), duration(idle.max_ms));
+}
+
+std::string lb_keeps_text(const LbFacts& lb) {
+    return fmt::format("the load balancer ({}) keeps them up to {} s", lb.name, lb.idle_timeout_s);
+}
+
+std::string_view reset_symptom(const LbFacts& lb) {
+    const LbPreset* preset = find_lb_preset(lb.name);
+    return preset ? preset->reset_symptom : "clients see a reset or an empty reply";
+}
+
+std::string linked_change_text(const Finding& f) {
+    const SockOptChange& change = *f.linked_change;
+    uint64_t n = f.count_lb + f.count_other;
+    std::string who =
+        change.comm.empty() ? fmt::format("pid {}", change.pid) : fmt::format("{}[{}]", change.comm, change.pid);
+    std::string when =
+        change.ts_ns <= f.first_ts_ns
+            ? fmt::format("{} before the first of {} {} {}", duration((f.first_ts_ns - change.ts_ns) / 1'000'000), n,
+                          to_string(f.kind), plural(n, "reset", "resets"))
+            : fmt::format("{} before the latest {} reset", duration((f.last_ts_ns - change.ts_ns) / 1'000'000),
+                          to_string(f.kind));
+    return fmt::format("{} set by {} {}", option_change(change), who, when);
+}
+
+// ---- advice ------------------------------------------------------------------
+
+// How one server spells "keep idle connections open for S seconds".
+struct ServerAdvice {
+    std::array<std::string_view, 3> comm_prefixes;  // matched against the start of comm
+    std::string (*setting)(uint32_t seconds);
+};
+
+std::string node_setting(uint32_t s) {
+    return fmt::format("for Node.js `server.keepAliveTimeout = {}` with `server.headersTimeout` above it (e.g. {})",
+                       s * 1000, s * 1000 + 1000);
+}
+std::string gunicorn_setting(uint32_t s) { return fmt::format("for gunicorn `--keep-alive {}`", s); }
+std::string uvicorn_setting(uint32_t s) { return fmt::format("for uvicorn `--timeout-keep-alive {}`", s); }
+std::string python_setting(uint32_t s) {
+    return fmt::format("for gunicorn `--keep-alive {0}`, for uvicorn `--timeout-keep-alive {0}`", s);
+}
+std::string nginx_setting(uint32_t s) { return fmt::format("for nginx `keepalive_timeout {}s;`", s); }
+std::string apache_setting(uint32_t s) { return fmt::format("for Apache `KeepAliveTimeout {}`", s); }
+std::string envoy_setting(uint32_t s) {
+    return fmt::format("for Envoy `common_http_protocol_options: {{idle_timeout: {}s}}` on the HTTP connection manager",
+                       s);
+}
+std::string java_setting(uint32_t s) {
+    return fmt::format(
+        "for Tomcat `keepAliveTimeout=\"{}\"` on the Connector (Spring Boot: "
+        "`server.tomcat.keep-alive-timeout={}s`)",
+        s * 1000, s);
+}
+// Go binaries have their own names, so Go is covered by the generic text.
+std::string generic_setting(uint32_t s) {
+    return fmt::format(
+        "e.g. Go net/http `http.Server{{IdleTimeout: {0} * time.Second}}`, Node.js "
+        "`server.keepAliveTimeout = {1}`, nginx `keepalive_timeout {0}s;`, gunicorn `--keep-alive {0}`, "
+        "uvicorn `--timeout-keep-alive {0}`",
+        s, s * 1000);
+}
+
+constexpr std::array kServers = {
+    ServerAdvice{{"node", "nodejs", ""}, node_setting}, ServerAdvice{{"gunicorn", "", ""}, gunicorn_setting},
+    ServerAdvice{{"uvicorn", "", ""}, uvicorn_setting}, ServerAdvice{{"python", "", ""}, python_setting},
+    ServerAdvice{{"nginx", "", ""}, nginx_setting},     ServerAdvice{{"apache2", "httpd", ""}, apache_setting},
+    ServerAdvice{{"envoy", "", ""}, envoy_setting},     ServerAdvice{{"java", "tomcat", ""}, java_setting},
+};
+
+std::string server_setting(std::string_view comm, uint32_t seconds) {
+    for (const auto& server : kServers)
+        for (auto prefix : server.comm_prefixes)
+            if (!prefix.empty() && comm.starts_with(prefix)) return server.setting(seconds);
+    return generic_setting(seconds);
+}
+
+std::string idle_timeout_advice(const Finding& f) {
+    const uint32_t lb_timeout_s = f.lb.idle_timeout_s;
+    if (lb_timeout_s == 0)
+        return "make the server's keep-alive idle timeout longer than its clients' idle timeout, or have clients "
+               "retry idempotent requests that fail on a reused connection";
+    uint32_t seconds = recommended_idle_timeout_s(lb_timeout_s);
+    std::string fix = fmt::format(
+        "make the server's idle timeout longer than the LB's ({} s) so the LB always closes "
+        "idle connections first: {}",
+        lb_timeout_s, server_setting(f.backend.comm, seconds));
+    uint32_t observed_p50_ms = f.idle_close ? f.idle_close->p50_ms : 0;
+    if (observed_p50_ms >= lb_timeout_s * 1000ull)
+        return fmt::format(
+            "the backend already waits {:.1f} s, longer than the configured LB idle timeout ({} s), "
+            "yet the peer reused the connection later still: check the LB's real idle timeout "
+            "(--lb-idle-timeout), then {}",
+            observed_p50_ms / 1000.0, lb_timeout_s, fix);
+    return fix;
+}
+
+std::string_view unit_of(SockOpt opt) {
+    switch (opt) {
+    case SockOpt::tcp_user_timeout: return " ms";
+    case SockOpt::so_rcvtimeo:
+    case SockOpt::so_sndtimeo: return " us";
+    case SockOpt::tcp_keepidle:
+    case SockOpt::tcp_keepintvl:
+    case SockOpt::tcp_linger2:
+    case SockOpt::tcp_defer_accept: return " s";
+    case SockOpt::so_keepalive:
+    case SockOpt::so_linger:
+    case SockOpt::tcp_keepcnt: break;
+    }
+    return "";
+}
+
+}  // namespace
+
+std::string duration(uint64_t ms) {
+    if (ms < 1000) return fmt::format("{} ms", ms);
+    if (ms < 120'000) return fmt::format("{:.1f} s", ms / 1000.0);
+    return fmt::format("{:.0f} s", ms / 1000.0);
+}
+
+std::string four_tuple(const ConnectionRecord& c) {
+    return format_endpoint(c.raddr, c.rport) + "->" + format_endpoint(c.laddr, c.lport);
+}
+
+std::string evidence(const ResetEvidence& ev) {
+    switch (ev.mechanism) {
+    case Mechanism::no_socket:
+        return fmt::format(
+            "no socket for the segment (a SYN to a port nobody listens on, or a connection this host no longer has): {}",
+            reason_text(ev));
+    case Mechanism::timewait: return timewait_evidence(ev);
+    case Mechanism::data_after_fin:
+        return data_after_fin_evidence(ev, ev.close_seen ? ev.close_idle : ev.idle_gap_ms >= ev.idle_bar_ms);
+    case Mechanism::unread_at_close: return unread_evidence(ev);
+    case Mechanism::linger_zero:
+        if (ev.linger_zero_in_force) return fmt::format("close() with SO_LINGER {{1,0}} in force: {}", reason_text(ev));
+        return fmt::format("abortive close (tcp_disconnect) without SO_LINGER {{1,0}} seen set: {}", reason_text(ev));
+    case Mechanism::timer_expired: return timer_evidence(ev);
+    case Mechanism::reset_received: return reset_received_evidence(ev);
+    case Mechanism::unrecognised: break;
+    }
+    return fmt::format("{} (socket {}, state {})", reason_text(ev), to_string(ev.sk_kind), to_string(ev.sk_state));
+}
+
+std::string option_change(const SockOptChange& c) {
+    std::string text = c.opt == SockOpt::so_linger
+                           ? fmt::format("SO_LINGER {{{},{}}}", c.value, c.value2)
+                           : fmt::format("{} {}{}", to_string(c.opt), c.value, unit_of(c.opt));
+    if (c.previous && c.opt != SockOpt::so_linger) text += fmt::format(" (was {}{})", *c.previous, unit_of(c.opt));
+    return text;
+}
+
+std::string backend_label(const BackendProfile& b) {
+    const BackendId& id = b.id;
+    std::string who;
+    switch (id.workload) {
+    case WorkloadKind::pod:
+        who = id.namespace_name.empty() ? fmt::format("pod {}", id.pod)
+                                        : fmt::format("pod {}/{}", id.namespace_name, id.pod);
+        break;
+    case WorkloadKind::host: who = "host"; break;
+    case WorkloadKind::netns: who = fmt::format("netns {}", id.pod); break;
+    case WorkloadKind::container: who = id.pod; break;
+    case WorkloadKind::process: who = fmt::format("process {} in netns {}", id.pod, id.netns); break;
+    case WorkloadKind::unknown:
+        who = id.pod.empty() ? fmt::format("netns {}", id.netns) : fmt::format("pod {}", id.pod);
+        break;
+    }
+    std::string process = b.comm.empty() ? "process unknown" : fmt::format("process {}", b.comm);
+    if (id.outbound) return fmt::format("{} ({}, outbound to port {})", who, process, id.port);
+    return fmt::format("{} ({}, port {})", who, process, id.port);
+}
+
+std::string summary(const Finding& f) {
+    std::string who = backend_label(f.backend);
+    switch (f.kind) {
+    case FindingKind::idle_close_race: {
+        std::string profile = f.idle_close ? idle_profile_text(*f.idle_close) : "closed idle connections";
+        std::string lb = f.lb.idle_timeout_s ? "; " + lb_keeps_text(f.lb) : "";
+        return fmt::format("{} {}{}; {} {} arrived on a closing connection and {} reset ({})", who, profile, lb,
+                           f.count, plural(f.count, "request", "requests"), plural(f.count, "was", "were"),
+                           reset_symptom(f.lb));
+    }
+    case FindingKind::idle_timeout_below_lb:
+        return fmt::format(
+            "{} {}; {}: requests the LB sends on a connection the backend is closing will be reset (none seen yet)",
+            who, f.idle_close ? idle_profile_text(*f.idle_close) : "closes idle connections", lb_keeps_text(f.lb));
+    default: break;
+    }
+    return fmt::format("{}: {} {} {}", who, f.count, to_string(f.kind), plural(f.count, "reset", "resets"));
+}
+
+std::vector<std::string> evidence(const Finding& f) {
+    std::vector<std::string> lines;
+    if (f.evidence) lines.push_back(evidence(*f.evidence));
+    if (f.linked_change) lines.push_back(linked_change_text(f));
+    return lines;
+}
+
+uint32_t recommended_idle_timeout_s(uint32_t lb_idle_timeout_s) {
+    return lb_idle_timeout_s + std::max<uint32_t>(5, lb_idle_timeout_s / 30);
+}
+
+std::string advice(const Finding& f) {
+    switch (f.kind) {
+    case FindingKind::idle_close_race:
+    case FindingKind::idle_timeout_below_lb: return idle_timeout_advice(f);
+    case FindingKind::close_with_unread_data:
+        return "the process closed sockets with request data still unread: read the whole request (or "
+               "shutdown(SHUT_WR) and drain) before close(), and do not close a connection while a pipelined "
+               "request may be in flight";
+    case FindingKind::linger_abort:
+        return "SO_LINGER {1,0} makes close() send a reset instead of a FIN and drops unsent data: remove it "
+               "unless avoiding TIME_WAIT is worth losing responses";
+    case FindingKind::no_listener:
+        return "segments arrived for a port with no listener: check that the service's target port matches the "
+               "listening port and that readiness probes keep traffic away while the process restarts";
+    case FindingKind::timewait_data:
+        return "the peer sent data on a connection the backend had already closed: make the peer stop reusing "
+               "connections the backend closed (shorter client idle timeout than the server's)";
+    case FindingKind::keepalive_timeout:
+        return "keep-alive probes went unanswered: the peer vanished or a middlebox (NAT, conntrack, firewall) "
+               "dropped the idle flow; keep TCP_KEEPIDLE below the middlebox's idle timeout";
+    case FindingKind::user_timeout: {
+        const SockOpts& opts = f.backend.opts;
+        std::string value =
+            opts.has(SockOpt::tcp_user_timeout) ? fmt::format(" ({} ms)", opts.user_timeout_ms) : "";
+        return fmt::format(
+            "TCP_USER_TIMEOUT{} expired: raise it if the peer is only slow, or keep it and retry; a "
+            "value below a few RTTs plus retransmission backoff aborts healthy connections",
+            value);
+    }
+    case FindingKind::peer_reset:
+        return "the peer reset the connection: look at the peer's logs (for an LB, its backend error logs) for why";
+    case FindingKind::other: break;
+    }
+    return "see the kernel reason in the evidence";
+}
+
+Words words(const Finding& f) { return {summary(f), evidence(f), advice(f)}; }
+
+std::string live_line(const FindingUpdate& u) {
+    const Finding& f = u.finding;
+    if (u.first) return fmt::format("finding [{}] {}", to_string(f.kind), summary(f));
+    return fmt::format("update [{}] {}: {} now (+{})", to_string(f.kind), backend_label(f.backend), f.count, u.added);
+}
+
+}  // namespace tcpwhy::explain

@@ -1,0 +1,228 @@
+// `tcpwhy report --json`: every fact the correlator holds about the traces, and next to
+// each finding the words the text report shows. Schema: docs/report-json.md; its version
+// is kReportJsonVersion, bumped on any change a consumer could trip over.
+#include <ostream>
+
+#include <nlohmann/json.hpp>
+
+#include "tcpwhy/explain.h"
+#include "tcpwhy/report.h"
+#include "trace_clock.h"
+
+namespace tcpwhy {
+namespace {
+
+using nlohmann::ordered_json;
+
+ordered_json or_null(const std::string& text) { return text.empty() ? ordered_json(nullptr) : ordered_json(text); }
+
+template <typename T>
+ordered_json or_null(const std::optional<T>& value) {
+    return value ? ordered_json(*value) : ordered_json(nullptr);
+}
+
+ordered_json idle_json(const IdleStats& idle) {
+    return {{"samples", idle.samples},
+            {"p50_ms", idle.p50_ms},
+            {"p90_ms", idle.p90_ms},
+            {"max_ms", idle.max_ms},
+            {"exact", idle.exact}};
+}
+
+ordered_json backend_key_json(const BackendProfile& b) {
+    const BackendId& id = b.id;
+    ordered_json j = {{"netns", id.netns},
+                      {"port", id.port},
+                      {"direction", id.outbound ? "outbound" : "inbound"},
+                      {"laddr", id.laddr.family ? id.laddr.to_string() : ""},
+                      {"comm", b.comm},
+                      {"pid", b.pid}};
+    if (!id.pod.empty()) j["pod"] = id.pod;
+    if (!id.namespace_name.empty()) j["namespace"] = id.namespace_name;
+    if (!id.container.empty()) j["container"] = id.container;
+    if (id.workload != WorkloadKind::unknown) j["workload"] = to_string(id.workload);
+    j["label"] = explain::backend_label(b);
+    return j;
+}
+
+ordered_json evidence_json(const ResetEvidence& ev) {
+    ordered_json j = {{"mechanism", to_string(ev.mechanism)},
+                      {"reason", or_null(std::string(to_string(ev.reason)))},
+                      {"reason_source", to_string(ev.reason_source)},
+                      {"socket", to_string(ev.sk_kind)},
+                      {"socket_state", to_string(ev.sk_state)},
+                      {"close_seen", ev.close_seen},
+                      {"close_idle", ev.close_idle},
+                      {"close_aborted", ev.close_aborted},
+                      {"idle_gap_ms", ev.idle_gap_ms},
+                      {"idle_gap_from_reset", ev.idle_from_reset},
+                      {"idle_bar_ms", ev.idle_bar_ms},
+                      {"after_close_ms", or_null(ev.after_close_ms)},
+                      {"unread_bytes", ev.unread_bytes},
+                      {"first_close", to_string(ev.first_close)},
+                      {"linger_zero_in_force", ev.linger_zero_in_force},
+                      {"user_timeout_ms", or_null(ev.user_timeout_ms)}};
+    if (ev.keepalive_probes)
+        j["keepalive"] = {{"idle_s", (*ev.keepalive_probes)[0]},
+                          {"interval_s", (*ev.keepalive_probes)[1]},
+                          {"count", (*ev.keepalive_probes)[2]}};
+    else
+        j["keepalive"] = nullptr;
+    return j;
+}
+
+ordered_json option_change_json(const SockOptChange& c, const report::TraceClock& clock) {
+    return {{"option", to_string(c.opt)},
+            {"value", c.value},
+            {"value2", c.value2},
+            {"previous", or_null(c.previous)},
+            {"pid", c.pid},
+            {"comm", c.comm},
+            {"ts_ns", c.ts_ns},
+            {"time", or_null(clock.rfc3339(c.ts_ns))},
+            {"text", explain::option_change(c)}};
+}
+
+ordered_json connection_json(const ConnectionRecord& r, const report::TraceClock& clock) {
+    ordered_json j = {{"cookie", r.cookie},
+                      {"netns", r.netns},
+                      {"peer", format_endpoint(r.raddr, r.rport)},
+                      {"local", format_endpoint(r.laddr, r.lport)},
+                      {"lb_peer", r.lb_peer},
+                      {"opened", to_string(r.opened)},
+                      {"first_close", to_string(r.first_close)},
+                      {"end", to_string(r.end)},
+                      {"aborted", r.aborted},
+                      {"first_ts_ns", r.first_ts_ns},
+                      {"close_ts_ns", r.close_ts_ns},
+                      {"reset_ts_ns", r.reset_ts_ns},
+                      {"last_ts_ns", r.last_ts_ns},
+                      {"reset_time", or_null(clock.rfc3339(r.reset_ts_ns ? r.reset_ts_ns : r.last_ts_ns))},
+                      {"idle_before_close_ms", r.close_ts_ns ? ordered_json(r.idle_before_close_ms) : nullptr},
+                      {"unread_at_close", r.unread_at_close},
+                      {"bytes_rx", r.bytes_rx},
+                      {"bytes_tx", r.bytes_tx},
+                      {"kind", r.reset ? ordered_json(to_string(*r.reset)) : nullptr},
+                      {"reset_reason", or_null(std::string(to_string(r.reset_reason)))}};
+    j["evidence"] = r.evidence ? evidence_json(*r.evidence) : nullptr;
+    j["evidence_text"] = r.evidence ? ordered_json(explain::evidence(*r.evidence)) : nullptr;
+    return j;
+}
+
+ordered_json finding_json(const Finding& f, const report::TraceClock& clock) {
+    const KindInfo& kind = info(f.kind);
+    explain::Words words = explain::words(f);
+    ordered_json connections = ordered_json::array();
+    for (const auto& r : f.connections) connections.push_back(connection_json(r, clock));
+    return {{"kind", kind.name},
+            {"severity", to_string(kind.severity)},
+            {"backend", backend_key_json(f.backend)},
+            {"count", f.count},
+            {"count_lb", f.count_lb},
+            {"count_other", f.count_other},
+            {"first_ts_ns", f.first_ts_ns},
+            {"last_ts_ns", f.last_ts_ns},
+            {"first_time", or_null(clock.rfc3339(f.first_ts_ns))},
+            {"last_time", or_null(clock.rfc3339(f.last_ts_ns))},
+            {"idle_close", f.idle_close ? idle_json(*f.idle_close) : nullptr},
+            {"lb", {{"name", f.lb.name}, {"range", f.lb.range}, {"idle_timeout_s", f.lb.idle_timeout_s}}},
+            {"evidence", f.evidence ? evidence_json(*f.evidence) : nullptr},
+            {"linked_change", f.linked_change ? option_change_json(*f.linked_change, clock) : nullptr},
+            {"summary", words.summary},
+            {"evidence_text", words.evidence},
+            {"advice", words.advice},
+            {"connections", std::move(connections)},
+            {"connections_not_kept", f.connections_not_kept}};
+}
+
+ordered_json by_kind_json(const std::array<uint64_t, kFindingKindCount>& counts) {
+    ordered_json j = ordered_json::object();
+    for (const KindInfo& row : finding_kinds())
+        if (row.counts_resets) j[std::string(row.name)] = counts[static_cast<size_t>(row.kind)];
+    return j;
+}
+
+ordered_json backend_json(const BackendProfile& b, const report::TraceClock& clock) {
+    ordered_json j = backend_key_json(b);
+    ordered_json histogram = ordered_json::array();
+    for (const auto& [low, count] : b.idle_histogram) histogram.push_back({low, count});
+    ordered_json options = ordered_json::object();
+    for (int i = 0; i < kSockOptCount; ++i) {
+        auto opt = static_cast<SockOpt>(i);
+        if (b.opts.has(opt)) options[std::string(to_string(opt))] = b.opts.value(opt);
+    }
+    ordered_json changes = ordered_json::array();
+    for (const auto& c : b.opt_changes) changes.push_back(option_change_json(c, clock));
+    j["connections_lb"] = b.connections_lb;
+    j["connections_other"] = b.connections_other;
+    j["live_connections"] = b.live_connections;
+    j["closed_local_first"] = b.closed_local_first;
+    j["closed_remote_first"] = b.closed_remote_first;
+    j["aborted_local"] = b.aborted_local;
+    j["idle_close"] = b.idle_close.samples ? idle_json(b.idle_close) : nullptr;
+    j["idle_histogram_ms"] = std::move(histogram);
+    j["resets_lb"] = by_kind_json(b.resets_lb);
+    j["resets_other"] = by_kind_json(b.resets_other);
+    j["options"] = std::move(options);
+    j["option_changes"] = std::move(changes);
+    return j;
+}
+
+ordered_json counts_json(const Correlator& correlator, const ReplayStats& stats) {
+    CorrelatorCounts c = correlator.counts();
+    ordered_json by_type = ordered_json::object();
+    for (size_t t = 1; t < kEventTypeCount; ++t)
+        by_type[std::string(to_string(static_cast<EventType>(t)))] = c.events_by_type[t];
+    return {{"events", c.events},
+            {"events_by_type", std::move(by_type)},
+            {"connections", c.connections},
+            {"live_connections", c.live_connections},
+            {"expired_stale", c.expired_stale},
+            {"evicted_over_cap", c.evicted_over_cap},
+            {"backends_overflowed", c.backends_overflowed},
+            {"ignored_events", c.ignored_events},
+            {"local_reset_recv", c.local_reset_recv},
+            {"follow_up_resets", c.follow_up_resets},
+            {"resets", by_kind_json(c.resets)},
+            {"bad_lines", stats.bad_lines},
+            {"first_bad_line", or_null(stats.first_bad)}};
+}
+
+}  // namespace
+
+void render_json_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
+    report::TraceClock clock(stats);
+    const CorrelatorConfig& config = correlator.config();
+    ordered_json traces = ordered_json::array();
+    for (const auto& h : stats.headers)
+        traces.push_back({{"hostname", h.hostname},
+                          {"kernel", h.kernel},
+                          {"mono_start_ns", h.mono_start_ns},
+                          {"wall_start_ns", h.wall_start_ns},
+                          {"lb_ranges", h.lb_ranges}});
+    ordered_json findings = ordered_json::array();
+    for (const auto& f : correlator.findings()) findings.push_back(finding_json(f, clock));
+    ordered_json backends = ordered_json::array();
+    for (const auto& b : correlator.backends()) backends.push_back(backend_json(b, clock));
+    ordered_json j = {
+        {"schema", "tcpwhy-report"},
+        {"version", kReportJsonVersion},
+        {"traces", std::move(traces)},
+        {"span", {{"first_ts_ns", stats.first_ts_ns},
+                  {"last_ts_ns", stats.last_ts_ns},
+                  {"first_time", or_null(clock.rfc3339(stats.first_ts_ns))},
+                  {"last_time", or_null(clock.rfc3339(stats.last_ts_ns))}}},
+        {"lb", {{"name", config.lb_name},
+                {"description", config.lb_description},
+                {"ranges", config.lb_ranges.to_string()},
+                {"any_non_loopback_peer", config.lb_any_non_loopback_peer},
+                {"idle_timeout_s", config.lb_idle_timeout_s}}},
+        {"findings", std::move(findings)},
+        {"backends", std::move(backends)},
+        {"counts", counts_json(correlator, stats)},
+    };
+    // A trace is outside input: a process name with bytes that are not UTF-8 must not stop the report.
+    out << j.dump(2, ' ', false, ordered_json::error_handler_t::replace) << '\n';
+}
+
+}  // namespace tcpwhy
