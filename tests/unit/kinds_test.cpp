@@ -1,0 +1,190 @@
+// Every finding kind, through every renderer: the table of kinds is the only place a kind
+// is declared, so a kind added there without a scenario here, or that some output
+// cannot show, fails this test (docs/correlator.md, "Adding a finding kind").
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "event_builders.h"
+#include "tcpwhy/daemon/metrics.h"
+#include "tcpwhy/explain.h"
+#include "tcpwhy/kinds.h"
+#include "tcpwhy/live_view.h"
+#include "tcpwhy/report.h"
+#include "tcpwhy/top/view_model.h"
+
+using namespace tcpwhy;
+using namespace tcpwhy::test;
+
+namespace {
+
+using Scenario = std::function<std::vector<Event>()>;
+
+// The events that make each kind, as the kernel reports them (the correlator tests cover
+// their near misses).
+const std::map<FindingKind, Scenario>& scenarios() {
+    static const std::map<FindingKind, Scenario> all = {
+        {FindingKind::idle_close_race,
+         [] {
+             Sock s;
+             return std::vector<Event>{
+                 accepted(s, sec(1)), idle_fin(s, sec(7), 6000),
+                 reset_sent(s, sec(7) + ms(2), "TCP_ABORT_ON_DATA", SockKind::full, TcpState::close, true)};
+         }},
+        {FindingKind::close_with_unread_data,
+         [] {
+             Sock s;
+             return std::vector<Event>{
+                 accepted(s, sec(1)), close(s, sec(1) + ms(30), {.idle_rx_ms = 5, .idle_tx_ms = 2}),
+                 reset_sent(s, sec(1) + ms(31), "TCP_ABORT_ON_DATA", SockKind::full, TcpState::close, true)};
+         }},
+        {FindingKind::linger_abort,
+         [] {
+             Sock s{.raddr = "10.60.0.9"};
+             Event rst = reset_sent(s, sec(5), "TCP_STATE", SockKind::full, TcpState::close, false);
+             rst.opts.set(SockOpt::so_linger, 0);
+             return std::vector<Event>{accepted(s, sec(1)), setsockopt(s, sec(3), "SOL_SOCKET", "SO_LINGER", 1, 0),
+                                       close(s, sec(5), {.to = TcpState::close, .abort = true}), rst};
+         }},
+        {FindingKind::no_listener,
+         [] {
+             Sock s{.cookie = 0, .lport = 9090};
+             return std::vector<Event>{reset_sent(s, sec(1), "NO_SOCKET", SockKind::none, TcpState::unknown, true)};
+         }},
+        {FindingKind::timewait_data,
+         [] {
+             Sock s;
+             return std::vector<Event>{
+                 reset_sent(s, sec(5), "TCP_TIMEWAIT_SOCKET", SockKind::timewait, TcpState::time_wait, true)};
+         }},
+        {FindingKind::keepalive_timeout,
+         [] {
+             Sock s;
+             Event rst = reset_sent(s, sec(90), "TCP_KEEPALIVE_TIMEOUT", SockKind::full, TcpState::established, false);
+             rst.opts.set(SockOpt::so_keepalive, 1);
+             return std::vector<Event>{accepted(s, sec(1)), rst};
+         }},
+        {FindingKind::user_timeout,
+         [] {
+             Sock s;
+             Event rst = reset_sent(s, sec(20), "TCP_KEEPALIVE_TIMEOUT", SockKind::full, TcpState::established, false);
+             rst.opts.set(SockOpt::tcp_user_timeout, 5000);
+             return std::vector<Event>{accepted(s, sec(1)), rst};
+         }},
+        {FindingKind::peer_reset,
+         [] {
+             Sock s{.raddr = "10.60.0.9"};
+             return std::vector<Event>{accepted(s, sec(1)), reset_recv(s, sec(2), TcpState::established),
+                                       state(s, sec(2), TcpState::established, TcpState::close)};
+         }},
+        {FindingKind::other,
+         [] {
+             Sock s;
+             return std::vector<Event>{
+                 accepted(s, sec(1)),
+                 reset_sent(s, sec(2), "TCP_INVALID_ACK_SEQUENCE", SockKind::full, TcpState::syn_recv, true)};
+         }},
+        {FindingKind::idle_timeout_below_lb,
+         [] {
+             std::vector<Event> events;
+             for (uint64_t i = 0; i < 5; ++i) {
+                 Sock s{.cookie = 10 + i, .rport = static_cast<uint16_t>(40000 + i)};
+                 events.push_back(accepted(s, sec(10 * i)));
+                 events.push_back(idle_fin(s, sec(10 * i) + sec(6), 6000));
+             }
+             return events;
+         }},
+    };
+    return all;
+}
+
+bool contains(const std::string& haystack, std::string_view needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("kinds: one row per kind, in enum order, names unique and round-tripping") {
+    auto kinds = finding_kinds();
+    REQUIRE(kinds.size() == kFindingKindCount);
+    for (size_t i = 0; i < kinds.size(); ++i) {
+        CHECK(static_cast<size_t>(kinds[i].kind) == i);
+        CHECK(finding_kind_from_string(kinds[i].name) == kinds[i].kind);
+        CHECK(kinds[i].colour.starts_with("#"));
+    }
+    CHECK_FALSE(finding_kind_from_string("no_such_kind"));
+}
+
+TEST_CASE("kinds: every kind through every renderer") {
+    for (const KindInfo& row : finding_kinds()) {
+        DYNAMIC_SECTION(row.name) {
+            auto scenario = scenarios().find(row.kind);
+            INFO("kind " << row.name << " has no scenario in kinds_test.cpp: add the events that make it");
+            REQUIRE(scenario != scenarios().end());
+            auto events = scenario->second();
+
+            // The correlator decides it.
+            LiveView view(CorrelatorConfig::defaults());
+            for (const auto& e : events) view.on_event(e);
+            view.tick(sec(200), LiveStatus{"node-a", "6.18", "tp_btf", events.size(), 0});
+            const Correlator& correlator = view.correlator();
+            auto findings = correlator.findings();
+            REQUIRE(findings.size() == 1);
+            const Finding& f = findings[0];
+            CHECK(f.kind == row.kind);
+
+            // explain has words for it.
+            explain::Words words = explain::words(f);
+            CHECK_FALSE(words.summary.empty());
+            CHECK_FALSE(words.advice.empty());
+            if (row.counts_resets) CHECK_FALSE(words.evidence.empty());
+
+            // report: text, JSON, HTML.
+            ReplayStats stats;
+            std::ostringstream text, json, html;
+            render_text_report(correlator, stats, text);
+            CHECK(contains(text.str(), fmt::format("[{}] {}", row.name, words.summary)));
+            CHECK(contains(text.str(), "   fix: " + words.advice));
+            render_json_report(correlator, stats, json);
+            auto j = nlohmann::json::parse(json.str());
+            CHECK(j["findings"][0]["kind"] == row.name);
+            CHECK(j["findings"][0]["severity"] == to_string(row.severity));
+            CHECK(j["findings"][0]["advice"] == words.advice);
+            render_html_report(correlator, stats, {}, 0, html);
+            CHECK(contains(html.str(), fmt::format("style=\"--k:{}\" data-kind=\"{}\"", row.colour, row.name)));
+
+            // top: the snapshot (the daemon's wire format, round-tripped), the row and the drill-down.
+            std::string error;
+            auto snapshot = parse_snapshot(view.snapshot_json(), &error);
+            INFO(error);
+            REQUIRE(snapshot);
+            const SnapshotRow* with_finding = nullptr;
+            for (const auto& r : snapshot->rows)
+                if (!r.findings.empty()) with_finding = &r;
+            REQUIRE(with_finding);
+            CHECK(with_finding->verdict == row.kind);
+            CHECK(with_finding->findings[0].kind == row.kind);
+            CHECK(with_finding->findings[0].advice == words.advice);
+            CHECK(top::verdict_rank(with_finding->verdict) == 1 + static_cast<int>(row.severity));
+            auto lines = top::detail_lines(*with_finding, snapshot->header, top::Glyphs::ascii(), 200);
+            bool styled = std::any_of(lines.begin(), lines.end(), [&](const top::DetailLine& l) {
+                return l.role == top::LineRole::finding && l.kind == row.kind;
+            });
+            CHECK(styled);
+            CHECK(contains(top::render_plain(*snapshot, {}, {}, top::Glyphs::ascii()), std::string(row.name)));
+
+            // metrics.
+            daemon::MetricsSnapshot metrics;
+            metrics.backends = correlator.backends();
+            metrics.findings = findings;
+            metrics.counts = correlator.counts();
+            std::string prometheus = daemon::render_prometheus(metrics, 200);
+            CHECK(contains(prometheus, fmt::format("kind=\"{}\"", row.name)));
+            if (row.counts_resets) CHECK(contains(prometheus, fmt::format("class=\"{}\"", row.name)));
+        }
+    }
+}
