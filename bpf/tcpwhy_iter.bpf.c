@@ -15,6 +15,7 @@
 #include <bpf/bpf_endian.h>
 #include "tcpwhy/abi.h"
 #include "tcpwhy.bpf.h"
+#include "lib/time.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -53,8 +54,13 @@ int list_tcp_sockets(struct bpf_iter__tcp *ctx)
 	e.rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
 	e.existing.state = state;
 	tp = bpf_skc_to_tcp_sock(skc);
-	if (tp) /* full sockets only */
+	if (tp) { /* full sockets only */
+		__u32 now = jiffies_now();
 		e.existing.sock_ino = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_socket, file, f_inode, i_ino);
+		/* how long it has been quiet now: what `top` shows of a keep-alive connection */
+		e.existing.idle_rx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));
+		e.existing.idle_tx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, lsndtime));
+	}
 	bpf_seq_write(seq, &e, sizeof(e));
 	return 0;
 }

@@ -25,7 +25,8 @@ function(tcpwhy_bpf_skeleton target source)
   if(NOT EXISTS ${vmlinux_dir}/vmlinux.h)
     message(FATAL_ERROR "tcpwhy: ${vmlinux_dir}/vmlinux.h missing; see docs/building.md")
   endif()
-  file(GLOB bpf_headers ${PROJECT_SOURCE_DIR}/bpf/*.h ${PROJECT_SOURCE_DIR}/include/tcpwhy/abi.h)
+  file(GLOB bpf_headers ${PROJECT_SOURCE_DIR}/bpf/*.h ${PROJECT_SOURCE_DIR}/bpf/lib/*.h
+       ${PROJECT_SOURCE_DIR}/include/tcpwhy/abi.h)
   add_custom_command(
     OUTPUT ${obj}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${out_dir}

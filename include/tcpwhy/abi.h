@@ -124,6 +124,8 @@ struct tcpwhy_existing_data {
 	__u8 state;      /* TCP_* state when the socket iterator saw it */
 	__u8 pad[7];
 	__u64 sock_ino;  /* inode of the socket's file (0: none, e.g. timewait): userspace finds the owner in /proc */
+	__u32 idle_rx_ms; /* full sockets: since data last arrived, as of ts_ns */
+	__u32 idle_tx_ms; /* full sockets: since data was last sent */
 };
 
 struct tcpwhy_event {

@@ -130,7 +130,7 @@ std::unordered_map<uint64_t, Owner> socket_owners(const std::set<uint64_t>& inod
 
 }  // namespace
 
-ExistingSockets list_existing_sockets() {
+ExistingSockets list_existing_sockets(bool with_owners) {
     std::unique_ptr<tcpwhy_iter_bpf, SkeletonDeleter> skel(tcpwhy_iter_bpf__open_and_load());
     if (!skel) throw std::runtime_error(fmt::format("cannot load the socket iterator: {}", strerror(errno)));
     std::unique_ptr<bpf_link, LinkDeleter> link(bpf_program__attach_iter(skel->progs.list_tcp_sockets, nullptr));
@@ -146,8 +146,9 @@ ExistingSockets list_existing_sockets() {
         raws.insert(raws.end(), found.begin(), found.end());
     }
     std::set<uint64_t> inodes;
-    for (const auto& raw : raws)
-        if (raw.existing.sock_ino) inodes.insert(raw.existing.sock_ino);
+    if (with_owners)
+        for (const auto& raw : raws)
+            if (raw.existing.sock_ino) inodes.insert(raw.existing.sock_ino);
     auto owners = socket_owners(inodes);
     for (const auto& raw : raws) {
         Event e = decode_event(raw, {});

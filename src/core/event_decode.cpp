@@ -145,7 +145,11 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
             }
         }
         break;
-    case EventType::existing: e.new_state = state_of(raw.existing.state); break;
+    case EventType::existing:
+        e.new_state = state_of(raw.existing.state);
+        e.idle_rx_ms = raw.existing.idle_rx_ms;
+        e.idle_tx_ms = raw.existing.idle_tx_ms;
+        break;
     case EventType::setsockopt:
         // The kernel emits only the options it watches (TCPWHY_OPT_*); anything else would be a
         // mismatched object, and is clamped rather than trusted as an index.

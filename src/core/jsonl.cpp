@@ -374,7 +374,11 @@ std::string to_json_line(const Event& e) {
     case EventType::state:
         w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));
         break;
-    case EventType::existing: w.str("new_state", to_string(e.new_state)); break;
+    case EventType::existing:
+        w.str("new_state", to_string(e.new_state));
+        if (e.new_state == TcpState::established || e.new_state == TcpState::close_wait)
+            w.num("idle_rx_ms", e.idle_rx_ms).num("idle_tx_ms", e.idle_tx_ms);
+        break;
     case EventType::close:
         w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));
         w.num("idle_rx_ms", e.idle_rx_ms).num("idle_tx_ms", e.idle_tx_ms).num("unread_bytes", e.unread_bytes);

@@ -7,17 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "tcpwhy/event.h"
+#include "tcpwhy/event_source.h"
 
 namespace tcpwhy {
 
-struct ExistingSockets {
-    std::vector<Event> events;
-    size_t namespaces = 0;            // network namespaces walked
-    std::vector<std::string> errors;  // namespaces that could not be walked, and why
-};
-
-// Throws std::runtime_error when the iterator cannot be loaded at all.
-ExistingSockets list_existing_sockets();
+// Throws std::runtime_error when the iterator cannot be loaded at all. with_owners: find
+// each socket's process through /proc/PID/fd (a walk of every process's fds).
+ExistingSockets list_existing_sockets(bool with_owners = true);
 
 }  // namespace tcpwhy
