@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake pkg-config
   clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
-  libcli11-dev libfmt-dev catch2 nlohmann-json3-dev libncurses-dev
+  libcli11-dev libfmt-dev libspdlog-dev catch2 nlohmann-json3-dev libncurses-dev
   libcurl4-openssl-dev python3 openssl
   iproute2 procps
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd  # tests/vm: the 6.1 and 6.12 guests

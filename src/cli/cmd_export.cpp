@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "tcpwhy/log.h"
 #include "tcpwhy/daemon/server.h"
 #include "tcpwhy/daemon/units.h"
 #include "tcpwhy/jsonl.h"
@@ -100,9 +101,9 @@ int run_export(const ExportArgs& args) {
         return kExitFailure;
     }
     if (!to_stdout)
-        fmt::print(stderr, "tcpwhy: wrote {} lines ({} after the header) of the last {} to {}; read it with `tcpwhy "
-                           "report {}`\n",
-                   lines, events, args.since, args.output, args.output);
+        log::info(fmt::format("wrote {} lines ({} after the header) of the last {} to {}; read it with `tcpwhy "
+                              "report {}`",
+                              lines, events, args.since, args.output, args.output));
     return kExitOk;
 }
 

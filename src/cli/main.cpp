@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "tcpwhy/log.h"
 
 namespace tcpwhy::cli {
 namespace {
@@ -35,18 +36,29 @@ void install_stop_handlers() {
 }
 
 namespace {
-bool g_libbpf_verbose = false;
 
+// libbpf's own log, into tcpwhy's: its warnings about a failed load always (they say why), the
+// rest (the verifier's log among it) with -v. A message may come in pieces without a newline:
+// they are joined into one line.
 int libbpf_log(enum libbpf_print_level level, const char* format, va_list args) {
-    if (level != LIBBPF_WARN && !g_libbpf_verbose) return 0;
-    if (level == LIBBPF_WARN && !g_libbpf_verbose && strstr(format, "failed to load") == nullptr) return 0;
-    fputs("libbpf: ", stderr);
-    return vfprintf(stderr, format, args);
+    bool load_failure = level == LIBBPF_WARN && strstr(format, "failed to load") != nullptr;
+    if (!load_failure && !log::verbose()) return 0;
+    thread_local std::string pending;
+    char buffer[1024];
+    int n = vsnprintf(buffer, sizeof(buffer), format, args);
+    pending += buffer;
+    if (pending.empty() || pending.back() != '\n') return n;
+    pending.pop_back();
+    if (load_failure) log::warn("libbpf: " + pending);
+    else log::debug("libbpf: " + pending);
+    pending.clear();
+    return n;
 }
+
 }  // namespace
 
 void set_libbpf_verbose(bool verbose) {
-    g_libbpf_verbose = verbose;
+    log::set_verbose(verbose);
     libbpf_set_print(libbpf_log);
 }
 
@@ -138,13 +150,10 @@ void lower_cpu_priority(int nice) {
     errno = 0;
     int current = getpriority(PRIO_PROCESS, 0);
     if (errno != 0 || setpriority(PRIO_PROCESS, 0, std::min(current + nice, 19)) != 0)
-        fmt::print(stderr, "tcpwhy: cannot lower the CPU priority ({}); running at the caller's\n", strerror(errno));
+        log::warn(fmt::format("cannot lower the CPU priority ({}); running at the caller's", strerror(errno)));
 }
 
-void print_error(const std::string& problem, const std::string& fix) {
-    fmt::print(stderr, "tcpwhy: {}\n", problem);
-    if (!fix.empty()) fmt::print(stderr, "  fix: {}\n", fix);
-}
+void print_error(const std::string& problem, const std::string& fix) { log::error(problem, fix); }
 
 }  // namespace tcpwhy::cli
 
