@@ -52,7 +52,7 @@ std::optional<std::pair<IpAddr, uint16_t>> parse_peer(std::string_view text) {
 
 int run_report(const ReportOptions& options, std::ostream& out, std::ostream& err) {
     auto fail = [&err](int code, const std::string& message) {
-        err << "tcpwhy report: " << message << '\n';
+        err << "tcpwhy: " << message << '\n';
         return code;
     };
     if (options.inputs.empty()) return fail(kReportInputError, "no trace file given (use - for stdin)");
@@ -104,9 +104,9 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
     if (int code = replay_traces(options.inputs, correlator, collect, stats, &error); code != kReportOk)
         return fail(code, error);
 
-    for (const auto& warning : stats.warnings) err << "tcpwhy report: warning: " << warning << '\n';
+    for (const auto& warning : stats.warnings) err << "tcpwhy: WARNING " << warning << '\n';
     if (stats.bad_lines)
-        err << fmt::format("tcpwhy report: skipped {} corrupt or truncated line{} (first: {})\n", stats.bad_lines,
+        err << fmt::format("tcpwhy: WARNING skipped {} corrupt or truncated line{} (first: {})\n", stats.bad_lines,
                            stats.bad_lines == 1 ? "" : "s", stats.first_bad);
 
     if (peer)
@@ -122,7 +122,7 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
         if (!html_file)
             return fail(kReportIoError, fmt::format("writing the HTML report {} failed: {}", *options.html,
                                                     std::strerror(errno)));
-        err << fmt::format("tcpwhy report: wrote the HTML report to {}\n", *options.html);
+        err << fmt::format("tcpwhy: wrote the HTML report to {}\n", *options.html);
     }
     return kReportOk;
 }

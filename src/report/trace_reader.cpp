@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -86,9 +87,24 @@ int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator
     uint64_t max_ts = 0;
     uint64_t last_expire_ts = 0;
     for (const auto& path : inputs) {
+        // A path that is not a readable file is bad input (exit 2), like every other: say which
+        // and what to give instead. Errors while reading a file that opened are I/O errors (1).
+        if (path != "-") {
+            std::error_code ec;
+            auto status = std::filesystem::status(path, ec);
+            if (!std::filesystem::exists(status))
+                return fail(kReportInputError, fmt::format("{}: no such file\n  fix: give the path of a trace from "
+                                                           "`tcpwhy trace -o` or `tcpwhy export`",
+                                                           path));
+            if (std::filesystem::is_directory(status))
+                return fail(kReportInputError,
+                            fmt::format("{} is a directory\n  fix: give the trace files in it (e.g. {}/*.jsonl.gz for "
+                                        "an archive's segments)",
+                                        path, path));
+        }
         std::string open_error;
         auto reader = TraceReader::open(path, &open_error);
-        if (!reader) return fail(kReportIoError, open_error);
+        if (!reader) return fail(kReportInputError, open_error + "\n  fix: check the file's permissions");
         bool first_line = true;
         while (auto line = reader->next_line()) {
             ParsedLine parsed = parse_json_line(*line);

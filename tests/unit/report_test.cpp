@@ -230,7 +230,7 @@ TEST_CASE("corrupt and truncated lines are skipped and counted, with the first l
     REQUIRE(run.code == kReportOk);
     // Line 4 is blank; the garbage is line 5. The truncated line swallows the next
     // event (our own reset_recv), which the race verdict does not need.
-    CHECK(run.err.starts_with(fmt::format("tcpwhy report: skipped 3 corrupt or truncated lines (first: {}:5: ", path)));
+    CHECK(run.err.starts_with(fmt::format("tcpwhy: WARNING skipped 3 corrupt or truncated lines (first: {}:5: ", path)));
     auto j = nlohmann::json::parse(run.out);
     CHECK(j["findings"][0]["kind"] == "idle_close_race");
 }
@@ -253,14 +253,21 @@ TEST_CASE("an unknown schema version is an input error") {
     auto path = dir.write("future.jsonl", text);
     auto run = report({.inputs = {path}});
     CHECK(run.code == kReportInputError);
-    CHECK(run.err == fmt::format("tcpwhy report: {}:7: trace schema version 2 (this tcpwhy reads version 1)\n", path));
+    CHECK(run.err == fmt::format("tcpwhy: {}:7: trace schema version 2 (this tcpwhy reads version 1)\n", path));
 }
 
 TEST_CASE("missing files and bad options") {
     ScratchDir dir;
+    // Bad input, exit 2, one line naming the problem and the fix.
     auto missing = report({.inputs = {(dir.path / "nope.jsonl").string()}});
-    CHECK(missing.code == kReportIoError);
-    CHECK(missing.err.find("nope.jsonl") != std::string::npos);
+    CHECK(missing.code == kReportInputError);
+    CHECK(missing.err == fmt::format("tcpwhy: {}: no such file\n  fix: give the path of a trace from `tcpwhy trace -o` "
+                                     "or `tcpwhy export`\n",
+                                     (dir.path / "nope.jsonl").string()));
+    auto directory = report({.inputs = {dir.path.string()}});
+    CHECK(directory.code == kReportInputError);
+    CHECK(directory.err.starts_with(fmt::format("tcpwhy: {} is a directory\n  fix: ", dir.path.string())));
+    CHECK(directory.out.empty());
 
     auto trace = dir.write("race.jsonl", race_trace());
     CHECK(report({.inputs = {trace}, .lb_preset = "f5"}).code == kReportInputError);
