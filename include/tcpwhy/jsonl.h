@@ -17,6 +17,7 @@ struct TraceHeader {
     int v = kTraceVersion;
     std::string tool = "tcpwhy";
     std::string hostname;
+    std::string boot_id;  // /proc/sys/kernel/random/boot_id: with hostname, which node and which boot ("" unknown)
     std::string kernel;
     std::string clock = "CLOCK_MONOTONIC";
     uint64_t mono_start_ns = 0;  // CLOCK_MONOTONIC at start; with wall_start_ns maps ts_ns to wall time

@@ -70,6 +70,10 @@ struct SnapshotRow {
     std::string process;
     uint32_t pid = 0;
     uint64_t live_lb = 0, live_other = 0;
+    // The open connections as last listed (set_live_sockets): how many, and how long they had
+    // been idle then. An idle keep-alive connection makes no events: only a listing shows it.
+    uint64_t live_sampled = 0;
+    uint32_t live_idle_p50_ms = 0, live_idle_max_ms = 0;
     uint64_t idle_closes = 0;
     uint32_t idle_p50_ms = 0;
     // Resets sent to load-balancer peers (to every peer with --lb none): keep-alive races, and the rest.
@@ -91,6 +95,7 @@ struct SnapshotHeader {
     double events_per_s = 0;
     uint64_t events_total = 0, dropped_total = 0;
     uint64_t now_ns = 0;       // CLOCK_MONOTONIC when taken
+    uint64_t live_sample_ns = 0;  // when the open connections were last listed (0: never)
     uint64_t wall_now_ns = 0;  // the wall clock at now_ns, to show times of day
 };
 
@@ -117,6 +122,8 @@ public:
     void on_event(const Event& event);
     // About once a second: correlator expiry, rates, the sparkline's current second.
     void tick(uint64_t now_ns, const LiveStatus& status);
+    // The sockets open now (`existing` events with idle times), for each row's live connections.
+    void set_live_sockets(const std::vector<Event>& sockets, uint64_t now_ns);
 
     Correlator& correlator();
     const Correlator& correlator() const;

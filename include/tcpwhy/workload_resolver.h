@@ -66,6 +66,7 @@ public:
     std::shared_ptr<const WorkloadTable> table() const { return table_; }
     // Records that are new or changed since the last call: for `workload` trace lines.
     std::vector<WorkloadRecord> take_changes();
+    bool has_changes() const { return !changes_.empty(); }
     const ResolverCounters& counters() const { return counters_; }
     uint32_t host_netns() const { return host_netns_; }
 

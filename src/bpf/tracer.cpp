@@ -1,4 +1,5 @@
 #include "tcpwhy/bpf/tracer.h"
+#include "tcpwhy/bpf/existing_sockets.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -355,6 +356,8 @@ KernelCounters Tracer::counters() const {
 }
 
 uint64_t Tracer::wakeups() const { return impl_->wakeups; }
+
+ExistingSockets Tracer::list_existing(bool with_owners) { return list_existing_sockets(with_owners); }
 
 std::string Tracer::attach_summary() const {
     auto kind = [this](const std::string& hook) -> std::string {

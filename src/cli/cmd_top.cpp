@@ -1,8 +1,6 @@
 // `tcpwhy top`: the live view per backend (pod and port), full screen or as plain text.
-#include <sys/utsname.h>
 #include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <clocale>
 #include <cstdio>
@@ -14,6 +12,8 @@
 #include "commands.h"
 #include "tcpwhy/format.h"
 #include "tcpwhy/live_view.h"
+#include "tcpwhy/log.h"
+#include "tcpwhy/session.h"
 #include "tcpwhy/top/daemon_client.h"
 #include "tcpwhy/top/screen.h"
 #include "tcpwhy/top/view_model.h"
@@ -22,6 +22,8 @@ namespace tcpwhy::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+// How often the live screen lists the open connections for their idle times.
+constexpr uint64_t kLiveSampleIntervalNs = 5'000'000'000;
 
 struct TopArgs {
     top::RowFilter filter;
@@ -50,60 +52,25 @@ public:
     virtual bool pump_waits() const = 0;
 };
 
-std::string hostname() {
-    std::array<char, 256> buf{};
-    gethostname(buf.data(), buf.size() - 1);
-    return buf.data();
-}
-
-class TracerSource final : public SnapshotSource {
+// This process's own session: the same pipeline as trace and the daemon.
+class SessionSource final : public SnapshotSource {
 public:
-    TracerSource(std::unique_ptr<Tracer> tracer, CorrelatorConfig config, std::unique_ptr<WorkloadResolver> resolver)
-        : tracer_(std::move(tracer)), view_(std::move(config)), resolver_(std::move(resolver)) {
-        if (resolver_) {
-            resolver_->scan(WallClock::now().mono_ns);
-            view_.correlator().set_workloads(resolver_->table());
-        }
-        utsname u{};
-        uname(&u);
-        status_.node = hostname();
-        status_.kernel = u.release;
-        status_.attach = tracer_->attach_summary();
-        tick();
+    explicit SessionSource(std::unique_ptr<Session> session) : session_(std::move(session)) {
+        ExistingSockets existing = session_->start();
+        for (const auto& why : existing.errors) log::warn(fmt::format("socket iterator: {}", why));
     }
 
-    void pump(int wait_ms) override {
-        const CorrelatorConfig& config = view_.correlator().config();
-        tracer_->poll(wait_ms, [&](Event& e) {
-            e.lb = config.is_lb_peer(e.raddr);
-            if (resolver_) resolver_->resolve(e, e.ts_ns);  // a namespace or cgroup not seen yet: scan soon
-            ++status_.events_total;
-            view_.on_event(e);
-        });
-        // Ticks follow the clock, not the refresh interval: sparklines count real seconds.
-        if (Clock::now() >= next_tick_) tick();
-    }
+    void pump(int wait_ms) override { session_->pump(wait_ms); }
 
-    std::optional<Snapshot> snapshot(std::string*) override {
-        tick();
-        return view_.snapshot();
-    }
+    std::optional<Snapshot> snapshot(std::string*) override { return session_->view().snapshot(); }
+
+    // --once: list the open connections right before the one snapshot, for their idle times.
+    void sample_live() { session_->sample_live_sockets(); }
 
     bool pump_waits() const override { return true; }
 
 private:
-    void tick() {
-        status_.dropped_total = tracer_->counters().dropped();
-        if (resolver_) resolver_->tick(WallClock::now().mono_ns);
-        view_.tick(WallClock::now().mono_ns, status_);
-        next_tick_ = Clock::now() + std::chrono::seconds(1);
-    }
-
-    std::unique_ptr<Tracer> tracer_;
-    LiveView view_;
-    std::unique_ptr<WorkloadResolver> resolver_;  // nullptr with --no-names
-    LiveStatus status_;
-    Clock::time_point next_tick_;
+    std::unique_ptr<Session> session_;
 };
 
 class DaemonSource final : public SnapshotSource {
@@ -120,10 +87,12 @@ private:
     std::string path_;
 };
 
-int run_plain(SnapshotSource& source, const TopArgs& args, bool traced_here) {
-    if (traced_here) {  // gather for one interval first: a view of nothing explains nothing
+int run_plain(SnapshotSource& source, const TopArgs& args) {
+    if (auto* own = dynamic_cast<SessionSource*>(&source)) {
+        // gather for one interval first: a view of nothing explains nothing
         auto until = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(args.interval_s * 1000));
         while (!stop_requested() && Clock::now() < until) source.pump(25);
+        own->sample_live();
     }
     std::string error;
     auto snapshot = source.snapshot(&error);
@@ -209,15 +178,20 @@ int run_top(const TopArgs& args) {
             TracerOptions options;
             options.ring_bytes = args.ring_mb << 20;
             options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
-            source = std::make_unique<TracerSource>(Tracer::start(options), *config, std::move(resolver));
+            SessionOptions session_options;
+            session_options.config = *config;
+            session_options.live_sample_interval_ns = kLiveSampleIntervalNs;
+            auto session = std::make_unique<Session>(Tracer::start(options), std::move(resolver),
+                                                     std::move(session_options));
             lower_cpu_priority(args.nice);
+            source = std::make_unique<SessionSource>(std::move(session));
         } catch (const TracerError& e) {
             terminal.reset();  // the message goes to the normal screen
             print_error(e.what(), e.fix());
             return kExitFailure;
         }
     }
-    if (plain) return run_plain(*source, args, args.connect.empty());
+    if (plain) return run_plain(*source, args);
     return run_screen(terminal, *source, args);
 }
 

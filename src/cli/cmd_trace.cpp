@@ -18,7 +18,9 @@
 #include "tcpwhy/explain.h"
 #include "tcpwhy/format.h"
 #include "tcpwhy/jsonl.h"
+#include "tcpwhy/log.h"
 #include "tcpwhy/netns.h"
+#include "tcpwhy/session.h"
 #include "tcpwhy/workload_resolver.h"
 
 namespace tcpwhy::cli {
@@ -42,71 +44,86 @@ struct TraceArgs {
     int nice = kDefaultNice;
 };
 
-struct Filter {
-    const CorrelatorConfig* lb = nullptr;  // the correlator's rule for what counts as the LB
-    bool only_lb = false;
-    std::optional<uint16_t> port;
-    std::optional<uint32_t> netns;
-    std::optional<uint32_t> pid;
-    std::string pod;
-    std::string namespace_;
+// What trace adds to the session: the event lines (text or JSON) on stdout, the JSONL trace
+// file, and the live verdicts.
+class TraceOutput final : public SessionSink {
+public:
+    TraceOutput(bool json, std::ofstream* file, WallClock clock) : json_(json), file_(file), clock_(clock) {}
 
-    bool keep(const Event& e, const Workload* who) const {
-        if (only_lb && !e.lb) return false;
-        if (port && e.lport != *port && e.rport != *port) return false;
-        if (netns && e.netns != *netns) return false;
-        if (pid && e.pid != *pid) return false;
-        if (!pod.empty() && (!who || who->name().find(pod) == std::string::npos)) return false;
-        if (!namespace_.empty() && (!who || who->namespace_name != namespace_)) return false;
-        return true;
+    void on_event(const Event& e, const Workload* who) override {
+        std::string line = file_ || json_ ? to_json_line(e) : std::string();
+        if (file_) write_file(line);
+        if (json_) {
+            line += '\n';
+            fwrite_unlocked(line.data(), 1, line.size(), stdout);  // one thread writes stdout
+        } else {
+            fmt::print("{}\n", format_event_line(e, clock_, who ? who->name() : std::string()));
+        }
     }
+    // Names go into the trace ahead of the events that need them, so `report` names them too.
+    void on_workload(const WorkloadRecord& record) override {
+        if (!file_ && !json_) return;
+        std::string line = to_json_line(record);
+        if (file_) write_file(line);
+        if (json_) fmt::print("{}\n", line);
+    }
+    void on_finding(const FindingUpdate& update) override {
+        std::string line = explain::live_line(update);
+        if (json_) log::info(line);  // stdout stays pure JSON Lines
+        else fmt::print("{}\n", line);
+    }
+    void on_tick(uint64_t) override { std::fflush(stdout); }
+
+    uint64_t write_errors() const { return write_errors_; }
+
+private:
+    void write_file(const std::string& line) {
+        *file_ << line << '\n';
+        if (!*file_) {
+            ++write_errors_;
+            file_->clear();
+        }
+    }
+
+    bool json_;
+    std::ofstream* file_;
+    WallClock clock_;
+    uint64_t write_errors_ = 0;
 };
 
-std::string hostname() {
-    std::array<char, 256> buf{};
-    gethostname(buf.data(), buf.size() - 1);
-    return buf.data();
-}
-
-struct Totals {
-    std::array<uint64_t, 8> by_type{};
-    uint64_t shown = 0;
-    uint64_t filtered = 0;
-    uint64_t write_errors = 0;
-};
-
-void print_summary(const Totals& totals, const KernelCounters& kernel, uint64_t wakeups) {
-    uint64_t received = 0;
-    for (auto n : totals.by_type) received += n;
-    fmt::print(stderr,
-               "tcpwhy: {} events (state {}, close {}, reset_sent {}, reset_recv {}, setsockopt {}); {} shown, {} "
-               "filtered out\n",
-               received, totals.by_type[1], totals.by_type[2], totals.by_type[3], totals.by_type[4], totals.by_type[5],
-               totals.shown, totals.filtered);
-    fmt::print(stderr, "tcpwhy: dropped {} events (ring buffer full {}, malformed records {}){}\n", kernel.dropped(),
-               kernel.dropped_ringbuf_full, kernel.malformed_records,
-               kernel.dropped() ? " -- raise --ring-mb" : "");
+void print_summary(const SessionCounts& counts, const KernelCounters& kernel, uint64_t wakeups,
+                   uint64_t write_errors) {
+    const auto& t = counts.by_type;
+    log::info(fmt::format("{} events (state {}, close {}, reset_sent {}, reset_recv {}, setsockopt {}, existing {}); "
+                          "{} shown, {} filtered out",
+                          counts.received, t[1], t[2], t[3], t[4], t[5], t[6], counts.kept, counts.filtered));
+    log::info(fmt::format("dropped {} events (ring buffer full {}, malformed records {}){}", kernel.dropped(),
+                          kernel.dropped_ringbuf_full, kernel.malformed_records,
+                          kernel.dropped() ? " -- raise --ring-mb" : ""));
     uint64_t submitted = 0;
     for (auto n : kernel.emitted) submitted += n;
+    uint64_t from_kernel = counts.received - t[static_cast<size_t>(EventType::existing)];
     // received < submitted only when a run stopped mid-drain: what the count of drops would miss
-    fmt::print(stderr, "tcpwhy: the kernel submitted {} events; {} received\n", submitted, received);
-    fmt::print(stderr, "tcpwhy: woken by the kernel {} times (the rest: polled every 25 ms)\n", wakeups);
-    if (totals.write_errors) fmt::print(stderr, "tcpwhy: {} trace lines could not be written\n", totals.write_errors);
+    log::info(fmt::format("the kernel submitted {} events; {} received", submitted, from_kernel));
+    log::info(fmt::format("woken by the kernel {} times (the rest: polled every 25 ms)", wakeups));
+    if (write_errors) log::warn(fmt::format("{} trace lines could not be written", write_errors));
 }
 
 int run_trace(const TraceArgs& args, size_t ring_mb) {
     set_libbpf_verbose(args.verbose);
 
-    Filter filter;
     std::string error;
     auto config = correlator_config(args.lb);
     if (!config) return kExitUsage;
-    filter.lb = &*config;
+    SessionOptions session_options;
+    session_options.config = *config;
+    session_options.live_updates = true;
+    EventFilter& filter = session_options.filter;
     filter.only_lb = args.only_lb;
     if (args.port >= 0) filter.port = static_cast<uint16_t>(args.port);
     if (args.pid >= 0) filter.pid = static_cast<uint32_t>(args.pid);
     filter.pod = args.pod;
-    filter.namespace_ = args.namespace_;
+    filter.namespace_name = args.namespace_;
     if (args.naming.no_names && (!args.pod.empty() || !args.namespace_.empty())) {
         print_error("--pod and --namespace need names", "drop --no-names");
         return kExitUsage;
@@ -149,112 +166,33 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         return kExitFailure;
     }
     lower_cpu_priority(args.nice);
+    const Tracer& kernel = *tracer;  // the session owns it from here
 
-    WallClock clock = WallClock::now();
-    if (out_file) {
-        TraceHeader header;
-        utsname u{};
-        uname(&u);
-        header.hostname = hostname();
-        header.kernel = u.release;
-        header.mono_start_ns = clock.mono_ns;
-        header.wall_start_ns = clock.wall_ns;
-        header.lb_ranges = config->lb_ranges.to_string();
-        out_file << to_json_line(header) << '\n';
-    }
-    fmt::print(stderr, "tcpwhy: tracing TCP on {} (close via {}; LB {}). Ctrl-C to stop.\n",
-               tracer->features().release, tracer->attach_summary(), config->describe_lb());
+    Session session(std::move(tracer), std::move(resolver), std::move(session_options));
+    if (out_file) out_file << to_json_line(session.header()) << '\n';
+    log::info(fmt::format("tracing TCP on {} (close via {}; LB {}). Ctrl-C to stop.", session.status().kernel,
+                          session.status().attach, config->describe_lb()));
     if (!args.json) fmt::print("{}\n", format_event_header());
     std::fflush(stdout);
 
-    // The same correlator `tcpwhy report` runs: live verdicts as they are reached.
-    Correlator correlator(*config);
-    if (resolver) {
-        resolver->scan(WallClock::now().mono_ns);
-        correlator.set_workloads(resolver->table());
-    }
-    // Names go into the trace ahead of the events that need them, so `report` names them too.
-    auto write_workloads = [&] {
-        if (!resolver) return;
-        for (const auto& record : resolver->take_changes()) {
-            if (!out_file && !args.json) continue;
-            std::string line = to_json_line(record);
-            if (out_file) out_file << line << '\n';
-            if (args.json) fmt::print("{}\n", line);
-        }
-    };
-    write_workloads();
-    auto next_verdict_check = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    auto print_verdicts = [&] {
-        for (const auto& update : correlator.take_live_updates(WallClock::now().mono_ns)) {
-            std::string line = explain::live_line(update);
-            if (args.json) fmt::print(stderr, "tcpwhy: {}\n", line);  // stdout stays pure JSON Lines
-            else fmt::print("{}\n", line);
-        }
-    };
+    TraceOutput output(args.json, out_file ? &out_file : nullptr, WallClock::now());
+    session.add_sink(output);
+    // The sockets already open go first, so connections from before the start are known.
+    ExistingSockets existing = session.start();
+    for (const auto& why : existing.errors) log::warn(fmt::format("socket iterator: {}", why));
 
-    Totals totals;
-    uint64_t drops_seen = 0;
     // duration 0 means "until stopped": a deadline far beyond any run
     auto deadline = std::chrono::steady_clock::now() +
                     (args.duration_s > 0 ? std::chrono::milliseconds(static_cast<int64_t>(args.duration_s * 1000))
                                          : std::chrono::hours(24 * 365 * 10));
-    auto next_drop_check = std::chrono::steady_clock::now();
-    auto sink = [&](Event& e) {
-        e.lb = filter.lb->is_lb_peer(e.raddr);
-        totals.by_type[static_cast<size_t>(e.type) & 7]++;
-        const Workload* who = resolver ? resolver->resolve(e, e.ts_ns) : nullptr;
-        if (!filter.keep(e, who)) {
-            totals.filtered++;
-            return;
-        }
-        correlator.on_event(e);  // findings follow the filters: --netns pod explains that pod
-        totals.shown++;
-        write_workloads();
-        std::string json = out_file || args.json ? to_json_line(e) : std::string();
-        if (out_file) {
-            out_file << json << '\n';
-            if (!out_file) {
-                totals.write_errors++;
-                out_file.clear();
-            }
-        }
-        if (args.json) {
-            json += '\n';
-            fwrite_unlocked(json.data(), 1, json.size(), stdout);  // one thread writes stdout
-        } else {
-            fmt::print("{}\n", format_event_line(e, clock, who ? who->name() : std::string()));
-        }
-    };
-
-    while (!stop_requested()) {
-        auto now = std::chrono::steady_clock::now();
-        if (now >= deadline) break;
-        tracer->poll(25, sink);
-        if (now >= next_verdict_check) {
-            next_verdict_check = now + std::chrono::seconds(1);
-            correlator.expire(WallClock::now().mono_ns);
-            if (resolver) resolver->tick(WallClock::now().mono_ns);
-            write_workloads();
-            print_verdicts();
-        }
+    while (!stop_requested() && std::chrono::steady_clock::now() < deadline) {
+        session.pump(25);
         std::fflush(stdout);
-        if (now >= next_drop_check) {
-            next_drop_check = now + std::chrono::seconds(1);
-            auto dropped = tracer->counters().dropped();
-            if (dropped > drops_seen) {
-                fmt::print(stderr, "tcpwhy: WARNING {} events dropped in the kernel so far (ring buffer full)\n",
-                           dropped);
-                drops_seen = dropped;
-            }
-        }
     }
-    tracer->poll(0, sink);  // what arrived before the stop
-    correlator.expire(WallClock::now().mono_ns);
-    print_verdicts();
+    session.finish();  // what arrived before the stop
     std::fflush(stdout);
     if (out_file) out_file.flush();
-    print_summary(totals, tracer->counters(), tracer->wakeups());
+    print_summary(session.counts(), session.kernel(), kernel.wakeups(), output.write_errors());
     return kExitOk;
 }
 

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+
 namespace tcpwhy {
 namespace {
 
@@ -405,7 +406,9 @@ std::string to_json_line(const Event& e) {
 
 std::string to_json_line(const TraceHeader& h) {
     ObjectWriter w;
-    w.num("v", h.v).str("type", "header").str("tool", h.tool).str("hostname", h.hostname).str("kernel", h.kernel);
+    w.num("v", h.v).str("type", "header").str("tool", h.tool).str("hostname", h.hostname);
+    if (!h.boot_id.empty()) w.str("boot_id", h.boot_id);
+    w.str("kernel", h.kernel);
     w.str("clock", h.clock).num("mono_start_ns", h.mono_start_ns).num("wall_start_ns", h.wall_start_ns);
     w.str("lb_ranges", h.lb_ranges);
     return w.done();
@@ -539,6 +542,7 @@ ParsedLine parse_json_line(std::string_view line) {
                 else if (is(key, "opts")) e.opts = parse_opts(in);
                 else if (is(key, "tool")) h.tool = text();
                 else if (is(key, "hostname")) h.hostname = text();
+                else if (is(key, "boot_id")) h.boot_id = text();
                 else if (is(key, "kernel")) h.kernel = text();
                 else if (is(key, "clock")) h.clock = text();
                 else if (is(key, "mono_start_ns")) h.mono_start_ns = in.integer<uint64_t>(key);

@@ -114,6 +114,27 @@ struct LiveView::Impl {
     double events_per_s = 0;
     uint64_t current_second = 0;
     std::unordered_map<std::string, Sparkline> sparklines;  // by row key
+    struct LiveIdle {
+        uint64_t count = 0;
+        uint32_t p50_ms = 0, max_ms = 0;
+    };
+    std::unordered_map<std::string, LiveIdle> live_idle;  // by row key, from the last listing
+    uint64_t live_sample_ns = 0;
+
+    void set_live_sockets(const std::vector<Event>& sockets, uint64_t sample_ns) {
+        std::unordered_map<std::string, std::vector<uint32_t>> idle_by_row;
+        for (const auto& e : sockets) {
+            if (e.new_state != TcpState::established && e.new_state != TcpState::close_wait) continue;
+            BackendId b = correlator.backend_of(e);
+            idle_by_row[row_key(b.netns, b.port, b.outbound)].push_back(std::min(e.idle_rx_ms, e.idle_tx_ms));
+        }
+        live_idle.clear();
+        for (auto& [key, idle] : idle_by_row) {
+            std::sort(idle.begin(), idle.end());
+            live_idle[key] = {idle.size(), idle[idle.size() / 2], idle.back()};
+        }
+        live_sample_ns = sample_ns;
+    }
 
     void advance_to(uint64_t second) {
         if (current_second == 0 || second <= current_second) {
@@ -166,6 +187,7 @@ struct LiveView::Impl {
         h.events_total = status.events_total;
         h.dropped_total = status.dropped_total;
         h.now_ns = now_ns;
+        h.live_sample_ns = live_sample_ns;
         h.wall_now_ns = WallClock::now().to_wall_ns(now_ns);
 
         // With a load balancer the row counts resets sent to its peers, as the findings do;
@@ -206,6 +228,11 @@ struct LiveView::Impl {
                 if (k != race && k != peer_reset) row.resets_other += sent(k);
             row.resets_received = p.resets_lb[peer_reset] + p.resets_other[peer_reset];
             row.resets_per_second = sparkline_of(row.key());
+            if (auto it = live_idle.find(row.key()); it != live_idle.end()) {
+                row.live_sampled = it->second.count;
+                row.live_idle_p50_ms = it->second.p50_ms;
+                row.live_idle_max_ms = it->second.max_ms;
+            }
             if (auto it = findings.find(row.key()); it != findings.end()) {
                 row.findings = std::move(it->second);
                 findings.erase(it);
@@ -220,6 +247,9 @@ LiveView::LiveView(CorrelatorConfig config) : impl_(std::make_unique<Impl>(std::
 LiveView::~LiveView() = default;
 void LiveView::on_event(const Event& event) { impl_->correlator.on_event(event); }
 void LiveView::tick(uint64_t now_ns, const LiveStatus& status) { impl_->tick(now_ns, status); }
+void LiveView::set_live_sockets(const std::vector<Event>& sockets, uint64_t now_ns) {
+    impl_->set_live_sockets(sockets, now_ns);
+}
 Correlator& LiveView::correlator() { return impl_->correlator; }
 const Correlator& LiveView::correlator() const { return impl_->correlator; }
 Snapshot LiveView::snapshot() const { return impl_->snapshot(); }
@@ -263,6 +293,9 @@ json to_json_value(const SnapshotRow& r) {
             {"pid", r.pid},
             {"live_lb", r.live_lb},
             {"live_other", r.live_other},
+            {"live_sampled", r.live_sampled},
+            {"live_idle_p50_ms", r.live_idle_p50_ms},
+            {"live_idle_max_ms", r.live_idle_max_ms},
             {"idle_closes", r.idle_closes},
             {"idle_p50_ms", r.idle_p50_ms},
             {"resets_races", r.resets_races},
@@ -318,6 +351,9 @@ SnapshotRow row_from(const json& j) {
     r.pid = j.at("pid").get<uint32_t>();
     r.live_lb = j.at("live_lb").get<uint64_t>();
     r.live_other = j.at("live_other").get<uint64_t>();
+    r.live_sampled = j.at("live_sampled").get<uint64_t>();
+    r.live_idle_p50_ms = j.at("live_idle_p50_ms").get<uint32_t>();
+    r.live_idle_max_ms = j.at("live_idle_max_ms").get<uint32_t>();
     r.idle_closes = j.at("idle_closes").get<uint64_t>();
     r.idle_p50_ms = j.at("idle_p50_ms").get<uint32_t>();
     r.resets_races = j.at("resets_races").get<uint64_t>();
@@ -348,6 +384,7 @@ std::string to_json(const Snapshot& snapshot) {
                 {"events_total", h.events_total},
                 {"dropped_total", h.dropped_total},
                 {"now_ns", h.now_ns},
+                {"live_sample_ns", h.live_sample_ns},
                 {"wall_now_ns", h.wall_now_ns}}},
               {"rows", rows}};
     // Process names and kernel strings are not guaranteed UTF-8: replace, never throw.
@@ -379,6 +416,7 @@ std::optional<Snapshot> parse_snapshot(std::string_view text, std::string* error
         s.header.events_total = h.at("events_total").get<uint64_t>();
         s.header.dropped_total = h.at("dropped_total").get<uint64_t>();
         s.header.now_ns = h.at("now_ns").get<uint64_t>();
+        s.header.live_sample_ns = h.at("live_sample_ns").get<uint64_t>();
         s.header.wall_now_ns = h.at("wall_now_ns").get<uint64_t>();
         for (const auto& row : j.at("rows")) s.rows.push_back(row_from(row));
         return s;

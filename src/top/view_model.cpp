@@ -16,7 +16,7 @@ constexpr std::array<ColumnSpec, kColumnCount> kColumns = {{
     {Column::namespace_name, "NAMESPACE", 11, false},
     {Column::port, "PORT", 7, true},
     {Column::process, "PROCESS", 14, false},
-    {Column::live, "LIVE LB/O", 9, true},
+    {Column::live, "LIVE (IDLE)", 13, true},
     {Column::idle_closes, "IDLE CLOSES", 12, true},
     {Column::resets_sent, "RST RACE/O", 10, true},
     {Column::resets_received, "RST RECV", 8, true},
@@ -133,7 +133,8 @@ std::array<int, kColumnCount> layout(int width) {
     };
     // Narrower terminals give up sparkline and long-name space first, in this order;
     // the drill-down still shows everything.
-    const std::array<std::pair<Column, int>, 8> shrink = {{{Column::sparkline, 10},
+    const std::array<std::pair<Column, int>, 9> shrink = {{{Column::sparkline, 10},
+                                                           {Column::live, 9},
                                                            {Column::name, 16},
                                                            {Column::process, 7},
                                                            {Column::namespace_name, 6},
@@ -205,7 +206,12 @@ std::string cell_text(const SnapshotRow& row, Column column, int width, const Gl
     case Column::namespace_name: return row.namespace_name.empty() ? "-" : row.namespace_name;
     case Column::port: return row.outbound ? fmt::format("{}{}", glyphs.arrow, row.port) : fmt::format("{}", row.port);
     case Column::process: return row.process.empty() ? "?" : row.process;
-    case Column::live: return fmt::format("{}/{}", row.live_lb, row.live_other);
+    case Column::live:
+        // The longest idle among the open connections when they were last listed: after a fix,
+        // connections idle longer than the old timeout and still open are the fix working.
+        return row.live_sampled ? fmt::format("{}/{} ({})", row.live_lb, row.live_other,
+                                              short_duration(row.live_idle_max_ms))
+                                : fmt::format("{}/{}", row.live_lb, row.live_other);
     case Column::idle_closes:
         return row.idle_closes ? fmt::format("{} p50 {}", row.idle_closes, short_duration(row.idle_p50_ms)) : "-";
     case Column::resets_sent: return fmt::format("{}/{}", row.resets_races, row.resets_other);
@@ -259,9 +265,13 @@ std::vector<DetailLine> detail_lines(const SnapshotRow& row, const SnapshotHeade
     if (!row.process.empty()) who += fmt::format("  process {}[{}]", row.process, row.pid);
     if (!row.pod.empty()) who += fmt::format("  netns {}", row.netns);
     add_wrapped(who, 0, 2, LineRole::title);
-    add_wrapped(fmt::format("live connections {} from the LB, {} other; idle closes {}{}; resets sent to LB peers: {} "
+    std::string idle_now =
+        row.live_sampled ? fmt::format(" (idle when listed: p50 {}, max {}, {} listed)", short_duration(row.live_idle_p50_ms),
+                                       short_duration(row.live_idle_max_ms), row.live_sampled)
+                         : "";
+    add_wrapped(fmt::format("live connections {} from the LB, {} other{}; idle closes {}{}; resets sent to LB peers: {} "
                             "races, {} other; resets received {}",
-                            row.live_lb, row.live_other, row.idle_closes,
+                            row.live_lb, row.live_other, idle_now, row.idle_closes,
                             row.idle_closes ? fmt::format(" (p50 {})", short_duration(row.idle_p50_ms)) : "",
                             row.resets_races, row.resets_other, row.resets_received),
                 0, 2);

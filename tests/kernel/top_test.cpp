@@ -137,7 +137,8 @@ bool has(const std::string& text, std::string_view needle) { return text.find(ne
 // The row of a backend: "netns <inode>" until pods are named, the `ip netns` name after.
 // Groups: 1/2 live LB/other, 3 idle closes, 4/5 resets sent races/other, 6 received, 7 verdict.
 std::optional<std::smatch> backend_row(const std::string& screen, const Netns& ns, bool outbound) {
-    std::regex row(fmt::format(R"((?:netns {}|{})\s+\S+\s+{}{}\s+\S+\s+(\d+)/(\d+)\s+(\d+ p50 \S+|-)\s+)"
+    // LIVE is "lb/other", and "(longest idle)" once the open connections were listed.
+    std::regex row(fmt::format(R"((?:netns {}|{})\s+\S+\s+{}{}\s+\S+\s+(\d+)/(\d+)(?: \(\S+\))?\s+(\d+ p50 \S+|-)\s+)"
                                R"((\d+)/(\d+)\s+(\d+).*?(\S+)\n)",
                                ns.inode(), ns.name(), outbound ? R"((?:->|→))" : "", kPort));
     std::smatch match;

@@ -145,19 +145,35 @@ TEST_CASE("top view: fit and wrap count columns, not bytes") {
     CHECK(wrap("fix: x", 40, 5, 10) == std::vector<std::string>{"     fix: x"});
 }
 
+TEST_CASE("top view: listed open connections show with the longest idle, and in the drill-down") {
+    Snapshot s = sample();
+    SnapshotRow& web = s.rows[0];
+    web.live_lb = 32;
+    web.live_sampled = 32;
+    web.live_idle_p50_ms = 2900;
+    web.live_idle_max_ms = 5900;
+    std::string text = render_plain(s, {}, {}, Glyphs::ascii());
+    INFO(text);
+    CHECK(has(text, "web-1                  shop           8080 node             32/0 (5.9s)"));
+    auto lines = detail_lines(web, s.header, Glyphs::ascii(), 200);
+    REQUIRE(lines.size() > 1);
+    CHECK(has(lines[1].text, "live connections 32 from the LB, 0 other (idle when listed: p50 2.9s, max 5.9s, 32 listed)"));
+}
+
 TEST_CASE("top view: plain snapshot has the header, the table and each finding's details") {
     Snapshot s = sample();
     s.header.dropped_total = 3;
     std::string text = render_plain(s, {}, {}, Glyphs::ascii());
     INFO(text);
+    if (getenv("SHOWTMP")) fputs(text.c_str(), stdout);
     CHECK(text.rfind("tcpwhy top  node node-a  kernel 6.18.0  attach tp_btf  LB gcp (idle timeout 600 s)  12 events/s  "
                      "1234 events  DROPPED 3 events\n",
                      0) == 0);
-    CHECK(has(text, "POD                    NAMESPACE      PORT PROCESS        LIVE LB/O  IDLE CLOSES RST RACE/O"));
-    CHECK(has(text, "api-7                  shop           8080 node                 3/0  12 p50 6.0s        6/0        0 "
-                    "..............@  idle_close_race\n"));
-    CHECK(has(text, "netns 13               -              8080 node                 3/0            -        0/0        0 "
-                    "...............  idle_timeout_below_lb\n"));
+    CHECK(has(text, "POD                    NAMESPACE      PORT PROCESS          LIVE (IDLE)  IDLE CLOSES RST RACE/O"));
+    CHECK(has(text, "api-7                  shop           8080 node                     3/0  12 p50 6.0s        6/0        0 "
+                    "...........@ idle_close_race\n"));
+    CHECK(has(text, "netns 13               -              8080 node                     3/0            -        0/0        0 "
+                    "............ idle_timeout_below_lb\n"));
     CHECK(has(text, "\n== api-7 ==\n"));
     CHECK_FALSE(has(text, "== web-1 =="));  // no finding, no details
     CHECK(has(text, "  1. [idle_close_race] pod api-7 closes idle keep-alive connections after 6.0 s\n"));

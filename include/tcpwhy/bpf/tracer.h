@@ -48,31 +48,33 @@ struct HookStatus {
     std::string limitation;  // what the attached path cannot see on this kernel; empty when nothing
 };
 
-class Tracer {
+// The kernel as an event source (include/tcpwhy/event_source.h).
+class Tracer final : public EventSource {
 public:
-    // Gets each event as a mutable lvalue, so a consumer can annotate it (e.g. `lb`) without a copy.
-    using Sink = std::function<void(Event&)>;
 
     // Probes the kernel, loads and attaches. Throws TracerError when tracing cannot work.
     static std::unique_ptr<Tracer> start(const TracerOptions& options = {});
     // The same, with features already probed (doctor prints them first).
     static std::unique_ptr<Tracer> start(const TracerOptions& options, KernelFeatures features);
-    ~Tracer();
+    ~Tracer() override;
     Tracer(const Tracer&) = delete;
     Tracer& operator=(const Tracer&) = delete;
 
     // Waits up to timeout_ms (the kernel does not wake us per event), then hands every
     // waiting event to sink. Returns the number of events consumed.
-    size_t poll(int timeout_ms, const Sink& sink);
+    size_t poll(int timeout_ms, const Sink& sink) override;
 
-    KernelCounters counters() const;
+    KernelCounters counters() const override;
     // Times poll() was woken by the kernel (the ring past wakeup_bytes) rather than by its timeout:
     // what bench/overhead reports as wake-ups per event.
     uint64_t wakeups() const;
     const std::vector<HookStatus>& hooks() const { return hooks_; }
     const KernelFeatures& features() const { return features_; }
     // The attach paths in use, e.g. "fentry; resets via fentry" (close hook first).
-    std::string attach_summary() const;
+    std::string attach_summary() const override;
+    std::string kernel_release() const override { return features_.release; }
+    // The socket iterator (bpf/tcpwhy_iter.bpf.c): needs CAP_SYS_ADMIN to enter other namespaces.
+    ExistingSockets list_existing(bool with_owners) override;
 
     struct Impl;  // libbpf objects; opaque outside tracer.cpp
 
