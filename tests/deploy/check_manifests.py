@@ -118,8 +118,12 @@ def check_dockerfile(path):
     text = open(path).read()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
     check(len(froms) >= 2, "Dockerfile is multi-stage")
-    check(all(f.startswith("debian:") for f in froms), f"Debian base images only: {froms}")
+    check(all(f.startswith("debian:") or f == "scratch" for f in froms), f"Debian base images only: {froms}")
+    check(froms[-1] == "scratch", "the runtime stage starts from scratch (its root is made of Debian packages)")
     check("COPY --from=build" in text, "the runtime stage copies the binary from the build stage")
+    # The root filesystem comes from the script scripts/build-image.sh runs too: one package list.
+    check("deploy/image/make-rootfs.sh" in text or "/image/make-rootfs.sh" in text,
+          "the Dockerfile makes its root with deploy/image/make-rootfs.sh, as scripts/build-image.sh does")
     for banned in ("pip install", "curl ", "wget ", "go install", "npm "):
         check(banned not in text, f"Debian packages only: no `{banned.strip()}`")
 
