@@ -14,9 +14,11 @@ Needs root, iproute2 and node. Everything it creates (namespaces, the veth pair,
 process) is removed when the `with` blocks end, however they end."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -122,7 +124,8 @@ class LbAndPod:
 class _Backend:
     def __init__(self, ns, port, keep_alive_ms, log):
         self.ns, self.port, self.keep_alive_ms = ns, port, keep_alive_ms
-        self.log = log or os.devnull
+        self._own_dir = None if log else tempfile.mkdtemp(prefix="tcpwhy-backend-")
+        self.log = log or os.path.join(self._own_dir, "backend.log")
         self.proc = None
 
     def __enter__(self):
@@ -130,17 +133,14 @@ class _Backend:
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "node", os.path.join(REPO, "demo", "backend.js")],
                                          env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Its own word that it listens, not a probe connection: a tracer would see that too.
         deadline = time.time() + 20
-        while True:
-            probe = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c",
-                                    f"import socket; socket.create_connection(('{POD_ADDR}', {self.port}), 1).close()"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if probe.returncode == 0:
-                return self
+        while "listening" not in open(self.log).read():
             if self.proc.poll() is not None or time.time() > deadline:
                 self.__exit__()
-                raise RuntimeError(f"the backend did not listen on {POD_ADDR}:{self.port}")
-            time.sleep(0.1)
+                raise RuntimeError(f"the backend did not start: {open(self.log).read().strip()}")
+            time.sleep(0.05)
+        return self
 
     def __exit__(self, *exc):
         if self.proc and self.proc.poll() is None:
@@ -150,3 +150,5 @@ class _Backend:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if self._own_dir:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
