@@ -9,8 +9,9 @@
 #   --binary PATH  the tcpwhy to ship (default: the newer of build/tcpwhy and build/src/cli/tcpwhy,
 #                  built with `cmake --build build --target tcpwhy`)
 #   --tag NAME     image name (default localhost/tcpwhy:VERSION, VERSION from CMakeLists.txt)
-#   --save FILE    also write the image as an OCI archive (e.g. to import on nodes with
-#                  `ctr -n k8s.io images import FILE`)
+#   --save FILE    also write the image as an OCI archive named as deploy/base names it
+#                  (tcpwhy:VERSION), to import on nodes without a registry:
+#                  `ctr -n k8s.io images import FILE` (containerd), then kubectl apply -k deploy/base
 #   --push REF     also push to a registry (docker://REGISTRY/tcpwhy:TAG) and print the digest
 #                  and the `kustomize edit set image` line that pins it
 #
@@ -74,8 +75,11 @@ echo "build-image: $tag (${id:0:12}, $arch): $((size / 1024 / 1024)) MiB ($size 
 
 if [ -n "$save" ]; then
   rm -f "$save"
-  buildah push --quiet "$tag" "oci-archive:$save:$tag" >/dev/null
-  echo "build-image: saved $save ($(du -h "$save" | cut -f1))"
+  # The DaemonSet's `image: tcpwhy:VERSION` is docker.io/library/tcpwhy:VERSION to containerd.
+  name=$(sed -n 's/^ *image: *\([^ ]*\).*/\1/p' "$repo/deploy/base/daemonset.yaml" | head -1)
+  case $name in */*) ;; *) name=docker.io/library/$name ;; esac
+  buildah push --quiet "$tag" "oci-archive:$save:$name" >/dev/null
+  echo "build-image: saved $save as $name ($(du -h "$save" | cut -f1))"
 fi
 if [ -n "$push" ]; then
   buildah push --quiet --digestfile "$work/digest" "$tag" "$push"

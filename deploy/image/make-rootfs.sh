@@ -70,6 +70,8 @@ find "$rootfs/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete 2>/
 find "$rootfs/usr/share/doc" -mindepth 1 -type d -empty -delete 2>/dev/null || true
 rm -rf "$rootfs/usr/share/man" "$rootfs/usr/share/info" "$rootfs/usr/share/locale" \
        "$rootfs/usr/share/lintian" "$rootfs/usr/share/doc-base" "$rootfs/usr/share/bug" "$rootfs/usr/share/menu"
+# glibc's iconv modules (8 MiB): tcpwhy converts no character sets (its text is ASCII and UTF-8).
+rm -rf "$rootfs"/usr/lib/*-linux-gnu/gconv
 
 # What a maintainer script would otherwise have made.
 mkdir -p "$rootfs/etc" "$rootfs/tmp" "$rootfs/root" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" "$rootfs/run" \
