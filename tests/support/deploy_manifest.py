@@ -64,6 +64,7 @@ class Manifest:
     empty_dir_mounts: list = field(default_factory=list)  # EmptyDir, with medium and size
     probes: dict = field(default_factory=dict)  # "startupProbe"/"livenessProbe"/"readinessProbe" -> Probe
     env: dict = field(default_factory=dict)  # literal values; fieldRef values as "fieldRef:PATH"
+    memory_limit: str = None  # resources.limits.memory, as written ("256Mi")
 
 
 def _docs(path):
@@ -128,6 +129,7 @@ def load(deploy_dir, overlay=None):
             m.empty_dirs.append(mount["mountPath"])
             empty = volume["emptyDir"] or {}
             m.empty_dir_mounts.append(EmptyDir(mount["mountPath"], empty.get("medium", ""), empty.get("sizeLimit")))
+    m.memory_limit = container.get("resources", {}).get("limits", {}).get("memory")
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
     for name in ("startupProbe", "livenessProbe", "readinessProbe"):
         get = (container.get(name) or {}).get("httpGet")
@@ -176,6 +178,8 @@ def podman_run_args(m, scratch, node_name="test-node"):
     - emptyDir volumes: a tmpfs for medium Memory, a fresh directory under SCRATCH otherwise;
     - no network (hostNetwork false): the pod has its own network namespace, and a test
       leaves the host's network configuration alone;
+    - the memory limit (resources.limits.memory), which the kernel enforces on the container's
+      memory cgroup as the kubelet has it enforced;
     - podman_base_args() (runtime and limits).
     Returns the list of options; the caller adds the image and its arguments."""
     args = podman_base_args()
@@ -193,6 +197,11 @@ def podman_run_args(m, scratch, node_name="test-node"):
     if m.host_pid:
         args += ["--pid", "host"]
     args += ["--network", "host" if m.host_network else "none"]
+    if m.memory_limit:
+        units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3}
+        number = m.memory_limit.rstrip("KMGi")
+        unit = m.memory_limit[len(number):]
+        args += ["--memory", str(int(float(number) * units.get(unit, 1)))]
     if m.seccomp == "Unconfined":
         args += ["--security-opt", "seccomp=unconfined"]
     elif m.seccomp not in (None, "RuntimeDefault"):
