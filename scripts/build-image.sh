@@ -83,7 +83,10 @@ if [ -n "$save" ]; then
 fi
 if [ -n "$push" ]; then
   buildah push --quiet --digestfile "$work/digest" "$tag" "$push"
-  ref=${push#docker://}
-  echo "build-image: pushed $ref@$(cat "$work/digest")"
-  echo "build-image: pin it: (cd deploy/base && kustomize edit set image tcpwhy=${ref%:*}@$(cat "$work/digest"))"
+  echo "build-image: pushed $push, manifest digest $(cat "$work/digest")"
+  case $push in
+    docker://*)
+      ref=${push#docker://}
+      echo "build-image: pin it: (cd deploy/base && kustomize edit set image tcpwhy=${ref%:*}@$(cat "$work/digest"))" ;;
+  esac
 fi
