@@ -36,7 +36,8 @@ while [ $# -gt 0 ]; do
 done
 [ "$(id -u)" -eq 0 ] || die "run as root (buildah writes the system's container storage): sudo bash $0"
 command -v buildah >/dev/null || die "buildah is not installed: apt-get install buildah podman runc"
-[ -n "$binary" ] && [ -x "$binary" ] || die "no tcpwhy at $binary: build it first (cmake --build build --target tcpwhy) or give --binary"
+[ -n "$binary" ] && [ -x "$binary" ] ||
+  die "no tcpwhy at ${binary:-build/tcpwhy}: build it first (cmake --build build --target tcpwhy) or give --binary PATH"
 arch=$(dpkg --print-architecture)
 [ -f "$repo/bpf/vmlinux/$(uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')/vmlinux.h" ] ||
   echo "build-image: WARNING no committed vmlinux.h for $(uname -m): is the binary really for $arch?" >&2
@@ -57,6 +58,7 @@ strip --strip-debug -o "$work/rootfs/usr/local/bin/tcpwhy" "$binary"
 
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 revision=$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)
+previous=$(buildah inspect --type image --format '{{.FromImageID}}' "$tag" 2>/dev/null || true)
 container=$(buildah from --quiet scratch)
 buildah copy --quiet "$container" "$work/rootfs/" / >/dev/null
 buildah config --os linux --arch "$arch" --user 0:0 --workingdir / \
@@ -70,6 +72,8 @@ buildah config --os linux --arch "$arch" --user 0:0 --workingdir / \
   "$container"
 id=$(buildah commit --quiet --rm "$container" "$tag")
 container=""
+# The image this tag named before, now untagged: removed unless a container still uses it.
+if [ -n "$previous" ] && [ "$previous" != "$id" ]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
 size=$(podman image inspect --format '{{.Size}}' "$tag" 2>/dev/null || buildah inspect --format '{{.ImageSize}}' "$tag" 2>/dev/null || echo 0)
 echo "build-image: $tag (${id:0:12}, $arch): $((size / 1024 / 1024)) MiB ($size bytes) uncompressed"
 

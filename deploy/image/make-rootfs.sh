@@ -42,8 +42,15 @@ fi
 # The file apt downloads each to: NAME_VERSION_ARCH.deb, an epoch's colon written %3a.
 mapfile -t debs < <(sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) [^[]*\[\([^]]*\)\]).*/\1_\2_\3.deb/p' "$state/plan" | sed 's/:/%3a/g')
 [ ${#debs[@]} -gt 0 ] || die "apt resolved no packages from $here/packages.txt: $(head -c 500 "$state/plan")"
-apt-get "${apt_options[@]}" install --download-only -qq -y "${packages[@]}" >/dev/null 2>"$state/apt.err" ||
-  die "apt-get could not download the packages: $(cat "$state/apt.err")"
+# Package lists older than the mirror name files it no longer has: update them once and retry.
+if ! apt-get "${apt_options[@]}" install --download-only -qq -y "${packages[@]}" >/dev/null 2>"$state/apt.err"; then
+  echo "make-rootfs: download failed ($(head -c 200 "$state/apt.err")); apt-get update and one more try" >&2
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get "${apt_options[@]}" install -s -qq -y "${packages[@]}" >"$state/plan" 2>/dev/null || true
+  mapfile -t debs < <(sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) [^[]*\[\([^]]*\)\]).*/\1_\2_\3.deb/p' "$state/plan" | sed 's/:/%3a/g')
+  apt-get "${apt_options[@]}" install --download-only -qq -y "${packages[@]}" >/dev/null 2>"$state/apt.err" ||
+    die "apt-get could not download the packages: $(cat "$state/apt.err")"
+fi
 
 # Debian 12's merged /usr: /bin, /sbin and /lib are links into /usr, as debootstrap makes them.
 mkdir -p "$rootfs/usr/bin" "$rootfs/usr/sbin" "$rootfs/usr/lib"
