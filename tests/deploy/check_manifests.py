@@ -149,12 +149,18 @@ def labels_match(selector, labels):
 
 
 def exported_metrics():
-    """Metric names the daemon writes (src/daemon/metrics.cpp), with a histogram's series."""
-    with open(os.path.join(REPO, "src", "daemon", "metrics.cpp")) as f:
-        names = set(re.findall(r'"(tcpwhy_[a-z_]+)"', f.read()))
-    for name in list(names):
-        if name.endswith("_seconds"):
-            names |= {name + "_bucket", name + "_sum", name + "_count"}
+    """Metric names the daemon writes (string literals "tcpwhy_..." in src/daemon/), with a
+    histogram's series."""
+    names, histograms = set(), set()
+    for directory, _, files in os.walk(os.path.join(REPO, "src", "daemon")):
+        for name in files:
+            if name.endswith((".cpp", ".h")):
+                with open(os.path.join(directory, name)) as f:
+                    text = f.read()
+                names |= set(re.findall(r'"(tcpwhy_[a-z_]+)"', text))
+                histograms |= set(re.findall(r'"(tcpwhy_[a-z_]+)",\s*"histogram"', text))
+    for name in histograms:
+        names |= {name + "_bucket", name + "_sum", name + "_count"}
     return names
 
 
