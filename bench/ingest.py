@@ -12,8 +12,14 @@
          each 5 s (must stay bounded), then again with a 1 MiB ring and a consumer that stalls for a
          third of the run (so the kernel must drop), checking received == submitted and that every
          event the kernel could not submit was counted.
+  daemon the DaemonSet's container (--image, run under podman with deploy/'s security context, mounts
+         and arguments) idle, then under the same flood: its memory cgroup's usage (RSS, page cache,
+         kernel memory: what a memory limit counts) every 5 s and its peak, its CPU in cores, and its
+         events/s; then --connections held open at once (the correlator at its cap past 262 144). The
+         figures the DaemonSet's resources are set from (bench/README.md).
 
 Run as root from the repository: bench/ingest.py [--connections 100000] [--flood-seconds 60]
+  bench/ingest.py --only daemon --image localhost/tcpwhy:0.1.0    (scripts/build-image.sh first)
 """
 import argparse
 import os
@@ -293,6 +299,171 @@ def flood(args, scratch):
           f"{counts['received'] == counts['submitted']}; lines == received: {drained[0] == counts['received']}")
 
 
+class ContainerCgroup:
+    """The memory and CPU accounting of a container's cgroup (v1 memory/cpuacct, or v2)."""
+
+    def __init__(self, pid):
+        paths = {}
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                for c in controllers.split(",") if controllers else [""]:
+                    paths[c] = path
+        mounts = {}
+        with open("/proc/mounts") as f:
+            for line in f:
+                _, where, fstype, options = line.split()[:4]
+                if fstype == "cgroup2":
+                    mounts.setdefault("", where)
+                elif fstype == "cgroup":
+                    for c in options.split(","):
+                        mounts.setdefault(c, where)
+        if "memory" in paths and "memory" in mounts:  # cgroup v1
+            self.memory = mounts["memory"] + paths["memory"]
+            self.cpu = mounts.get("cpuacct", mounts.get("cpu")) + paths.get("cpuacct", paths.get("cpu", ""))
+            self.v2 = False
+        else:
+            self.memory = self.cpu = mounts[""] + paths[""]
+            self.v2 = True
+
+    def _read(self, name, where=None):
+        with open(os.path.join(where or self.memory, name)) as f:
+            return f.read()
+
+    def usage(self):
+        return int(self._read("memory.current" if self.v2 else "memory.usage_in_bytes"))
+
+    def peak(self):
+        try:
+            return int(self._read("memory.peak" if self.v2 else "memory.max_usage_in_bytes"))
+        except OSError:
+            return None
+
+    def stat(self):
+        values = dict(line.split() for line in self._read("memory.stat").splitlines())
+        if self.v2:
+            return {"rss": int(values["anon"]), "cache": int(values["file"]),
+                    "kernel": int(values.get("kernel", values.get("slab", 0)))}
+        kmem = 0
+        try:
+            kmem = int(self._read("memory.kmem.usage_in_bytes"))
+        except OSError:
+            pass
+        return {"rss": int(values["rss"]), "cache": int(values["cache"]), "kernel": kmem}
+
+    def limit_events(self):
+        """(times usage reached the limit, OOM kills) in this cgroup."""
+        if self.v2:
+            events = dict(line.split() for line in self._read("memory.events").splitlines())
+            return int(events.get("max", 0)), int(events.get("oom_kill", 0))
+        control = dict(line.split() for line in self._read("memory.oom_control").splitlines())
+        return int(self._read("memory.failcnt")), int(control.get("oom_kill", 0))
+
+    def cpu_seconds(self):
+        if self.v2:
+            usage = dict(line.split() for line in self._read("cpu.stat", self.cpu).splitlines())
+            return int(usage["usage_usec"]) / 1e6
+        return int(self._read("cpuacct.usage", self.cpu)) / 1e9
+
+
+def daemon(args, scratch):
+    """The DaemonSet's container under the flood: what its resources must allow."""
+    if not args.image:
+        raise SystemExit("ingest: --only daemon needs --image (build it with scripts/build-image.sh)")
+    sys.path.insert(0, os.path.join(REPO, "tests", "support"))
+    import deploy_manifest  # noqa: E402
+
+    manifest = deploy_manifest.load(os.path.join(REPO, "deploy"))
+    options = deploy_manifest.podman_run_args(manifest, os.path.join(scratch, "volumes"))
+    name = f"tcpwhy-bench-{os.getpid()}"
+    port_arg = [a for a in manifest.args if a.startswith("--metrics-addr")]
+    metrics_port = int(re.split("[:=]", port_arg[0])[-1]) if port_arg else 9090
+    secs = args.flood_seconds
+    print(f"\ndaemon: {args.image} under podman as deploy/ runs it ({' '.join(manifest.args)}); idle 20 s, then "
+          f"wrk -c{args.wrk_connections} Connection: close for {secs} s")
+    subprocess.run(["podman", "run", "-d", "--name", name, *options, args.image, *manifest.args], check=True,
+                   stdout=subprocess.DEVNULL)
+    try:
+        pid = int(subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", name], capture_output=True,
+                                 text=True, check=True).stdout)
+        cgroup = ContainerCgroup(pid)
+
+        def events():
+            out = subprocess.run(["nsenter", "-t", str(pid), "-n", "curl", "-sf", "--max-time", "10",
+                                  f"http://127.0.0.1:{metrics_port}/metrics"], capture_output=True, text=True).stdout
+            return sum(float(line.rsplit(" ", 1)[1]) for line in out.splitlines()
+                       if line.startswith("tcpwhy_events_total{")), out
+
+        deadline = time.time() + 60
+        while not events()[1]:
+            if time.time() > deadline:
+                raise SystemExit("ingest: the daemon's /metrics did not answer: "
+                                 + subprocess.run(["podman", "logs", name], capture_output=True, text=True).stderr)
+            time.sleep(0.2)
+        mib = lambda b: f"{b / 2 ** 20:.1f}"  # noqa: E731
+        time.sleep(20)
+        cpu0, t0, ev0 = cgroup.cpu_seconds(), time.time(), events()[0]
+        time.sleep(10)
+        idle_cores = (cgroup.cpu_seconds() - cpu0) / (time.time() - t0)
+        st = cgroup.stat()
+        print(f"  idle (10 s): {idle_cores:.3f} cores, {(events()[0] - ev0) / 10:.0f} events/s; memory cgroup "
+              f"{mib(cgroup.usage())} MiB (rss {mib(st['rss'])}, page cache {mib(st['cache'])}, kernel {mib(st['kernel'])}), "
+              f"daemon VmRSS {mib(rss_kib(pid) * 1024)} MiB")
+        samples = []
+        stop = threading.Event()
+
+        def sample():
+            while not stop.wait(5):
+                s = cgroup.stat()
+                samples.append((cgroup.usage(), s["rss"], s["cache"], s["kernel"], rss_kib(pid) * 1024))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        cpu0, t0, ev0 = cgroup.cpu_seconds(), time.time(), events()[0]
+        rps, requests, errors = run_wrk(args.port, secs, args.wrk_connections, False)
+        stop.set()
+        sampler.join()
+        cores = (cgroup.cpu_seconds() - cpu0) / (time.time() - t0)
+        rate_ev = (events()[0] - ev0) / (time.time() - t0)
+        _, text = events()
+        dropped = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith("tcpwhy_events_dropped_total{"))
+        print(f"  flood: {rps:.0f} req/s ({requests} requests{', errors ' + errors if errors else ''}); "
+              f"{rate_ev:.0f} events/s; {cores:.3f} cores ({cores / max(rate_ev, 1) * 1e6:.1f} us of CPU per event); "
+              f"events dropped {dropped:.0f}")
+        print("  every 5 s, MiB: cgroup usage / rss / page cache / kernel / daemon VmRSS")
+        for u, r, c, k, v in samples:
+            print(f"    {mib(u):>7} {mib(r):>7} {mib(c):>7} {mib(k):>7} {mib(v):>7}")
+        peak = cgroup.peak()
+        with open(f"/proc/{pid}/status") as f:
+            hwm = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) * 1024
+        print(f"  peak: memory cgroup {mib(peak) if peak else '?'} MiB (max of samples {mib(max(s[0] for s in samples))}), "
+              f"rss {mib(max(s[1] for s in samples))} MiB, daemon VmHWM {mib(hwm)} MiB")
+
+        # The correlator at its cap: --connections held open at once (past 262 144 it evicts).
+        n = args.connections
+        held = HeldConnections(n, args.hold_port)
+        time.sleep(5)
+        st = cgroup.stat()
+        usage = cgroup.usage()
+        held.close()
+        time.sleep(2)
+        with open(f"/proc/{pid}/status") as f:
+            hwm = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) * 1024
+        _, text = events()
+        dropped = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith("tcpwhy_events_dropped_total{"))
+        print(f"  hold: {n} loopback connections open at once ({2 * n} sockets): memory cgroup {mib(usage)} MiB "
+              f"(rss {mib(st['rss'])}, page cache {mib(st['cache'])}, kernel {mib(st['kernel'])}); daemon VmHWM "
+              f"{mib(hwm)} MiB; memory cgroup peak over the whole run {mib(cgroup.peak() or 0)} MiB; events dropped {dropped:.0f}")
+        at_limit, oom_kills = cgroup.limit_events()
+        print(f"  memory limit {manifest.memory_limit or 'none'}: reached {at_limit} times (page cache reclaimed), "
+              f"OOM kills {oom_kills}; container still running: "
+              f"{subprocess.run(['podman', 'inspect', '--format', '{{.State.Running}}', name], capture_output=True, text=True).stdout.strip()}")
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "5", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=100000, help="connections held open (default 100000)")
@@ -303,6 +474,7 @@ def main():
     parser.add_argument("--hold-port", type=int, default=19000, help="first of the listener ports for hold")
     parser.add_argument("--only", default="rate,hold,flood", help="comma-separated parts to run")
     parser.add_argument("--build", default=os.path.join(REPO, "build"))
+    parser.add_argument("--image", help="daemon: the image to run (e.g. localhost/tcpwhy:0.1.0)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("ingest: run as root (it loads BPF programs)")
@@ -317,6 +489,8 @@ def main():
             hold(args, scratch)
         if "flood" in parts:
             flood(args, scratch)
+        if "daemon" in parts:
+            daemon(args, scratch)
         print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     finally:
         for trace in Trace.running:

@@ -14,6 +14,8 @@ packages=(
   python3-yaml tmux  # tests/deploy (manifests), tests/kernel/top_test (the terminal)
   libclang-rt-dev  # libFuzzer and the sanitizer runtimes (tests/fuzz, build-asan)
   wrk bpftrace  # bench/overhead.py, bench/ingest.py: the load, a peer tool
+  buildah podman runc  # tests/image: the node image, built and run without a Docker daemon
+  prometheus  # tests/monitoring: a real Prometheus scraping the daemon, and promtool for the rules
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

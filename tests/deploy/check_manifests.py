@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""deploy/ must parse and carry what the DaemonSet needs (issue 6), checked with a real
-YAML parser. When kubectl is installed, its built-in kustomize renders both variants
+"""deploy/ must parse and carry what the DaemonSet needs (issue 6), and deploy/monitoring what
+Prometheus and Grafana need (issue 18), checked with a real YAML parser. When kubectl is installed, its built-in kustomize renders both variants
 offline too (a client-side `--dry-run` needs an API server for discovery, so it is not run).
 
 usage: check_manifests.py DEPLOY_DIR
 """
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
 failures = []
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def check(condition, message):
@@ -66,9 +69,22 @@ def check_daemonset(ds, expect_api):
         check(get.get("path") == "/healthz", f"{probe} on /healthz")
         probe_port = ports.get(get.get("port"), get.get("port"))
         check(probe_port == port, f"{probe} port {probe_port} is the --metrics-addr port {port}")
+    for probe in ("startupProbe",):
+        get = c.get(probe, {}).get("httpGet", {})
+        check(get.get("path") == "/healthz", f"{probe} on /healthz")
+        check(ports.get(get.get("port"), get.get("port")) == port, f"{probe} on the --metrics-addr port")
     res = c.get("resources", {})
     check({"cpu", "memory"} <= set(res.get("requests", {})), "cpu and memory requests")
     check("memory" in res.get("limits", {}), "a memory limit")
+    check("cpu" not in res.get("limits", {}), "no CPU limit (throttling the reader drops events in the kernel)")
+    check(bool(pod.get("priorityClassName")), "a priorityClassName")
+    # The image runs where a vmlinux.h is committed for the architecture (bpf/vmlinux/<arch>/).
+    selector = pod.get("nodeSelector", {})
+    kernel_arch = {"x86": "amd64", "arm64": "arm64", "arm": "arm", "s390": "s390x", "powerpc": "ppc64le"}
+    built = {kernel_arch.get(d, d) for d in os.listdir(os.path.join(REPO, "bpf", "vmlinux"))}
+    check(selector.get("kubernetes.io/os") == "linux", "nodeSelector kubernetes.io/os: linux")
+    check(selector.get("kubernetes.io/arch") in built,
+          f"nodeSelector kubernetes.io/arch {selector.get('kubernetes.io/arch')} is one the image is built for {sorted(built)}")
 
     sc = c.get("securityContext", {})
     caps = set(sc.get("capabilities", {}).get("add", []))
@@ -118,10 +134,89 @@ def check_dockerfile(path):
     text = open(path).read()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
     check(len(froms) >= 2, "Dockerfile is multi-stage")
-    check(all(f.startswith("debian:") for f in froms), f"Debian base images only: {froms}")
+    check(all(f.startswith("debian:") or f == "scratch" for f in froms), f"Debian base images only: {froms}")
+    check(froms[-1] == "scratch", "the runtime stage starts from scratch (its root is made of Debian packages)")
     check("COPY --from=build" in text, "the runtime stage copies the binary from the build stage")
+    # The root filesystem comes from the script scripts/build-image.sh runs too: one package list.
+    check("deploy/image/make-rootfs.sh" in text or "/image/make-rootfs.sh" in text,
+          "the Dockerfile makes its root with deploy/image/make-rootfs.sh, as scripts/build-image.sh does")
     for banned in ("pip install", "curl ", "wget ", "go install", "npm "):
         check(banned not in text, f"Debian packages only: no `{banned.strip()}`")
+
+
+def labels_match(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def exported_metrics():
+    """Metric names the daemon writes (string literals "tcpwhy_..." in src/daemon/), with a
+    histogram's series."""
+    names, histograms = set(), set()
+    for directory, _, files in os.walk(os.path.join(REPO, "src", "daemon")):
+        for name in files:
+            if name.endswith((".cpp", ".h")):
+                with open(os.path.join(directory, name)) as f:
+                    text = f.read()
+                names |= set(re.findall(r'"(tcpwhy_[a-z_]+)"', text))
+                histograms |= set(re.findall(r'"(tcpwhy_[a-z_]+)",\s*"histogram"', text))
+    for name in histograms:
+        names |= {name + "_bucket", name + "_sum", name + "_count"}
+    return names
+
+
+def check_monitoring(deploy, daemonset):
+    """deploy/monitoring: the scrapes select the DaemonSet's pods and port, the three copies of the
+    rules agree, and the rules and the dashboard use only metrics the daemon exports."""
+    mon = os.path.join(deploy, "monitoring")
+    out = subprocess.run([sys.executable, os.path.join(mon, "generate.py"), "--check"], capture_output=True, text=True)
+    check(out.returncode == 0, f"monitoring: PrometheusRule and ClusterRules match rules/tcpwhy.rules.yaml: {out.stderr.strip()}")
+    pod_labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    ns = daemonset["metadata"]["namespace"]
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    port_names = {p["name"] for p in container.get("ports", [])}
+
+    op = {d["kind"]: d for f in ("service.yaml", "servicemonitor.yaml", "prometheusrule.yaml")
+          for d in load(os.path.join(mon, "prometheus-operator", f))}
+    svc, sm = op.get("Service"), op.get("ServiceMonitor")
+    check(svc and labels_match(svc["spec"]["selector"], pod_labels), "Service selects the DaemonSet's pods")
+    check(svc and svc["spec"].get("clusterIP") == "None", "Service is headless (one endpoint per node)")
+    check(svc and svc["metadata"]["namespace"] == ns, "Service in the DaemonSet's namespace")
+    check(svc and all(p["targetPort"] in port_names for p in svc["spec"]["ports"]), "Service targets the metrics port")
+    check(sm and labels_match(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]), "ServiceMonitor selects the Service")
+    check(sm and ns in sm["spec"]["namespaceSelector"]["matchNames"], "ServiceMonitor looks in the DaemonSet's namespace")
+    for ep in (sm or {}).get("spec", {}).get("endpoints", []):
+        check(ep["port"] in {p["name"] for p in svc["spec"]["ports"]}, f"ServiceMonitor endpoint port {ep['port']} is the Service's")
+        drops = [r for r in ep.get("relabelings", []) if r.get("action") == "labeldrop"]
+        check(ep.get("honorLabels") is True or any(re.fullmatch(r["regex"], "namespace") and re.fullmatch(r["regex"], "pod")
+                                                   for r in drops),
+              "ServiceMonitor keeps the metrics' own namespace and pod labels (labeldrop or honorLabels)")
+    gmp = {d["kind"]: d for f in ("podmonitoring.yaml", "rules.yaml") for d in load(os.path.join(mon, "gmp", f))}
+    cpm = gmp.get("ClusterPodMonitoring")
+    check(cpm and labels_match(cpm["spec"]["selector"]["matchLabels"], pod_labels), "ClusterPodMonitoring selects the pods")
+    check(cpm and all(ep["port"] in port_names for ep in cpm["spec"]["endpoints"]), "ClusterPodMonitoring scrapes the metrics port")
+    check(cpm and not {"namespace", "pod"} & set(cpm["spec"].get("targetLabels", {}).get("metadata", ["namespace"])),
+          "ClusterPodMonitoring adds no namespace/pod target label (they would rename the backend's)")
+    check("ClusterRules" in gmp, "GMP rules are ClusterRules (Rules would scope queries to one namespace)")
+
+    with open(os.path.join(mon, "rules", "tcpwhy.rules.yaml")) as f:
+        groups = yaml.safe_load(f)["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    known = exported_metrics() | {r["record"] for r in rules if "record" in r} | {"up"}
+    for r in rules:
+        used = set(re.findall(r"\b(tcpwhy[_:][a-z0-9_:]+|up)\b", r["expr"]))
+        check(used <= known, f"rule {r.get('alert') or r.get('record')}: metrics the daemon exports ({sorted(used - known)})")
+        if "alert" in r:
+            check(r.get("labels", {}).get("severity") in ("info", "warning", "critical"), f"{r['alert']}: a severity")
+            check({"summary", "description"} <= set(r.get("annotations", {})), f"{r['alert']}: summary and description")
+    with open(os.path.join(mon, "grafana", "tcpwhy.json")) as f:
+        dashboard = json.load(f)
+    check(dashboard.get("uid") == "tcpwhy", "dashboard: a fixed uid")
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    check(len(exprs) >= 10, f"dashboard: panels with queries ({len(exprs)})")
+    for e in exprs:
+        used = set(re.findall(r"\b(tcpwhy[_:][a-z0-9_:]+|up)\b", e))
+        check(used and used <= known, f"dashboard query uses metrics the daemon exports: {sorted(used - known)} in {e[:60]}")
+    return [os.path.join(mon, "prometheus-operator"), os.path.join(mon, "gmp")]
 
 
 def kustomize(directory):
@@ -174,6 +269,7 @@ def main():
     check(not by_kind(base, "ServiceAccount") and not by_kind(base, "ClusterRole"), "base: no RBAC")
     check_rbac(overlay)
     check_dockerfile(os.path.join(deploy, "Dockerfile"))
+    monitoring_dirs = check_monitoring(deploy, by_kind(base, "DaemonSet")[0])
 
     for directory, api in ((base_dir, False), (overlay_dir, True)):
         rendered = kustomize(directory)
@@ -182,6 +278,23 @@ def main():
                 check_daemonset(ds, api)
             if api:
                 check_rbac(rendered)
+    for directory in monitoring_dirs:
+        rendered = kustomize(directory)
+        if rendered is not None:
+            check(len(rendered) >= 2, f"kubectl kustomize {directory} renders its resources")
+    # The image pinned to a registry by digest with kustomize `images:`, as docs/daemon.md says.
+    if shutil.which("kubectl"):
+        with tempfile.TemporaryDirectory() as tmp:
+            digest = "sha256:" + "0123456789abcdef" * 4
+            with open(os.path.join(tmp, "kustomization.yaml"), "w") as f:
+                yaml.safe_dump({"resources": [os.path.relpath(base_dir, tmp)],
+                                "images": [{"name": "tcpwhy", "newName": "registry.example.com/ops/tcpwhy",
+                                            "digest": digest}]}, f)
+            rendered = kustomize(tmp)
+            images = [c["image"] for ds in by_kind(rendered or [], "DaemonSet")
+                      for c in ds["spec"]["template"]["spec"]["containers"]]
+            check(images == [f"registry.example.com/ops/tcpwhy@{digest}"],
+                  f"kustomize images: pins the DaemonSet's image by digest ({images})")
 
     for f in failures:
         print(f"FAIL: {f}")
