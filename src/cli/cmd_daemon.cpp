@@ -38,8 +38,6 @@ namespace {
 using namespace tcpwhy::daemon;
 
 constexpr const char* kVersion = "0.1.0";
-constexpr int kCapBpf = 39;                // linux/capability.h CAP_BPF (5.8+)
-constexpr int kCapSysPtrace = 19;          // linux/capability.h CAP_SYS_PTRACE
 constexpr int64_t kHealthyLoopAgeMs = 10'000;  // /healthz fails when the event loop has not turned for this long
 constexpr size_t kMaxConcurrentExports = 2;
 
@@ -418,7 +416,9 @@ int run_daemon(const DaemonArgs& args) {
     if (!valid_ring_mb(args.ring_mb)) return kExitUsage;
     auto limits = parse_archive_limits(args);
     if (!limits) return kExitUsage;
-    std::unique_ptr<WorkloadResolver> resolver = make_resolver(args.naming, &error);
+    // The API client parses what the API server sends: its thread starts after the drop below.
+    std::shared_ptr<KubeApiClient> kube_api;
+    std::unique_ptr<WorkloadResolver> resolver = make_resolver(args.naming, &error, &kube_api);
     if (!resolver && !args.naming.no_names) {
         print_error(error);
         return kExitUsage;
@@ -486,8 +486,18 @@ int run_daemon(const DaemonArgs& args) {
     // /proc/PID/ns/net needs it (the ptrace access check), and pods come and go.
     std::vector<int> keep{kCapBpf};
     if (resolver) keep.push_back(kCapSysPtrace);
-    if (!args.keep_capabilities && !drop_capabilities_except(keep, &error))
-        fmt::print(stderr, "tcpwhy: WARNING could not drop capabilities: {}\n", error);
+    std::string privileges = describe_privileges(current_thread_privileges());
+    if (!args.keep_capabilities) {
+        CapabilityDrop drop = drop_capabilities_except(keep);
+        if (!drop.error.empty()) {
+            print_error(fmt::format("could not drop capabilities: {}", drop.error),
+                        "report this; --keep-capabilities runs without dropping (debugging only)");
+            return kExitFailure;
+        }
+        privileges = describe_privileges(drop.after);
+    }
+    // Threads that parse outside input (the API client, the servers, exports) start from here on.
+    if (kube_api) kube_api->start();
 
     std::string attach = tracer->attach_summary();
     Daemon daemon(args, *config, std::move(tracer), std::move(archive), header, std::move(resolver));
@@ -496,10 +506,9 @@ int run_daemon(const DaemonArgs& args) {
 
     fmt::print(stderr,
                "tcpwhy: daemon tracing TCP on {} (close via {}; LB {}); {} connections existed in {} namespaces; "
-               "metrics http://{}/metrics; socket {}; archive {}; capabilities kept: {}\n",
+               "metrics http://{}/metrics; socket {}; archive {}; capabilities: {}\n",
                header.kernel, attach, config->describe_lb(), existing.events.size(), existing.namespaces,
-               http_listener ? local_address(http_listener) : "off", args.socket, args.archive,
-               effective_capabilities());
+               http_listener ? local_address(http_listener) : "off", args.socket, args.archive, privileges);
     return daemon.run(std::move(http_listener), std::move(unix_listener));
 }
 

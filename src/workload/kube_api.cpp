@@ -1,6 +1,7 @@
 #include "tcpwhy/kube_api.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -131,7 +132,10 @@ KubeApiClient::~KubeApiClient() {
 }
 
 void KubeApiClient::start() {
-    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    if (!thread_.joinable()) thread_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "tcpwhy-kube-api");  // for ps and /proc/PID/task/*/comm
+        run();
+    });
 }
 
 KubeApiStatus KubeApiClient::status() const {
