@@ -48,7 +48,7 @@ struct DaemonArgs {
     std::string archive_max = "1G";
     std::string archive_max_age = "7d";
     std::string archive_min_free = "256M";
-    std::string metrics_addr = "0.0.0.0:9090";
+    std::string metrics_addr = "[::]:9090";
     size_t metrics_max_backends = 200;
     std::string socket = "/run/tcpwhy/tcpwhy.sock";
     LbArgs lb;
@@ -301,9 +301,10 @@ private:
             }
             return {200, kText, body};
         }
+        // Rendered at most once a second however often it is asked for (any pod can ask).
         if (path == "/metrics")
             return {200, "text/plain; version=0.0.4; charset=utf-8",
-                    render_prometheus(metrics_snapshot(), args_.metrics_max_backends)};
+                    render_prometheus(metrics_snapshot(), args_.metrics_max_backends), 1000};
         if (path == "/") return {200, kText, "tcpwhy daemon: /metrics (Prometheus), /healthz\n"};
         return {404, kText, "not found: try /metrics or /healthz\n"};
     }
@@ -539,7 +540,8 @@ Runner add_daemon(CLI::App& app) {
                     "Free space to leave on the archive's filesystem: old segments go, then archiving pauses")
         ->capture_default_str();
     sub->add_option("--metrics-addr", args->metrics_addr,
-                    "HOST:PORT for /metrics and /healthz ('off': none; port 0: any free port, printed at start)")
+                    "HOST:PORT for /metrics and /healthz ([::]: IPv6 and IPv4, 0.0.0.0: IPv4 only; 'off': none;\n"
+                    "port 0: any free port, printed at start)")
         ->capture_default_str();
     sub->add_option("--metrics-max-backends", args->metrics_max_backends,
                     "At most this many (namespace, pod, port) label sets; the rest are folded into \"_other\"")
