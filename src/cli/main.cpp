@@ -98,6 +98,12 @@ std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming
                 return nullptr;
             }
         }
+        if (!api->url.starts_with("https://")) {
+            *error = fmt::format("--kube-api-url {}: the service-account token would cross the network in clear text; "
+                                 "give the API server's https:// URL",
+                                 api->url);
+            return nullptr;
+        }
         if (!naming.kube_token_file.empty()) api->token_file = naming.kube_token_file;
         if (!naming.kube_ca_file.empty()) api->ca_file = naming.kube_ca_file;
         if (!naming.node_name.empty()) api->node_name = naming.node_name;
