@@ -60,7 +60,7 @@ void report_naming(const NamingArgs& naming) {
                                      table->cgroup_count(), c.cgroup2_root, c.malformed_cgroups));
     row("skipped", fmt::format("{} permission denied, {} vanished, {} unreadable{}", c.permission_denied,
                                c.vanished_pids, c.unreadable_entries,
-                               c.first_problem.empty() ? "" : " (first: " + c.first_problem + ")"));
+                               c.first_problem.empty() ? "" : " (first: " + terminal_safe(c.first_problem) + ")"));
     if (!naming.kube_api) {
         row("kube api", "off (--kube-api adds labels, pod IPs and owners)");
         return;

@@ -187,7 +187,8 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
     auto next_verdict_check = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     auto print_verdicts = [&] {
         for (const auto& update : correlator.take_live_updates(WallClock::now().mono_ns)) {
-            std::string line = explain::live_line(update);
+            // Findings carry names from other processes: nothing in them reaches the terminal as a control.
+            std::string line = terminal_safe_text(explain::live_line(update));
             if (args.json) fmt::print(stderr, "tcpwhy: {}\n", line);  // stdout stays pure JSON Lines
             else fmt::print("{}\n", line);
         }
