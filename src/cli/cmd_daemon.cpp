@@ -47,7 +47,7 @@ struct DaemonArgs {
     std::string segment_age = "10m";
     std::string archive_max = "1G";
     std::string archive_max_age = "7d";
-    std::string archive_min_free = "256M";
+    std::string archive_min_free = "20%";
     std::string metrics_addr = "[::]:9090";
     size_t metrics_max_backends = 200;
     std::string socket = "/run/tcpwhy/tcpwhy.sock";
@@ -120,11 +120,25 @@ std::optional<ArchiveLimits> parse_archive_limits(const DaemonArgs& args) {
         uint64_t* out;
         bool duration;
     };
+    // --archive-min-free: a size, or a share of the filesystem ("20%").
+    limits.min_free_bytes = 0;
+    limits.min_free_percent = 0;
+    std::string min_free_size = args.archive_min_free;
+    if (min_free_size.ends_with('%')) {
+        auto percent = parse_size(min_free_size.substr(0, min_free_size.size() - 1));
+        if (!percent || *percent >= 100) {
+            print_error(fmt::format("--archive-min-free {}: not a share of the filesystem", args.archive_min_free),
+                        "give a percentage below 100 (20%) or a size (512M)");
+            return std::nullopt;
+        }
+        limits.min_free_percent = static_cast<uint32_t>(*percent);
+        min_free_size = "0";
+    }
     for (const auto& f : {Flag{"--segment-size", args.segment_size, &limits.segment_bytes, false},
                           Flag{"--segment-age", args.segment_age, &limits.segment_age_s, true},
                           Flag{"--archive-max", args.archive_max, &limits.total_bytes, false},
                           Flag{"--archive-max-age", args.archive_max_age, &limits.max_age_s, true},
-                          Flag{"--archive-min-free", args.archive_min_free, &limits.min_free_bytes, false}}) {
+                          Flag{"--archive-min-free", min_free_size, &limits.min_free_bytes, false}}) {
         auto value = f.duration ? parse_duration_s(f.text) : parse_size(f.text);
         if (!value) {
             print_error(fmt::format("{} {}: not a {}", f.name, f.text, f.duration ? "duration" : "size"),
@@ -436,6 +450,7 @@ int run_daemon(const DaemonArgs& args) {
             print_error(error, "choose a writable --archive DIR (or --archive none)");
             return kExitUsage;
         }
+        for (const auto& why : archive->refused()) fmt::print(stderr, "tcpwhy: WARNING archive: {}\n", why);
     }
     Fd http_listener;
     if (args.metrics_addr != "off") {
@@ -537,7 +552,8 @@ Runner add_daemon(CLI::App& app) {
     sub->add_option("--archive-max-age", args->archive_max_age, "Delete segments older than this (0: no age limit)")
         ->capture_default_str();
     sub->add_option("--archive-min-free", args->archive_min_free,
-                    "Free space to leave on the archive's filesystem: old segments go, then archiving pauses")
+                    "Free space to leave on the archive's filesystem, a size or a share (20%: the kubelet\n"
+                    "evicts pods below 10-15%): old segments go, then archiving pauses")
         ->capture_default_str();
     sub->add_option("--metrics-addr", args->metrics_addr,
                     "HOST:PORT for /metrics and /healthz ([::]: IPv6 and IPv4, 0.0.0.0: IPv4 only; 'off': none;\n"

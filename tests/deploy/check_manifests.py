@@ -96,6 +96,8 @@ def check_daemonset(ds, expect_api):
         check(mounts["/run/netns"].get("mountPropagation") == "HostToContainer",
               "/run/netns with HostToContainer propagation (namespaces added later appear)")
     check(not any(a.startswith("--host-root") for a in args), "no --host-root: the node's paths are mounted in place")
+    check(not any(a.startswith("--archive-min-free") for a in args),
+          "--archive-min-free left at its default (a share of the disk above the kubelet's eviction threshold)")
     seccomp = (sc.get("seccompProfile") or pod.get("securityContext", {}).get("seccompProfile") or {}).get("type")
     check(seccomp == "RuntimeDefault", f"the runtime's default seccomp profile (have {seccomp})")
     volumes = {v["name"]: v for v in pod.get("volumes", [])}

@@ -96,14 +96,17 @@ inline std::vector<std::string> still_loaded(const BpfIds& ids) {
 class DaemonProcess {
 public:
     // `prefix` runs before the binary (e.g. setpriv with the DaemonSet's capabilities).
+    // `keep_default_floor`: leave --archive-min-free at the daemon's default instead of 0.
     DaemonProcess(const fs::path& dir, const std::string& extra = "", const fs::path& archive_dir = {},
-                  const std::string& prefix = "")
+                  const std::string& prefix = "", bool keep_default_floor = false)
         : archive(archive_dir.empty() ? dir / "archive" : archive_dir),
           socket(dir / "tcpwhy.sock"),
           err_(dir / fmt::format("daemon-{}.err", ++runs_)) {
         std::string cmd = fmt::format(
-            "exec {} {} daemon --archive {} --socket {} --metrics-addr 127.0.0.1:0 --archive-min-free 0 {} >{} 2>&1",
-            prefix, TCPWHY_BINARY, archive.string(), socket.string(), extra, err_.string());
+            "exec {} {} daemon --archive {} --socket {} --metrics-addr 127.0.0.1:0 {} {} >{} 2>&1", prefix,
+            TCPWHY_BINARY, archive.string(), socket.string(),
+            keep_default_floor || extra.find("--archive-min-free") != std::string::npos ? "" : "--archive-min-free 0",
+            extra, err_.string());
         pid = fork();
         if (pid == 0) {
             execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
