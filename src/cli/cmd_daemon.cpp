@@ -539,7 +539,7 @@ Runner add_daemon(CLI::App& app) {
         "Examples:\n"
         "  tcpwhy daemon                                        # the defaults below\n"
         "  tcpwhy daemon --archive /var/lib/tcpwhy/archive --archive-max 2G --metrics-addr 127.0.0.1:9090\n"
-        "  tcpwhy export --since 30m -o /tmp/incident.jsonl     # then: tcpwhy report /tmp/incident.jsonl");
+        "  tcpwhy export --since 30m --gzip > incident.jsonl.gz   # then: tcpwhy report incident.jsonl.gz");
     auto args = std::make_shared<DaemonArgs>();
     sub->add_option("--archive", args->archive, "Archive directory for the trace segments ('none': keep no archive)")
         ->capture_default_str();

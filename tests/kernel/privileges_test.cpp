@@ -141,7 +141,7 @@ TEST_CASE("privileges: with the API overlay the Kubernetes API thread starts aft
             waitpid(pid, nullptr, 0);
         }
     } reap{api};
-    for (int i = 0; i < 200 && !fs::exists(dir.path / "port"); ++i) sleep_ms(25);
+    for (int i = 0; i < 1200 && !fs::exists(dir.path / "port"); ++i) sleep_ms(25);  // python is slow to start under emulation
     int api_port = 0;
     std::ifstream(dir.path / "port") >> api_port;
     REQUIRE(api_port != 0);
