@@ -12,6 +12,7 @@ packages=(
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd  # tests/vm: the 6.1 and 6.12 guests
   nginx-light nodejs curl chromium  # tests/e2e, demo: the LB, the backend, the HTML report check
   python3-yaml tmux  # tests/deploy (manifests), tests/kernel/top_test (the terminal)
+  strace  # tests/kernel/mounts_test.py: what the daemon opens on the node
   libclang-rt-dev  # libFuzzer and the sanitizer runtimes (tests/fuzz, build-asan)
   wrk bpftrace  # bench/overhead.py, bench/ingest.py: the load, a peer tool
   buildah podman runc  # tests/image: the node image, built and run without a Docker daemon

@@ -49,4 +49,7 @@ done
 if [ "$(id -u)" -eq 0 ]; then
   bash tests/vm/run-kernel-tests.sh -- "~e2e:*"
   bash tests/vm/run-kernel-tests.sh --kernel-suite bookworm-backports -- "~e2e:*"
+  # Below the minimum (Debian 11's 5.10): doctor, trace and daemon refuse in one clear line, exit 1,
+  # load nothing (about 30 s).
+  bash tests/vm/run-kernel-tests.sh --kernel-suite bullseye --command "bash $PWD/tests/vm/below-minimum.sh"
 fi

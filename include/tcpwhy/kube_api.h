@@ -27,7 +27,13 @@ struct KubeApiOptions {
     std::string ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
     std::string node_name;                 // whose pods (NODE_NAME, else the host name)
     uint32_t connect_timeout_ms = 5000;
+    uint32_t initial_backoff_ms = 500;  // after a failed list or watch, doubling up to max_backoff_ms
     uint32_t max_backoff_ms = 30000;
+    // A watch that delivers no byte for this long is taken as dead (a half-open connection, a
+    // vanished API server) and reopened; bookmarks keep a healthy one from going this quiet.
+    uint32_t low_speed_time_s = 120;
+    size_t max_line_bytes = 8u << 20;    // one watch event (a pod object is at most ~1.5 MiB in etcd)
+    size_t max_list_bytes = 256u << 20;  // the node's pod list
 
     // The in-cluster defaults; nullopt and *error outside a cluster.
     static std::optional<KubeApiOptions> in_cluster(std::string* error);
@@ -67,9 +73,10 @@ public:
     KubeApiStatus status() const;
 
 private:
+    enum class WatchEnd { resume, relist, failed };
     void run();
     bool list(std::string* resource_version);
-    bool watch(std::string* resource_version);  // false: relist
+    WatchEnd watch(std::string* resource_version);
     void apply_event(const std::string& line, std::string* resource_version, bool* expired);
     void fail(const std::string& error);
 

@@ -42,6 +42,8 @@ class TraceReader {
 public:
     // Opens path ("-" for stdin). On failure, returns nullptr and sets *error.
     static std::unique_ptr<TraceReader> open(const std::string& path, std::string* error);
+    // Reads an open file (taken over, closed with the reader), named `name` in messages.
+    static std::unique_ptr<TraceReader> from_fd(int fd, const std::string& name, std::string* error);
     ~TraceReader();
     TraceReader(const TraceReader&) = delete;
     TraceReader& operator=(const TraceReader&) = delete;

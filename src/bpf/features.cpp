@@ -79,6 +79,37 @@ bool probe_fentry(const btf* vmlinux, std::string& why_not) {
     return true;
 }
 
+// Loads (never attaches) a tp_btf program on inet_sock_set_state that asks for its socket's
+// cookie: the verifier of a kernel before 5.12 refuses the helper in tracing programs.
+bool probe_socket_cookie_in_tracing(const btf* vmlinux, std::string& why_not) {
+    int target = btf__find_by_name_kind(vmlinux, "btf_trace_inet_sock_set_state", BTF_KIND_TYPEDEF);
+    if (target < 0) {
+        why_not = "the kernel has no inet_sock_set_state tracepoint in BTF (Linux 5.5)";
+        return false;
+    }
+    bpf_insn insns[5] = {};
+    insns[0].code = BPF_LDX | BPF_MEM | BPF_DW;  // r1 = ctx[0], the struct sock *
+    insns[0].dst_reg = BPF_REG_1;
+    insns[0].src_reg = BPF_REG_1;
+    insns[1].code = BPF_JMP | BPF_CALL;  // bpf_get_socket_cookie(r1)
+    insns[1].imm = BPF_FUNC_get_socket_cookie;
+    insns[2].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 0
+    insns[3].code = BPF_JMP | BPF_EXIT;
+    char log[4096] = {};
+    LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_TRACE_RAW_TP,
+                .attach_btf_id = static_cast<__u32>(target), .log_level = 1, .log_size = sizeof(log), .log_buf = log);
+    Fd prog(bpf_prog_load(BPF_PROG_TYPE_TRACING, "tcpwhy_cookie", "GPL", insns, 4, &opts));
+    if (prog) return true;
+    if (errno == EPERM) {  // not a verdict on the kernel
+        why_not = "not probed: the load was refused (Operation not permitted)";
+        return true;
+    }
+    why_not = std::strstr(log, "unknown func") || std::strstr(log, "not allowed") || std::strstr(log, "invalid func")
+                  ? "tracing programs cannot call bpf_get_socket_cookie (Linux 5.12)"
+                  : fmt::format("a tracing program asking for a socket's cookie was refused: {}", strerror(errno));
+    return false;
+}
+
 std::vector<std::string> reset_reason_names(const btf* vmlinux) {
     std::vector<std::string> names;
     int id = btf__find_by_name_kind(vmlinux, "sk_rst_reason", BTF_KIND_ENUM);
@@ -133,6 +164,11 @@ bool probe_kprobe(const std::map<std::string, FunctionTarget>& functions, std::s
 
 }  // namespace
 
+std::string KernelFeatures::below_minimum() const {
+    if (!socket_cookie_in_tracing) return socket_cookie_why_not;
+    return {};
+}
+
 KernelFeatures probe_kernel_features() {
     KernelFeatures f;
     utsname u{};
@@ -156,7 +192,9 @@ KernelFeatures probe_kernel_features() {
         find_functions_in_btf(vmlinux.get(), f.functions);
         if (f.can_trace()) {
             f.fentry = probe_fentry(vmlinux.get(), f.fentry_why_not);
+            f.socket_cookie_in_tracing = probe_socket_cookie_in_tracing(vmlinux.get(), f.socket_cookie_why_not);
         } else {
+            f.socket_cookie_in_tracing = true;  // unknown: the privilege check speaks first
             f.fentry_why_not = "not probed: no CAP_BPF/CAP_PERFMON";
         }
     } else {

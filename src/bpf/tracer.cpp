@@ -65,6 +65,12 @@ void require_tracing_support(const KernelFeatures& f) {
     if (!f.can_trace())
         throw TracerError("missing privileges to load BPF programs (need CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)",
                           "run as root (sudo tcpwhy ...) or grant CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN");
+    // Before anything loads: nothing to detach, and no libbpf noise about a program the
+    // verifier was always going to refuse.
+    if (std::string missing = f.below_minimum(); !missing.empty())
+        throw TracerError(fmt::format("kernel {} is too old for tcpwhy: {}; tcpwhy needs Linux 5.12 or newer", f.release,
+                                      missing),
+                          "run on a newer kernel (Debian 12's 6.1, Ubuntu 22.04's 5.15, or a backports kernel)");
 }
 
 struct Tracer::Impl {

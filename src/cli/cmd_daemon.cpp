@@ -24,8 +24,6 @@ namespace {
 using namespace tcpwhy::daemon;
 
 constexpr const char* kVersion = "0.1.0";
-constexpr int kCapBpf = 39;                // linux/capability.h CAP_BPF (5.8+)
-constexpr int kCapSysPtrace = 19;          // linux/capability.h CAP_SYS_PTRACE
 
 struct DaemonArgs {
     std::string archive = "/var/lib/tcpwhy/archive";
@@ -33,8 +31,8 @@ struct DaemonArgs {
     std::string segment_age = "10m";
     std::string archive_max = "1G";
     std::string archive_max_age = "7d";
-    std::string archive_min_free = "256M";
-    std::string metrics_addr = "0.0.0.0:9090";
+    std::string archive_min_free = "20%";
+    std::string metrics_addr = "[::]:9090";
     size_t metrics_max_backends = 200;
     std::string socket = "/run/tcpwhy/tcpwhy.sock";
     LbArgs lb;
@@ -54,11 +52,25 @@ std::optional<ArchiveLimits> parse_archive_limits(const DaemonArgs& args) {
         uint64_t* out;
         bool duration;
     };
+    // --archive-min-free: a size, or a share of the filesystem ("20%").
+    limits.min_free_bytes = 0;
+    limits.min_free_percent = 0;
+    std::string min_free_size = args.archive_min_free;
+    if (min_free_size.ends_with('%')) {
+        auto percent = parse_size(min_free_size.substr(0, min_free_size.size() - 1));
+        if (!percent || *percent >= 100) {
+            print_error(fmt::format("--archive-min-free {}: not a share of the filesystem", args.archive_min_free),
+                        "give a percentage below 100 (20%) or a size (512M)");
+            return std::nullopt;
+        }
+        limits.min_free_percent = static_cast<uint32_t>(*percent);
+        min_free_size = "0";
+    }
     for (const auto& f : {Flag{"--segment-size", args.segment_size, &limits.segment_bytes, false},
                           Flag{"--segment-age", args.segment_age, &limits.segment_age_s, true},
                           Flag{"--archive-max", args.archive_max, &limits.total_bytes, false},
                           Flag{"--archive-max-age", args.archive_max_age, &limits.max_age_s, true},
-                          Flag{"--archive-min-free", args.archive_min_free, &limits.min_free_bytes, false}}) {
+                          Flag{"--archive-min-free", min_free_size, &limits.min_free_bytes, false}}) {
         auto value = f.duration ? parse_duration_s(f.text) : parse_size(f.text);
         if (!value) {
             print_error(fmt::format("{} {}: not a {}", f.name, f.text, f.duration ? "duration" : "size"),
@@ -92,7 +104,9 @@ int run_daemon(const DaemonArgs& args) {
     if (!valid_ring_mb(args.ring_mb)) return kExitUsage;
     auto limits = parse_archive_limits(args);
     if (!limits) return kExitUsage;
-    std::unique_ptr<WorkloadResolver> resolver = make_resolver(args.naming, &error);
+    // The API client parses what the API server sends: its thread starts after the drop below.
+    std::shared_ptr<KubeApiClient> kube_api;
+    std::unique_ptr<WorkloadResolver> resolver = make_resolver(args.naming, &error, &kube_api);
     if (!resolver && !args.naming.no_names) {
         print_error(error);
         return kExitUsage;
@@ -108,6 +122,7 @@ int run_daemon(const DaemonArgs& args) {
             print_error(error, "choose a writable --archive DIR (or --archive none)");
             return kExitUsage;
         }
+        for (const auto& why : archive->refused()) log::warn(fmt::format("archive: {}", why));
     }
     Fd http_listener;
     if (args.metrics_addr != "off") {
@@ -162,15 +177,25 @@ int run_daemon(const DaemonArgs& args) {
     // /proc/PID/ns/net needs it (the ptrace access check), and pods come and go.
     std::vector<int> keep{kCapBpf};
     if (session.resolver()) keep.push_back(kCapSysPtrace);
-    if (!args.keep_capabilities && !drop_capabilities_except(keep, &error))
-        log::warn(fmt::format("could not drop capabilities: {}", error));
+    std::string privileges = describe_privileges(current_thread_privileges());
+    if (!args.keep_capabilities) {
+        CapabilityDrop drop = drop_capabilities_except(keep);
+        if (!drop.error.empty()) {
+            print_error(fmt::format("could not drop capabilities: {}", drop.error),
+                        "report this; --keep-capabilities runs without dropping (debugging only)");
+            return kExitFailure;
+        }
+        privileges = describe_privileges(drop.after);
+    }
+    // Threads that parse outside input (the API client, the servers, exports) start from here on.
+    if (kube_api) kube_api->start();
 
     log::info(fmt::format(
         "daemon tracing TCP on {} (close via {}; LB {}); {} connections existed in {} namespaces; "
-        "metrics http://{}/metrics; socket {}; archive {}; capabilities kept: {}",
+        "metrics http://{}/metrics; socket {}; archive {}; capabilities: {}",
         session.status().kernel, session.status().attach, config->describe_lb(), existing.events.size(),
         existing.namespaces, http_listener ? local_address(http_listener) : "off", args.socket, args.archive,
-        effective_capabilities()));
+        privileges));
     daemon.set_existing_connections(existing.events.size());
     return daemon.run(std::move(http_listener), std::move(unix_listener), [] { return stop_requested(); });
 }
@@ -186,7 +211,7 @@ Runner add_daemon(CLI::App& app) {
         "Examples:\n"
         "  tcpwhy daemon                                        # the defaults below\n"
         "  tcpwhy daemon --archive /var/lib/tcpwhy/archive --archive-max 2G --metrics-addr 127.0.0.1:9090\n"
-        "  tcpwhy export --since 30m -o /tmp/incident.jsonl     # then: tcpwhy report /tmp/incident.jsonl");
+        "  tcpwhy export --since 30m --gzip > incident.jsonl.gz   # then: tcpwhy report incident.jsonl.gz");
     auto args = std::make_shared<DaemonArgs>();
     sub->add_option("--archive", args->archive, "Archive directory for the trace segments ('none': keep no archive)")
         ->capture_default_str();
@@ -199,10 +224,12 @@ Runner add_daemon(CLI::App& app) {
     sub->add_option("--archive-max-age", args->archive_max_age, "Delete segments older than this (0: no age limit)")
         ->capture_default_str();
     sub->add_option("--archive-min-free", args->archive_min_free,
-                    "Free space to leave on the archive's filesystem: old segments go, then archiving pauses")
+                    "Free space to leave on the archive's filesystem, a size or a share (20%: the kubelet\n"
+                    "evicts pods below 10-15%): old segments go, then archiving pauses")
         ->capture_default_str();
     sub->add_option("--metrics-addr", args->metrics_addr,
-                    "HOST:PORT for /metrics and /healthz ('off': none; port 0: any free port, printed at start)")
+                    "HOST:PORT for /metrics and /healthz ([::]: IPv6 and IPv4, 0.0.0.0: IPv4 only; 'off': none;\n"
+                    "port 0: any free port, printed at start)")
         ->capture_default_str();
     sub->add_option("--metrics-max-backends", args->metrics_max_backends,
                     "At most this many (namespace, pod, port) label sets; the rest are folded into \"_other\"")

@@ -60,7 +60,7 @@ void report_naming(const NamingArgs& naming) {
                                      table->cgroup_count(), c.cgroup2_root, c.malformed_cgroups));
     row("skipped", fmt::format("{} permission denied, {} vanished, {} unreadable{}", c.permission_denied,
                                c.vanished_pids, c.unreadable_entries,
-                               c.first_problem.empty() ? "" : " (first: " + c.first_problem + ")"));
+                               c.first_problem.empty() ? "" : " (first: " + terminal_safe(c.first_problem) + ")"));
     if (!naming.kube_api) {
         row("kube api", "off (--kube-api adds labels, pod IPs and owners)");
         return;
@@ -89,6 +89,9 @@ int run_doctor(bool force_tracepoints, const NamingArgs& naming) {
     row("reset reasons", !f.reset_reason_names.empty()
                              ? fmt::format("enum sk_rst_reason, {} names decoded from BTF", f.reset_reason_names.size())
                              : "none in this kernel: inferred from socket state");
+    row("minimum", !f.can_trace()                ? std::string("not probed: no CAP_BPF/CAP_PERFMON")
+                   : f.below_minimum().empty() ? std::string("yes (Linux 5.12: the socket cookie in tracing programs)")
+                                               : "NO: " + f.below_minimum() + "; tcpwhy needs Linux 5.12 or newer");
     row("fentry", f.fentry ? "yes" : "no: " + f.fentry_why_not);
     row("kprobe", f.kprobe ? "yes" : "no: " + f.kprobe_why_not);
 

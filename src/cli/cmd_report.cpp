@@ -1,7 +1,9 @@
 // `tcpwhy report`: replay recorded traces through the correlator and explain the resets.
 #include <iostream>
+#include <sstream>
 
 #include "commands.h"
+#include "tcpwhy/format.h"
 #include "tcpwhy/report.h"
 
 namespace tcpwhy::cli {
@@ -40,7 +42,13 @@ Runner add_report(CLI::App& app) {
         if (lb->idle_timeout_s) opts.lb_idle_timeout_s = lb->idle_timeout_s;
         if (!conn->empty()) opts.conn = *conn;
         if (!html->empty()) opts.html = *html;
-        return run_report(opts, std::cout, std::cerr);
+        // The report quotes names (and, on a bad line, text) from the trace, which other
+        // processes chose: rendered first, then printed with no control left in it.
+        std::ostringstream out, err;
+        int rc = run_report(opts, out, err);
+        std::cout << terminal_safe_text(out.str()) << std::flush;
+        std::cerr << terminal_safe_text(err.str()) << std::flush;
+        return rc;
     };
 }
 

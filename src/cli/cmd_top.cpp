@@ -101,7 +101,9 @@ int run_plain(SnapshotSource& source, const TopArgs& args) {
         return kExitFailure;
     }
     if (args.json) fmt::print("{}\n", to_json(*snapshot));
-    else fmt::print("{}", top::render_plain(*snapshot, args.filter, top::ViewState{}, top::Glyphs::for_locale()));
+    else  // names from other processes and pods: no control reaches the terminal
+        fmt::print("{}", terminal_safe_text(
+                             top::render_plain(*snapshot, args.filter, top::ViewState{}, top::Glyphs::for_locale())));
     std::fflush(stdout);
     return kExitOk;
 }

@@ -68,7 +68,8 @@ public:
         if (json_) fmt::print("{}\n", line);
     }
     void on_finding(const FindingUpdate& update) override {
-        std::string line = explain::live_line(update);
+        // Findings carry names from other processes: nothing in them reaches the terminal as a control.
+        std::string line = terminal_safe_text(explain::live_line(update));
         if (json_) log::info(line);  // stdout stays pure JSON Lines
         else fmt::print("{}\n", line);
     }

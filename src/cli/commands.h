@@ -49,8 +49,11 @@ struct NamingArgs {
 void add_naming_options(CLI::App& sub, NamingArgs& naming);
 
 // The resolver the options describe (nullptr with --no-names), its API client started
-// when --kube-api is on. On a bad option returns nullptr and sets *error.
-std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming, std::string* error);
+// when --kube-api is on. On a bad option returns nullptr and sets *error. With
+// `unstarted_api`, the client is handed back there instead of started: the caller starts
+// its thread once privileges are dropped.
+std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming, std::string* error,
+                                                        std::shared_ptr<tcpwhy::KubeApiClient>* unstarted_api = nullptr);
 
 Runner add_doctor(CLI::App& app);
 Runner add_trace(CLI::App& app);

@@ -90,7 +90,8 @@ void add_naming_options(CLI::App& sub, NamingArgs& naming) {
     sub.add_option("--node-name", naming.node_name, "This node's name in the API (default: $NODE_NAME, else hostname)");
 }
 
-std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming, std::string* error) {
+std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming, std::string* error,
+                                                        std::shared_ptr<tcpwhy::KubeApiClient>* unstarted_api) {
     if (naming.no_names) return nullptr;
     tcpwhy::ResolverOptions options;
     options.host_root = naming.host_root;
@@ -109,11 +110,18 @@ std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming
                 return nullptr;
             }
         }
+        if (!api->url.starts_with("https://")) {
+            *error = fmt::format("--kube-api-url {}: the service-account token would cross the network in clear text; "
+                                 "give the API server's https:// URL",
+                                 api->url);
+            return nullptr;
+        }
         if (!naming.kube_token_file.empty()) api->token_file = naming.kube_token_file;
         if (!naming.kube_ca_file.empty()) api->ca_file = naming.kube_ca_file;
         if (!naming.node_name.empty()) api->node_name = naming.node_name;
         auto client = std::make_shared<tcpwhy::KubeApiClient>(*api);
-        client->start();
+        if (unstarted_api) *unstarted_api = client;
+        else client->start();
         resolver->set_kube_api(client);
     }
     return resolver;

@@ -44,7 +44,59 @@ std::string detail(const Event& e) {
     return "";
 }
 
+// The length of the valid UTF-8 sequence at text[i] and its code point; 0 when it is not one.
+size_t utf8_sequence(std::string_view text, size_t i, uint32_t* code_point) {
+    auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+    unsigned char lead = byte(i);
+    size_t length = lead >= 0xf0 && lead <= 0xf4 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc2 && lead <= 0xdf ? 2 : 0;
+    if (length == 0 || lead > 0xf4 || i + length > text.size()) return 0;
+    uint32_t cp = lead & (0x7f >> length);
+    for (size_t k = 1; k < length; ++k) {
+        if ((byte(i + k) & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (byte(i + k) & 0x3f);
+    }
+    static constexpr uint32_t kSmallest[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kSmallest[length] || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return 0;  // overlong, surrogates
+    *code_point = cp;
+    return length;
+}
+
+// Code points that steer a terminal or the direction of what follows.
+bool is_control_code_point(uint32_t cp) {
+    return (cp >= 0x80 && cp < 0xa0) || cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+           (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+std::string make_terminal_safe(std::string_view text, bool keep_line_breaks) {
+    std::string out;
+    out.reserve(text.size());
+    for (size_t i = 0; i < text.size();) {
+        auto c = static_cast<unsigned char>(text[i]);
+        if ((c >= 0x20 && c < 0x7f) || (keep_line_breaks && (c == '\n' || c == '\t'))) {
+            out += static_cast<char>(c);
+            ++i;
+            continue;
+        }
+        uint32_t cp = 0;
+        size_t length = c >= 0x80 ? utf8_sequence(text, i, &cp) : 0;
+        if (length == 0) {
+            out += fmt::format("\\x{:02x}", c);
+            ++i;
+        } else if (is_control_code_point(cp)) {
+            out += fmt::format("\\u{:04x}", cp);
+            i += length;
+        } else {
+            out.append(text.substr(i, length));
+            i += length;
+        }
+    }
+    return out;
+}
+
 }  // namespace
+
+std::string terminal_safe(std::string_view text) { return make_terminal_safe(text, false); }
+std::string terminal_safe_text(std::string_view text) { return make_terminal_safe(text, true); }
 
 WallClock WallClock::now() { return {clock_ns(CLOCK_MONOTONIC), clock_ns(CLOCK_REALTIME)}; }
 
@@ -61,7 +113,8 @@ std::string format_event_header() {
 std::string format_event_line(const Event& e, const WallClock& clock, std::string_view who) {
     return fmt::format("{:<12} {:<10} {:>7} {:<15} {:<20} {:<28} {:<28} {:<3} {}",
                        format_time(clock.to_wall_ns(e.ts_ns)), to_string(e.type), e.pid ? std::to_string(e.pid) : "-",
-                       e.comm.empty() ? "-" : e.comm, who.empty() ? fmt::format("netns:{}", e.netns) : std::string(who),
+                       e.comm.empty() ? "-" : terminal_safe(e.comm),
+                       who.empty() ? fmt::format("netns:{}", e.netns) : terminal_safe(who),
                        format_endpoint(e.laddr, e.lport), format_endpoint(e.raddr, e.rport), e.lb ? "LB" : "",
                        detail(e));
 }

@@ -68,8 +68,15 @@ std::unique_ptr<Archive> Archive::open(const std::string& dir, const ArchiveLimi
             ArchiveSegment segment;
             if (!is_segment_name(entry->d_name, &segment.seq)) continue;
             segment.path = dir + "/" + entry->d_name;
+            // lstat: a symlink planted under a segment's name is not followed, nor adopted (export
+            // would read whatever it points to), and neither is anything but a plain file.
             struct stat st{};
-            if (stat(segment.path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+            if (lstat(segment.path.c_str(), &st) != 0) continue;
+            if (!S_ISREG(st.st_mode)) {
+                archive->refused_.push_back(fmt::format("{}: not a regular file ({}), left alone", segment.path,
+                                                        S_ISLNK(st.st_mode) ? "a symlink" : "a special file"));
+                continue;
+            }
             segment.bytes = st.st_size;
             segment.last_write = st.st_mtime;
             archive->closed_.push_back(std::move(segment));
@@ -239,6 +246,14 @@ uint64_t Archive::free_bytes_locked() const {
     return static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
 }
 
+uint64_t Archive::min_free_locked() const {
+    struct statvfs vfs{};
+    uint64_t by_percent = 0;
+    if (limits_.min_free_percent && statvfs(dir_.c_str(), &vfs) == 0)
+        by_percent = static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize / 100 * limits_.min_free_percent;
+    return std::max(limits_.min_free_bytes, by_percent);
+}
+
 void Archive::enforce_limits_locked(time_t now) {
     auto delete_oldest = [&] { delete_oldest_locked(); };
     if (limits_.max_age_s)
@@ -250,13 +265,12 @@ void Archive::enforce_limits_locked(time_t now) {
         return sum;
     };
     while (!closed_.empty() && total() > limits_.total_bytes) delete_oldest();
-    if (limits_.min_free_bytes) {
-        while (!closed_.empty() && free_bytes_locked() < limits_.min_free_bytes) delete_oldest();
-        bool low = free_bytes_locked() < limits_.min_free_bytes;
+    if (uint64_t min_free = min_free_locked()) {
+        while (!closed_.empty() && free_bytes_locked() < min_free) delete_oldest();
+        bool low = free_bytes_locked() < min_free;
         if (low && !stats_.paused_low_disk) {
             close_segment_locked();
-            record_error_locked(fmt::format("less than {} MiB free under {}: archiving paused",
-                                            limits_.min_free_bytes >> 20, dir_));
+            record_error_locked(fmt::format("less than {} MiB free under {}: archiving paused", min_free >> 20, dir_));
         }
         stats_.paused_low_disk = low;
     }

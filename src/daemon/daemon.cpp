@@ -238,9 +238,10 @@ HttpResponse Daemon::http(const std::string& path) {
         }
         return {200, kText, body};
     }
+    // Rendered at most once a second however often it is asked for (any pod can ask).
     if (path == "/metrics")
         return {200, "text/plain; version=0.0.4; charset=utf-8",
-                render_prometheus(impl_->metrics_snapshot(), impl_->settings.metrics_max_backends)};
+                render_prometheus(impl_->metrics_snapshot(), impl_->settings.metrics_max_backends), 1000};
     if (path == "/") return {200, kText, "tcpwhy daemon: /metrics (Prometheus), /healthz\n"};
     return {404, kText, "not found: try /metrics or /healthz\n"};
 }

@@ -1,9 +1,39 @@
 #include "tcpwhy/daemon/export.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/report.h"
 
 namespace tcpwhy::daemon {
+namespace {
+
+// A segment as the archive wrote it: a plain file, never through a symlink (O_NOFOLLOW), and
+// never a FIFO or device planted under its name (O_NONBLOCK keeps the open from waiting on one).
+std::unique_ptr<TraceReader> open_segment(const std::string& path, std::string* error) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        *error = fmt::format("{}: {}", path, errno == ELOOP ? "a symlink, not read" : strerror(errno));
+        return nullptr;
+    }
+    struct stat st{};
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *error = fmt::format("{}: not a regular file, not read", path);
+        return nullptr;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return TraceReader::from_fd(fd, path, error);
+}
+
+}  // namespace
 
 ExportStats export_segments(const std::vector<ArchiveSegment>& segments, uint64_t cutoff_wall_ns,
                             const std::string& header, const std::function<bool(std::string_view)>& sink) {
@@ -12,7 +42,7 @@ ExportStats export_segments(const std::vector<ArchiveSegment>& segments, uint64_
     if (!sink(header)) return stats;
     for (const auto& segment : segments) {
         std::string error;
-        auto reader = TraceReader::open(segment.path, &error);
+        auto reader = open_segment(segment.path, &error);
         if (!reader) {
             stats.warnings.push_back(error);  // deleted by rotation since it was listed, most likely
             continue;

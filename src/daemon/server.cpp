@@ -9,6 +9,10 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include <pthread.h>
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -17,31 +21,10 @@
 namespace tcpwhy::daemon {
 namespace {
 
-constexpr size_t kMaxClients = 64;
-constexpr size_t kMaxRequestBytes = 16 << 10;
-constexpr int64_t kHttpRequestTimeoutMs = 5000;
-constexpr int kSendTimeoutS = 5;
-
 int64_t now_ms() {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000 + ts.tv_nsec / 1'000'000;
-}
-
-void set_nonblocking(int fd, bool on) {
-    int flags = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK);
-}
-
-// Blocking send of everything, bounded by the socket's send timeout.
-bool send_all(int fd, std::string_view data) {
-    while (!data.empty()) {
-        ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return false;
-        data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
 }
 
 std::string_view reason_phrase(int status) {
@@ -50,6 +33,8 @@ std::string_view reason_phrase(int status) {
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 431: return "Request Header Fields Too Large";
     case 503: return "Service Unavailable";
     default: return "Error";
     }
@@ -75,22 +60,37 @@ Fd listen_tcp(const std::string& host_port, std::string* error) {
     socklen_t len = 0;
     auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
     auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (inet_pton(AF_INET, host.empty() ? "0.0.0.0" : host.c_str(), &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons(static_cast<uint16_t>(port));
-        len = sizeof(*v4);
-    } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    // "" and "::" listen on IPv6 and IPv4 alike: a pod in a dual-stack or IPv6 cluster is
+    // probed and scraped on its IPv6 address.
+    const bool any_address = host.empty() || host == "::";
+    if (any_address || inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+        if (any_address) v6->sin6_addr = in6addr_any;
         v6->sin6_family = AF_INET6;
         v6->sin6_port = htons(static_cast<uint16_t>(port));
         len = sizeof(*v6);
+    } else if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(static_cast<uint16_t>(port));
+        len = sizeof(*v4);
     } else {
         *error = fmt::format("--metrics-addr {}: {} is not an IP address", host_port, host);
         return {};
     }
     Fd fd(socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    int one = 1;
+    if (!fd && any_address && errno == EAFNOSUPPORT) {
+        // IPv6 turned off on this node (ipv6.disable=1): every IPv4 address then.
+        ss = {};
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(static_cast<uint16_t>(port));
+        v4->sin_addr.s_addr = htonl(INADDR_ANY);
+        len = sizeof(*v4);
+        fd = Fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    }
+    int one = 1, zero = 0;
     setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (!fd || bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd.get(), 64) != 0) {
+    if (ss.ss_family == AF_INET6) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    // The kernel caps the backlog at net.core.somaxconn; a deep one rides out a burst of connects.
+    if (!fd || bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd.get(), 1024) != 0) {
         *error = fmt::format("cannot listen on {}: {}", host_port, strerror(errno));
         return {};
     }
@@ -164,13 +164,66 @@ Fd listen_unix(const std::string& path, std::string* error) {
     return fd;
 }
 
-Server::Server(Fd http_listener, Fd unix_listener, ServerHandlers handlers)
-    : http_(std::move(http_listener)), unix_(std::move(unix_listener)), handlers_(std::move(handlers)) {
+
+struct Server::CachedAnswer {
+    std::string path;
+    int64_t expires_ms = 0;
+    std::shared_ptr<const std::string> bytes;  // head and body, shared by every client sent it
+};
+
+struct Server::Client {
+    Fd fd;
+    bool http = false;
+    std::string input;
+    int64_t deadline_ms = 0;   // HTTP: the request, then the answer, must be done by then
+    int64_t last_active_ms = 0;  // Unix: the last request
+    // What is still to be written: a shared answer and how far into it, then owned bytes.
+    std::shared_ptr<const std::string> out_shared;
+    std::string out_owned;
+    size_t out_offset = 0;
+    bool close_after_write = false;
+    bool closed = false;
+
+    bool writing() const { return out_shared || !out_owned.empty(); }
+    std::string_view pending() const {
+        std::string_view all = out_shared ? std::string_view(*out_shared) : std::string_view(out_owned);
+        return all.substr(out_offset);
+    }
+};
+
+namespace {
+
+// The number of descriptors this process may open, raised to the hard limit (no privilege needed).
+size_t descriptor_limit() {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    return limit.rlim_cur == RLIM_INFINITY ? SIZE_MAX : static_cast<size_t>(limit.rlim_cur);
+}
+
+}  // namespace
+
+Server::Server(Fd http_listener, Fd unix_listener, ServerHandlers handlers, ServerLimits limits)
+    : http_(std::move(http_listener)),
+      unix_(std::move(unix_listener)),
+      handlers_(std::move(handlers)),
+      limits_(limits) {
+    // Half the descriptors for clients: the rest are the maps, programs, archive and exports'.
+    size_t for_clients = descriptor_limit() / 2;
+    limits_.max_unix_clients = std::max<size_t>(1, std::min(limits_.max_unix_clients, for_clients / 8));
+    limits_.max_http_clients = std::max<size_t>(1, std::min(limits_.max_http_clients, for_clients - limits_.max_unix_clients));
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) throw std::runtime_error("pipe2 failed");
     wake_read_ = Fd(pipe_fds[0]);
     wake_write_ = Fd(pipe_fds[1]);
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "tcpwhy-server");
+        run();
+    });
 }
 
 Server::~Server() {
@@ -179,99 +232,221 @@ Server::~Server() {
     thread_.join();
 }
 
-void Server::run() {
-    while (true) {
-        std::vector<pollfd> fds;
-        fds.push_back({wake_read_.get(), POLLIN, 0});
-        fds.push_back({http_.get(), static_cast<short>(http_ ? POLLIN : 0), 0});
-        fds.push_back({unix_.get(), static_cast<short>(unix_ ? POLLIN : 0), 0});
-        for (const auto& c : clients_) fds.push_back({c.fd.get(), POLLIN, 0});
-        int timeout = clients_.empty() ? -1 : 200;  // to expire slow HTTP clients
-        if (poll(fds.data(), fds.size(), timeout) < 0 && errno != EINTR) return;
-        if (fds[0].revents) return;
+ServerStats Server::stats() const {
+    std::lock_guard lock(stats_mutex_);
+    return stats_;
+}
 
-        for (int i : {1, 2}) {
-            if (!(fds[i].revents & POLLIN)) continue;
-            Fd client(accept4(fds[i].fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-            if (!client) continue;
-            if (clients_.size() >= kMaxClients) continue;  // closed at once: the client retries
-            timeval tv{kSendTimeoutS, 0};
-            setsockopt(client.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-            clients_.push_back({std::move(client), i == 1, {}, now_ms() + kHttpRequestTimeoutMs});
-        }
-        // Clients accepted above are not in fds yet; their revents come next round.
-        size_t polled = fds.size() - 3;
-        std::vector<bool> keep(clients_.size(), true);
-        for (size_t i = 0; i < polled && i < clients_.size(); ++i) {
-            Client& c = clients_[i];
-            if (!fds[i + 3].revents) {
-                if (c.http && now_ms() > c.deadline_ms) keep[i] = false;
-                continue;
-            }
-            char buf[4096];
-            ssize_t n = recv(c.fd.get(), buf, sizeof(buf), 0);
-            if (n <= 0) {
-                keep[i] = n < 0 && (errno == EAGAIN || errno == EINTR);
-                continue;
-            }
-            c.buffer.append(buf, static_cast<size_t>(n));
-            if (c.buffer.size() > kMaxRequestBytes) {
-                keep[i] = false;
-                continue;
-            }
-            if (c.http) {
-                if (c.buffer.find("\r\n\r\n") == std::string::npos && c.buffer.find("\n\n") == std::string::npos)
-                    continue;
-                serve_http(c);
-                keep[i] = false;
-            } else {
-                keep[i] = serve_control(c);
-            }
-        }
-        std::vector<Client> remaining;
-        for (size_t i = 0; i < clients_.size(); ++i)
-            if (keep[i] && clients_[i].fd) remaining.push_back(std::move(clients_[i]));
-        clients_ = std::move(remaining);
+int Server::poll_timeout_ms(int64_t now) const {
+    int64_t next = -1;
+    for (const auto& c : clients_) {
+        int64_t due = c->http ? c->deadline_ms : c->last_active_ms + limits_.unix_idle_timeout_ms;
+        if (!c->http && c->writing()) due = std::min(due, c->deadline_ms);
+        if (next < 0 || due < next) next = due;
+    }
+    if (next < 0) return -1;
+    return static_cast<int>(std::clamp<int64_t>(next - now, 0, 1000));
+}
+
+// At the limit, the client that has waited longest without sending a whole request goes: a
+// probe or a scrape sends its request at once, an idle or trickling connection does not.
+bool Server::make_room(bool http) {
+    Client* victim = nullptr;
+    for (auto& c : clients_) {
+        if (c->closed || c->http != http || c->writing()) continue;
+        int64_t since = http ? c->deadline_ms : c->last_active_ms;
+        if (!victim || since < (http ? victim->deadline_ms : victim->last_active_ms)) victim = c.get();
+    }
+    if (!victim) return false;
+    victim->closed = true;
+    std::lock_guard lock(stats_mutex_);
+    ++stats_.evicted;
+    return true;
+}
+
+void Server::accept_from(int listener, bool http, int64_t now) {
+    // Everything the backlog holds, so a burst is taken in one round.
+    for (int i = 0; i < 1024; ++i) {
+        Fd client(accept4(listener, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!client) return;
+        size_t open = std::count_if(clients_.begin(), clients_.end(),
+                                    [http](const auto& c) { return !c->closed && c->http == http; });
+        if (open >= (http ? limits_.max_http_clients : limits_.max_unix_clients) && !make_room(http))
+            continue;  // every slot is busy answering: closed at once, the client retries
+        auto c = std::make_unique<Client>();
+        c->fd = std::move(client);
+        c->http = http;
+        c->deadline_ms = now + limits_.request_timeout_ms;
+        c->last_active_ms = now;
+        clients_.push_back(std::move(c));
     }
 }
 
-void Server::serve_http(Client& c) {
+void Server::read_from(Client& c, int64_t now) {
+    char buf[4096];
+    while (!c.closed) {
+        ssize_t n = recv(c.fd.get(), buf, sizeof(buf), 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n <= 0) {
+            // The peer closed (or failed). A client may half-close after its request: what it
+            // asked is still answered.
+            if (!c.writing()) c.closed = true;
+            else c.close_after_write = true;
+            return;
+        }
+        c.input.append(buf, static_cast<size_t>(n));
+        if (c.input.size() > limits_.max_request_bytes) {
+            std::lock_guard lock(stats_mutex_);
+            ++stats_.oversized;
+            c.closed = true;
+            return;
+        }
+        if (c.http) {
+            if (c.writing()) {
+                c.input.clear();  // one request per connection: what follows it is ignored
+                continue;
+            }
+            if (c.input.find("\r\n\r\n") != std::string::npos || c.input.find("\n\n") != std::string::npos)
+                answer_http(c, now);
+        } else {
+            c.last_active_ms = now;
+            answer_control(c, now);
+        }
+    }
+}
+
+void Server::answer_http(Client& c, int64_t now) {
     HttpResponse response;
-    auto line_end = c.buffer.find_first_of("\r\n");
-    std::string request_line = c.buffer.substr(0, line_end);
+    std::string method, path;
+    auto line_end = c.input.find_first_of("\r\n");
+    std::string request_line = c.input.substr(0, line_end);
     auto sp1 = request_line.find(' ');
     auto sp2 = request_line.find(' ', sp1 == std::string::npos ? 0 : sp1 + 1);
     if (sp1 == std::string::npos || sp2 == std::string::npos) {
         response = {400, "text/plain; charset=utf-8", "bad request\n"};
     } else {
-        std::string method = request_line.substr(0, sp1);
-        std::string path = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
+        method = request_line.substr(0, sp1);
+        path = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
         path = path.substr(0, path.find('?'));
         if (method != "GET" && method != "HEAD") response = {405, "text/plain; charset=utf-8", "only GET\n"};
-        else response = handlers_.http(path);
-        if (method == "HEAD") response.body.clear();
     }
-    set_nonblocking(c.fd.get(), false);
-    std::string head = fmt::format(
+    c.input.clear();
+    c.deadline_ms = now + limits_.response_timeout_ms;
+    c.close_after_write = true;
+    {
+        std::lock_guard lock(stats_mutex_);
+        ++stats_.http_served;
+    }
+    if (response.status == 200 && method == "GET") {
+        for (const auto& cached : cache_) {
+            if (cached->path == path && cached->expires_ms > now) {
+                c.out_shared = cached->bytes;
+                return;
+            }
+        }
+    }
+    if (response.status == 200) response = handlers_.http(path);
+    std::string bytes = fmt::format(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", response.status,
         reason_phrase(response.status), response.content_type, response.body.size());
-    if (send_all(c.fd.get(), head)) send_all(c.fd.get(), response.body);
+    if (method == "HEAD") {
+        c.out_owned = std::move(bytes);
+        return;
+    }
+    bytes += response.body;
+    auto shared = std::make_shared<const std::string>(std::move(bytes));
+    c.out_shared = shared;
+    if (response.reuse_ms > 0) {
+        std::erase_if(cache_, [&](const auto& cached) { return cached->path == path || cached->expires_ms <= now; });
+        cache_.push_back(std::make_shared<CachedAnswer>(CachedAnswer{path, now + response.reuse_ms, shared}));
+    }
 }
 
-bool Server::serve_control(Client& c) {
+void Server::answer_control(Client& c, int64_t now) {
     size_t newline;
-    while ((newline = c.buffer.find('\n')) != std::string::npos) {
-        std::string line = c.buffer.substr(0, newline);
-        c.buffer.erase(0, newline + 1);
+    while (!c.closed && (newline = c.input.find('\n')) != std::string::npos) {
+        std::string line = c.input.substr(0, newline);
+        c.input.erase(0, newline + 1);
         if (line.empty()) continue;
         auto answer = handlers_.control(line, c.fd);
-        if (!answer) return false;  // the handler took the connection
-        set_nonblocking(c.fd.get(), false);
-        bool sent = send_all(c.fd.get(), *answer + "\n");
-        set_nonblocking(c.fd.get(), true);
-        if (!sent) return false;
+        if (!answer) {  // the handler took the connection
+            c.closed = true;
+            return;
+        }
+        if (!c.writing()) c.deadline_ms = now + limits_.response_timeout_ms;
+        c.out_owned += *answer;
+        c.out_owned += '\n';
     }
-    return true;
+}
+
+void Server::write_to(Client& c, int64_t now) {
+    while (c.writing()) {
+        std::string_view rest = c.pending();
+        ssize_t n = send(c.fd.get(), rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (n <= 0) {
+            c.closed = true;
+            return;
+        }
+        c.out_offset += static_cast<size_t>(n);
+        if (c.out_offset == (c.out_shared ? c.out_shared->size() : c.out_owned.size())) {
+            c.out_shared.reset();
+            c.out_owned.clear();
+            c.out_offset = 0;
+        }
+    }
+    if (c.close_after_write) c.closed = true;
+    c.last_active_ms = now;
+}
+
+void Server::run() {
+    std::vector<pollfd> fds;
+    while (true) {
+        fds.clear();
+        fds.push_back({wake_read_.get(), POLLIN, 0});
+        fds.push_back({http_.get(), static_cast<short>(http_ ? POLLIN : 0), 0});
+        fds.push_back({unix_.get(), static_cast<short>(unix_ ? POLLIN : 0), 0});
+        for (const auto& c : clients_)
+            fds.push_back({c->fd.get(), static_cast<short>(c->writing() ? POLLOUT : POLLIN), 0});
+        if (poll(fds.data(), fds.size(), poll_timeout_ms(now_ms())) < 0 && errno != EINTR) return;
+        if (fds[0].revents) return;
+
+        const int64_t now = now_ms();
+        const size_t polled = clients_.size();
+        for (size_t i = 0; i < polled; ++i) {
+            Client& c = *clients_[i];
+            short revents = fds[i + 3].revents;
+            if (c.closed) continue;
+            if (revents & (POLLERR | POLLNVAL)) {
+                c.closed = true;
+                continue;
+            }
+            if (revents & POLLOUT) write_to(c, now);
+            else if (revents & (POLLIN | POLLHUP)) read_from(c, now);
+            if (!c.closed && c.writing()) write_to(c, now);  // an answer made just now
+        }
+        if (fds[1].revents & POLLIN) accept_from(http_.get(), true, now);
+        if (fds[2].revents & POLLIN) accept_from(unix_.get(), false, now);
+
+        // Deadlines hold on every round, whether or not the client sent anything: a client
+        // trickling a byte at a time cannot stretch its request past the deadline.
+        for (auto& c : clients_) {
+            if (c->closed) continue;
+            bool late = false;
+            if (c->http || c->writing()) late = now >= c->deadline_ms;
+            else if (now - c->last_active_ms >= limits_.unix_idle_timeout_ms) late = true;
+            if (!late) continue;
+            c->closed = true;
+            std::lock_guard lock(stats_mutex_);
+            if (c->writing()) ++stats_.response_timeouts;
+            else if (c->http) ++stats_.request_timeouts;
+            else ++stats_.unix_idle_closed;
+        }
+        std::erase_if(clients_, [](const auto& c) { return c->closed; });
+        std::erase_if(cache_, [now](const auto& cached) { return cached->expires_ms <= now; });
+    }
 }
 
 }  // namespace tcpwhy::daemon

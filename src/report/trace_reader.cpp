@@ -45,6 +45,17 @@ std::unique_ptr<TraceReader> TraceReader::open(const std::string& path, std::str
     return std::unique_ptr<TraceReader>(new TraceReader(gz, path == "-" ? "stdin" : path));
 }
 
+std::unique_ptr<TraceReader> TraceReader::from_fd(int fd, const std::string& name, std::string* error) {
+    gzFile gz = fd >= 0 ? gzdopen(fd, "rb") : nullptr;
+    if (!gz) {
+        if (fd >= 0) close(fd);
+        if (error) *error = fmt::format("{}: cannot open", name);
+        return nullptr;
+    }
+    gzbuffer(gz, kReadChunk);
+    return std::unique_ptr<TraceReader>(new TraceReader(gz, name));
+}
+
 TraceReader::TraceReader(void* gz, std::string name) : gz_(gz), name_(std::move(name)) {}
 
 TraceReader::~TraceReader() { gzclose(as_gz(gz_)); }

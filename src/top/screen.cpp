@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "tcpwhy/format.h"
+
 namespace tcpwhy::top {
 namespace {
 
@@ -21,7 +23,7 @@ bool is_backspace(int key) { return key == KEY_BACKSPACE || key == 127 || key ==
 // Draws text cut to the screen's width: curses would wrap it onto the next line.
 void put(int y, int x, std::string_view text, int width, int attributes = A_NORMAL, bool keep_blanks = false) {
     if (width - x <= 0) return;
-    std::string cut = fit(text, width - x);
+    std::string cut = fit(terminal_safe(text), width - x);  // names come from other processes and pods
     while (!keep_blanks && !cut.empty() && cut.back() == ' ') cut.pop_back();
     attron(attributes);
     mvaddstr(y, x, cut.c_str());

@@ -1,6 +1,7 @@
 #include "tcpwhy/kube_api.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -77,8 +78,19 @@ std::optional<KubePod> pod_from(const json& object, std::string* error) {
     return pod;
 }
 
-size_t append_to_string(char* data, size_t size, size_t n, void* target) {
-    static_cast<std::string*>(target)->append(data, size * n);
+struct BoundedBody {
+    std::string text;
+    size_t limit = 0;
+    bool too_long = false;
+};
+
+size_t append_bounded(char* data, size_t size, size_t n, void* target) {
+    auto* body = static_cast<BoundedBody*>(target);
+    if (body->text.size() + size * n > body->limit) {
+        body->too_long = true;
+        return 0;  // aborts the transfer (CURLE_WRITE_ERROR)
+    }
+    body->text.append(data, size * n);
     return size * n;
 }
 
@@ -131,7 +143,10 @@ KubeApiClient::~KubeApiClient() {
 }
 
 void KubeApiClient::start() {
-    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    if (!thread_.joinable()) thread_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "tcpwhy-kube-api");  // for ps and /proc/PID/task/*/comm
+        run();
+    });
 }
 
 KubeApiStatus KubeApiClient::status() const {
@@ -162,23 +177,32 @@ void KubeApiClient::fail(const std::string& error) {
 }
 
 void KubeApiClient::run() {
-    uint32_t backoff_ms = 500;
+    uint32_t backoff_ms = options_.initial_backoff_ms;
     auto pause_ms = [this](uint32_t ms) {
         for (uint32_t waited = 0; waited < ms && !stop_; waited += 50)
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
     };
+    // A failed list or watch waits before the next list, doubling each time; only a watch
+    // that worked resets the wait. (A list that works followed by a watch that fails at once
+    // is a failure too: otherwise every node relists as fast as the API answers.)
+    auto failed = [&] {
+        pause_ms(backoff_ms);
+        backoff_ms = std::min(backoff_ms * 2, options_.max_backoff_ms);
+    };
     while (!stop_) {
         std::string version;
         if (!list(&version)) {
-            pause_ms(backoff_ms);
-            backoff_ms = std::min(backoff_ms * 2, options_.max_backoff_ms);
+            failed();
             continue;
         }
-        backoff_ms = 500;
-        // Watch until the server ends it or the version expires, then relist.
-        while (!stop_ && watch(&version)) {
+        WatchEnd end = WatchEnd::resume;
+        while (!stop_ && end == WatchEnd::resume) {
+            end = watch(&version);
+            if (end == WatchEnd::resume) backoff_ms = options_.initial_backoff_ms;
         }
-        if (!stop_) pause_ms(200);
+        if (stop_) break;
+        if (end == WatchEnd::failed) failed();
+        else pause_ms(200);  // the version expired (410): relist from the cache
     }
 }
 
@@ -190,8 +214,18 @@ std::unique_ptr<CURL, CurlDeleter> make_request(const KubeApiOptions& o, const s
     std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
     if (!curl) return curl;
     curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+    // The token goes over TLS or not at all: no http://, and no redirect anywhere.
+    curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(curl.get(), CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(o.connect_timeout_ms));
     curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+    // A connection whose peer vanished (node failover, a NAT that forgot it) is noticed by the
+    // kernel's keep-alive probes and by the low-speed limit, not after hours.
+    curl_easy_setopt(curl.get(), CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(curl.get(), CURLOPT_TCP_KEEPIDLE, 30L);
+    curl_easy_setopt(curl.get(), CURLOPT_TCP_KEEPINTVL, 10L);
+    curl_easy_setopt(curl.get(), CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(curl.get(), CURLOPT_LOW_SPEED_TIME, static_cast<long>(o.low_speed_time_s));
     if (!o.ca_file.empty()) curl_easy_setopt(curl.get(), CURLOPT_CAINFO, o.ca_file.c_str());
     *headers = curl_slist_append(*headers, "Accept: application/json");
     if (!token.empty()) *headers = curl_slist_append(*headers, ("Authorization: Bearer " + token).c_str());
@@ -202,8 +236,14 @@ std::unique_ptr<CURL, CurlDeleter> make_request(const KubeApiOptions& o, const s
 }  // namespace
 
 bool KubeApiClient::list(std::string* resource_version) {
+    if (!options_.url.starts_with("https://")) {
+        fail(fmt::format("refusing to send the service-account token to {}: only https:// is used", options_.url));
+        return false;
+    }
     std::string token = read_file_trimmed(options_.token_file);  // projected tokens rotate: read per request
-    std::string url = fmt::format("{}/api/v1/pods?fieldSelector={}", options_.url,
+    // resourceVersion=0: served from the API server's watch cache, not a quorum read of etcd
+    // (every node lists at once after a control-plane restart).
+    std::string url = fmt::format("{}/api/v1/pods?fieldSelector={}&resourceVersion=0", options_.url,
                                   url_escape("spec.nodeName=" + options_.node_name));
     curl_slist* raw_headers = nullptr;
     auto curl = make_request(options_, url, &raw_headers, token);
@@ -212,13 +252,17 @@ bool KubeApiClient::list(std::string* resource_version) {
         fail("curl_easy_init failed");
         return false;
     }
-    std::string body;
-    curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, append_to_string);
+    BoundedBody body{{}, options_.max_list_bytes};
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, append_bounded);
     curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, 30000L);
     CURLcode rc = curl_easy_perform(curl.get());
     long http = 0;
     curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &http);
+    if (body.too_long) {
+        fail(fmt::format("list pods from {}: answer larger than {} bytes", options_.url, options_.max_list_bytes));
+        return false;
+    }
     if (rc != CURLE_OK) {
         fail(fmt::format("list pods from {}: {}", options_.url, curl_easy_strerror(rc)));
         return false;
@@ -228,7 +272,7 @@ bool KubeApiClient::list(std::string* resource_version) {
         return false;
     }
     try {
-        json list = json::parse(body);
+        json list = json::parse(body.text);
         std::unordered_map<std::string, KubePod> pods;
         for (const auto& item : list.at("items")) {
             std::string error;
@@ -279,7 +323,7 @@ void KubeApiClient::apply_event(const std::string& line, std::string* resource_v
     }
 }
 
-bool KubeApiClient::watch(std::string* resource_version) {
+KubeApiClient::WatchEnd KubeApiClient::watch(std::string* resource_version) {
     std::string token = read_file_trimmed(options_.token_file);
     std::string url = fmt::format("{}/api/v1/pods?fieldSelector={}&watch=1&allowWatchBookmarks=true&timeoutSeconds=300"
                                   "&resourceVersion={}",
@@ -288,22 +332,35 @@ bool KubeApiClient::watch(std::string* resource_version) {
     curl_slist* raw_headers = nullptr;
     auto curl = make_request(options_, url, &raw_headers, token);
     std::unique_ptr<curl_slist, SlistDeleter> headers(raw_headers);
-    if (!curl) return false;
+    if (!curl) return WatchEnd::failed;
 
     struct Stream {
         KubeApiClient* self;
         std::string buffer;
         std::string version;
+        size_t max_line_bytes;
         bool expired = false;
-    } stream{this, {}, *resource_version};
+        bool line_too_long = false;
+        uint64_t events = 0;
+    } stream{this, {}, *resource_version, options_.max_line_bytes};
     auto on_data = +[](char* data, size_t size, size_t n, void* target) -> size_t {
         auto* s = static_cast<Stream*>(target);
         s->buffer.append(data, size * n);
-        size_t newline;
-        while ((newline = s->buffer.find('\n')) != std::string::npos) {
-            std::string line = s->buffer.substr(0, newline);
-            s->buffer.erase(0, newline + 1);
-            if (!line.empty()) s->self->apply_event(line, &s->version, &s->expired);
+        size_t start = 0, newline;
+        while ((newline = s->buffer.find('\n', start)) != std::string::npos) {
+            std::string line = s->buffer.substr(start, newline - start);
+            start = newline + 1;
+            if (!line.empty()) {
+                s->self->apply_event(line, &s->version, &s->expired);
+                ++s->events;
+            }
+        }
+        s->buffer.erase(0, start);
+        // What an API server (or whatever answers in its place) sends without a newline must
+        // not grow without bound.
+        if (s->buffer.size() > s->max_line_bytes) {
+            s->line_too_long = true;
+            return 0;  // aborts the transfer
         }
         return size * n;
     };
@@ -315,22 +372,41 @@ bool KubeApiClient::watch(std::string* resource_version) {
     curl_easy_setopt(curl.get(), CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(curl.get(), CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(curl.get(), CURLOPT_XFERINFODATA, this);
+    auto started = std::chrono::steady_clock::now();
     CURLcode rc = curl_easy_perform(curl.get());
     long http = 0;
     curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &http);
-    if (stop_) return false;
-    if (rc != CURLE_OK) {
-        fail(fmt::format("watch pods: {}", curl_easy_strerror(rc)));
-        return false;
+    if (stop_) return WatchEnd::relist;
+    if (stream.line_too_long) {
+        fail(fmt::format("watch pods: an event line longer than {} bytes", options_.max_line_bytes));
+        return WatchEnd::failed;
     }
     if (http != 200) {
-        fail(fmt::format("watch pods: HTTP {}", http));
-        return false;
+        fail(rc != CURLE_OK ? fmt::format("watch pods: {}", curl_easy_strerror(rc))
+                            : fmt::format("watch pods: HTTP {}", http));
+        return WatchEnd::failed;
     }
-    if (stream.expired) return false;
-    // The server closed a healthy watch (timeoutSeconds): resume from where it was.
+    if (stream.expired) return WatchEnd::relist;
+    if (rc == CURLE_OPERATION_TIMEDOUT) {
+        // Silent past the low-speed limit: counted, and listed again (from the cache) on a new
+        // connection.
+        fail(fmt::format("watch pods: nothing received for {} s; reconnecting", options_.low_speed_time_s));
+        *resource_version = stream.version;
+        return WatchEnd::relist;
+    }
+    if (rc != CURLE_OK) {
+        fail(fmt::format("watch pods: {}", curl_easy_strerror(rc)));
+        return WatchEnd::failed;
+    }
+    // The server ended the watch (timeoutSeconds): resume from where it was, unless it ended
+    // at once with nothing in it, which is a failure that must not be retried in a loop.
     *resource_version = stream.version;
-    return true;
+    bool brief = std::chrono::steady_clock::now() - started < std::chrono::seconds(1);
+    if (brief && stream.events == 0) {
+        fail("watch pods: the server ended the watch at once");
+        return WatchEnd::failed;
+    }
+    return WatchEnd::resume;
 }
 
 }  // namespace tcpwhy

@@ -96,12 +96,34 @@ def check_daemonset(ds, expect_api):
     check(not (sc.get("allowPrivilegeEscalation") is False and (sc.get("privileged") or "SYS_ADMIN" in caps)),
           "allowPrivilegeEscalation: false cannot go with privileged or SYS_ADMIN")
 
+    # What the code reads from the node, each at the same path in the container, and nothing
+    # else (tests/kernel/mounts_test.py checks the same against what the daemon really opens).
     mounts = hostpath_mounts(pod, c)
-    for path, read_only in [("/sys/kernel/btf", True), ("/proc", True), ("/sys/kernel/tracing", True),
-                            ("/sys/fs/cgroup", True), ("/var/log/pods", True), ("/var/lib/tcpwhy", False)]:
-        check(path in mounts, f"hostPath {path} mounted")
-        if path in mounts and read_only:
+    expected = {"/sys/kernel/btf": True, "/sys/fs/cgroup": True, "/run/netns": True, "/var/log/pods": True,
+                "/var/log/containers": True, "/boot": True, "/var/lib/tcpwhy": False}
+    check(set(mounts) == set(expected), f"hostPath mounts are exactly {sorted(expected)} (have {sorted(mounts)})")
+    for path, read_only in expected.items():
+        if path not in mounts:
+            continue
+        check(mounts[path]["mountPath"] == path, f"hostPath {path} mounted at the same path")
+        if read_only:
             check(mounts[path].get("readOnly") is True, f"hostPath {path} mounted read-only")
+    if "/run/netns" in mounts:
+        check(mounts["/run/netns"].get("mountPropagation") == "HostToContainer",
+              "/run/netns with HostToContainer propagation (namespaces added later appear)")
+    check(not any(a.startswith("--host-root") for a in args), "no --host-root: the node's paths are mounted in place")
+    check(not any(a.startswith("--archive-min-free") for a in args),
+          "--archive-min-free left at its default (a share of the disk above the kubelet's eviction threshold)")
+    seccomp = (sc.get("seccompProfile") or pod.get("securityContext", {}).get("seccompProfile") or {}).get("type")
+    check(seccomp == "RuntimeDefault", f"the runtime's default seccomp profile (have {seccomp})")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for m in c.get("volumeMounts", []):
+        empty_dir = volumes.get(m["name"], {}).get("emptyDir")
+        if empty_dir is None or empty_dir.get("medium") == "Memory":
+            continue
+        limit = empty_dir.get("sizeLimit", "")
+        check(re.fullmatch(r"\d+(Ki|Mi)", limit or "") is not None,
+              f"emptyDir {m['mountPath']} is small ({limit or 'no sizeLimit'}): export streams to stdout instead")
     archive_arg = [a for a in args if a.startswith("--archive=")]
     check(archive_arg and any(archive_arg[0].split("=", 1)[1].startswith(m["mountPath"])
                               for p, m in mounts.items() if p == "/var/lib/tcpwhy"),
@@ -116,6 +138,21 @@ def check_daemonset(ds, expect_api):
     else:
         check(pod.get("automountServiceAccountToken") is False, "base: no API token")
         check("serviceAccountName" not in pod, "base: no ServiceAccount")
+
+
+def check_network_policy(docs, ds):
+    policies = by_kind(docs, "NetworkPolicy")
+    check(len(policies) == 1, "a NetworkPolicy for the metrics port")
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    for policy in policies:
+        spec = policy["spec"]
+        selector = spec["podSelector"].get("matchLabels", {})
+        check(selector and all(labels.get(k) == v for k, v in selector.items()), "the policy selects the tcpwhy pods")
+        check("Ingress" in spec.get("policyTypes", []), "the policy restricts ingress")
+        for rule in spec.get("ingress", []):
+            check(rule.get("from"), "every ingress rule names who may connect (no open rule)")
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            check(ports == [9090], f"ingress only to the metrics port (have {ports})")
 
 
 def check_rbac(docs):
@@ -265,6 +302,7 @@ def main():
         check(len(daemonsets) == 1, f"{name}: one DaemonSet")
         for ds in daemonsets:
             check_daemonset(ds, api)
+            check_network_policy(docs, ds)
         check(len(by_kind(docs, "Namespace")) == 1, f"{name}: the namespace")
     check(not by_kind(base, "ServiceAccount") and not by_kind(base, "ClusterRole"), "base: no RBAC")
     check_rbac(overlay)

@@ -56,6 +56,13 @@ TEST_CASE("bad input: one clear line and exit 2") {
     auto port = run_tcpwhy("trace --port 70000");
     CHECK(port.exit_code == 2);
 
+    // The service-account token never travels in clear text.
+    auto plain_api = run_tcpwhy("daemon --archive none --socket off --metrics-addr off --kube-api "
+                                "--kube-api-url http://127.0.0.1:1");
+    CHECK(plain_api.exit_code == 2);
+    CHECK(plain_api.err.find("clear text") != std::string::npos);
+    CHECK(line_count(plain_api.err) <= 2);
+
     auto nothing = run_tcpwhy("");
     CHECK(nothing.exit_code == 2);
 

@@ -5,7 +5,14 @@ It serves a recorded pod list (GET /api/v1/pods?fieldSelector=spec.nodeName=NODE
 recorded watch stream (the same URL with watch=1), only to a client presenting the
 expected bearer token. It writes the port it listens on to PORT_FILE.
 
-usage: kube_apiserver.py CERT KEY TOKEN NODE LIST_JSON WATCH_JSONL PORT_FILE
+usage: kube_apiserver.py CERT KEY TOKEN NODE LIST_JSON WATCH_JSONL PORT_FILE [MODE]
+
+MODE (default normal) makes the watch misbehave the ways a real one can:
+  watch-500     every watch fails at once with HTTP 500
+  watch-silent  the watch sends its headers and one event, then nothing, holding the connection
+  watch-huge    the watch sends an endless line without a newline
+
+Every request is logged on stderr ("apiserver: GET ...").
 """
 import http.server
 import json
@@ -15,6 +22,7 @@ import time
 import urllib.parse
 
 cert, key, token, node, list_path, watch_path, port_file = sys.argv[1:8]
+mode = sys.argv[8] if len(sys.argv) > 8 else "normal"
 requests_log = []
 
 
@@ -42,12 +50,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if query.get("watch") != ["1"]:
             with open(list_path) as f:
                 return self.reply(200, json.load(f))
+        if mode == "watch-500":
+            return self.reply(500, {"kind": "Status", "code": 500, "message": "etcd is having a bad day"})
         # The watch: recorded events, one JSON object per line, then the server ends it
         # (as timeoutSeconds would) after a pause.
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        if mode == "watch-huge":
+            piece = b"x" * 65536
+            try:
+                for _ in range(1024):  # 64 MiB at most, then give up
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            except OSError:
+                pass
+            return
+        if mode == "watch-silent":
+            with open(watch_path) as f:
+                chunk = (f.readline().strip() + "\n").encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+            time.sleep(30)
+            return
         since = int(query.get("resourceVersion", ["0"])[0] or 0)
         with open(watch_path) as f:
             for line in f:

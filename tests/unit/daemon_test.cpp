@@ -111,6 +111,7 @@ TEST_CASE("daemon archive: size rotation keeps the newest lines, in order, under
     limits.segment_bytes = 16 << 10;
     limits.total_bytes = 64 << 10;
     limits.min_free_bytes = 0;
+    limits.min_free_percent = 0;
     std::string error;
     auto archive = Archive::open(dir.path.string(), limits, test_header(), &error);
     REQUIRE(archive);
@@ -148,6 +149,7 @@ TEST_CASE("daemon archive: a restart adopts the old segments and numbers on afte
     TempDir dir;
     ArchiveLimits limits;
     limits.min_free_bytes = 0;
+    limits.min_free_percent = 0;
     std::string error;
     {
         auto first = Archive::open(dir.path.string(), limits, test_header(), &error);
@@ -170,6 +172,7 @@ TEST_CASE("daemon archive: segments past the age limit are deleted") {
     TempDir dir;
     ArchiveLimits limits;
     limits.min_free_bytes = 0;
+    limits.min_free_percent = 0;
     limits.max_age_s = 3600;
     std::string error;
     auto archive = Archive::open(dir.path.string(), limits, test_header(), &error);
@@ -193,6 +196,7 @@ TEST_CASE("daemon archive: a write failure is counted, the line dropped and coun
     TempDir dir;
     ArchiveLimits limits;
     limits.min_free_bytes = 0;
+    limits.min_free_percent = 0;
     std::string error;
     auto archive_dir = dir.path / "archive";
     auto archive = Archive::open(archive_dir.string(), limits, test_header(), &error);
@@ -225,6 +229,7 @@ TEST_CASE("daemon archive: lines gzip held when the disk filled are counted as d
 
     ArchiveLimits limits;
     limits.min_free_bytes = 0;
+    limits.min_free_percent = 0;
     std::string error;
     auto archive = Archive::open((mount_point / "archive").string(), limits, test_header(), &error);
     REQUIRE(archive);
@@ -251,6 +256,7 @@ TEST_CASE("daemon export: the events since the cutoff, behind one header") {
     TempDir dir;
     ArchiveLimits limits;
     limits.min_free_bytes = 0;
+    limits.min_free_percent = 0;
     std::string error;
     TraceHeader header = test_header();
     auto archive = Archive::open(dir.path.string(), limits, header, &error);

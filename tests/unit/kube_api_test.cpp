@@ -16,6 +16,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "tcpwhy/fd.h"
 #include "tcpwhy/kube_api.h"
 
 using namespace tcpwhy;
@@ -40,7 +45,7 @@ void make_certificate(const fs::path& dir, const std::string& name) {
 
 class ApiServer {
 public:
-    explicit ApiServer(const fs::path& dir) : dir_(dir) {
+    explicit ApiServer(const fs::path& dir, const std::string& mode = "normal") : dir_(dir) {
         make_certificate(dir, "server");
         std::ofstream(dir / "token") << "secret-token\n";
         fs::path port_file = dir / "port";
@@ -52,7 +57,8 @@ public:
             execlp("python3", "python3", (kSource + "/tests/support/kube_apiserver.py").c_str(),
                    (dir / "server.crt").c_str(), (dir / "server.key").c_str(), "secret-token", "node-a",
                    (kSource + "/tests/fixtures/kube/pods-list.json").c_str(),
-                   (kSource + "/tests/fixtures/kube/pods-watch.jsonl").c_str(), port_file.c_str(), nullptr);
+                   (kSource + "/tests/fixtures/kube/pods-watch.jsonl").c_str(), port_file.c_str(), mode.c_str(),
+                   nullptr);
             _exit(127);
         }
         for (int i = 0; i < 200 && !fs::exists(port_file); ++i)
@@ -63,6 +69,15 @@ public:
     ~ApiServer() {
         kill(pid_, SIGTERM);
         waitpid(pid_, nullptr, 0);
+    }
+    // Requests the server logged whose line contains `what` (e.g. "watch=1").
+    int requests(const std::string& what) const {
+        std::ifstream log(dir_ / "server.log");
+        std::string line;
+        int n = 0;
+        while (std::getline(log, line))
+            if (line.find("\"GET ") != std::string::npos && line.find(what) != std::string::npos) ++n;
+        return n;
     }
     KubeApiOptions options() const {
         KubeApiOptions o;
@@ -185,4 +200,96 @@ TEST_CASE("API failures are counted, never fatal: wrong token, untrusted CA, not
     REQUIRE(wait_for([&] { return unreachable.status().errors >= 1; }));
     Workload web = pod_with_uid(kWebUid);
     CHECK_FALSE(unreachable.enrich(web));
+}
+
+TEST_CASE("the API client never sends the token over http://", "[kube]") {
+    // A plain TCP listener standing in for an API server on http://: nothing may reach it.
+    Fd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+    REQUIRE(listen(listener.get(), 8) == 0);
+    socklen_t len = sizeof(sa);
+    getsockname(listener.get(), reinterpret_cast<sockaddr*>(&sa), &len);
+    TempDir dir;
+    std::ofstream(dir.path / "token") << "secret-token\n";
+    KubeApiOptions o;
+    o.url = fmt::format("http://127.0.0.1:{}", ntohs(sa.sin_port));
+    o.token_file = (dir.path / "token").string();
+    o.node_name = "node-a";
+    o.max_backoff_ms = 200;
+    KubeApiClient client(o);
+    client.start();
+    REQUIRE(wait_for([&] { return client.status().errors >= 2; }));
+    CHECK(client.status().last_error.find("refusing to send the service-account token") != std::string::npos);
+    CHECK(accept(listener.get(), nullptr, nullptr) < 0);  // no connection was ever made
+    CHECK(errno == EAGAIN);
+}
+
+TEST_CASE("the API client lists from the watch cache (resourceVersion=0)", "[kube]") {
+    if (!have("python3") || !have("openssl")) {
+        WARN("SKIPPED: python3 and openssl are needed for the HTTPS API server (scripts/setup.sh installs them)");
+        return;
+    }
+    TempDir dir;
+    ApiServer server(dir.path);
+    KubeApiClient client(server.options());
+    client.start();
+    REQUIRE(wait_for([&] { return client.status().synced; }));
+    CHECK(server.requests("resourceVersion=0") >= 1);
+    CHECK(server.requests("resourceVersion=0") == server.requests("GET /api/v1/pods") - server.requests("watch=1"));
+}
+
+TEST_CASE("a watch that fails at once backs off like a failed list", "[kube]") {
+    if (!have("python3") || !have("openssl")) {
+        WARN("SKIPPED: python3 and openssl are needed for the HTTPS API server (scripts/setup.sh installs them)");
+        return;
+    }
+    TempDir dir;
+    ApiServer server(dir.path, "watch-500");
+    KubeApiOptions o = server.options();
+    o.initial_backoff_ms = 500;
+    o.max_backoff_ms = 30000;
+    KubeApiClient client(o);
+    client.start();
+    REQUIRE(wait_for([&] { return client.status().synced; }));
+    std::this_thread::sleep_for(std::chrono::seconds(4));
+    // Waits of 0.5, 1 and 2 s: at most four lists in four seconds (without backoff: about twenty).
+    int lists = server.requests("GET /api/v1/pods") - server.requests("watch=1");
+    CHECK(lists >= 2);
+    CHECK(lists <= 4);
+    CHECK(client.status().last_error.find("HTTP 500") != std::string::npos);
+}
+
+TEST_CASE("a watch that goes silent is noticed and reopened", "[kube]") {
+    if (!have("python3") || !have("openssl")) {
+        WARN("SKIPPED: python3 and openssl are needed for the HTTPS API server (scripts/setup.sh installs them)");
+        return;
+    }
+    TempDir dir;
+    ApiServer server(dir.path, "watch-silent");
+    KubeApiOptions o = server.options();
+    o.low_speed_time_s = 2;
+    KubeApiClient client(o);
+    client.start();
+    REQUIRE(wait_for([&] { return server.requests("watch=1") >= 2; }, 10000));
+    CHECK(client.status().last_error.find("nothing received for 2 s") != std::string::npos);
+    CHECK(client.status().watch_events >= 1);  // what it sent before going quiet was applied
+}
+
+TEST_CASE("a watch line without end is cut off at the line limit", "[kube]") {
+    if (!have("python3") || !have("openssl")) {
+        WARN("SKIPPED: python3 and openssl are needed for the HTTPS API server (scripts/setup.sh installs them)");
+        return;
+    }
+    TempDir dir;
+    ApiServer server(dir.path, "watch-huge");
+    KubeApiOptions o = server.options();
+    o.max_line_bytes = 1 << 20;
+    KubeApiClient client(o);
+    client.start();
+    REQUIRE(wait_for([&] { return client.status().last_error.find("longer than") != std::string::npos; }));
+    CHECK(client.status().last_error.find("an event line longer than 1048576 bytes") != std::string::npos);
+    CHECK(client.status().synced);  // the list still named the pods
 }

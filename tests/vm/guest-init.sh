@@ -24,8 +24,12 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 # The guest kernel's modules come from the unpacked package (the host has no
-# /lib/modules/$(uname -r)). The tests need veth.
+# /lib/modules/$(uname -r)). The tests need veth (and loop).
 modprobe -d "$TCPWHY_KERNEL_ROOT" veth || echo "guest: cannot load veth: the kernel tests' namespaces will fail"
+# loop devices: the archive floor test mounts a sparse filesystem image
+for module in loop ext4; do
+    modprobe -d "$TCPWHY_KERNEL_ROOT" "$module" 2>/dev/null || echo "guest: no $module module (built in, or the archive floor test skips)"
+done
 ip link set lo up
 hostname tcpwhy-guest 2>/dev/null
 

@@ -25,6 +25,10 @@ struct KernelFeatures {
     std::optional<std::string> tracefs_path;  // where tracefs is mounted
     bool fentry = false;             // a fentry program on tcp_close loads and attaches
     std::string fentry_why_not;
+    // Tracing programs (tp_btf) may call bpf_get_socket_cookie (Linux 5.12): every event is
+    // keyed by the socket's cookie, so below that tcpwhy cannot trace at all.
+    bool socket_cookie_in_tracing = false;
+    std::string socket_cookie_why_not;
     bool kprobe = false;             // the kprobe PMU exists and tcp_close is probeable
     std::string kprobe_why_not;
     // Names of enum sk_rst_reason values without the SK_RST_REASON_ prefix, indexed by
@@ -40,6 +44,10 @@ struct KernelFeatures {
         auto it = functions.find(name);
         return it == functions.end() ? FunctionTarget{} : it->second;
     }
+
+    // What this kernel lacks of what tcpwhy needs, with the version that brought it; empty when
+    // nothing is missing (or it could not be probed without privileges).
+    std::string below_minimum() const;
 
     // Enough privilege to load tracing programs: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
     bool can_trace() const { return cap_sys_admin || (cap_bpf && cap_perfmon); }

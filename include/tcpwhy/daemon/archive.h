@@ -23,7 +23,11 @@ struct ArchiveLimits {
     uint64_t segment_age_s = 600;             // a segment with events older than this is closed
     uint64_t total_bytes = 1ull << 30;        // the whole archive
     uint64_t max_age_s = 7 * 86400;           // closed segments last written longer ago are deleted (0: no limit)
-    uint64_t min_free_bytes = 256ull << 20;   // free space to leave on the archive's filesystem
+    // Free space to leave on the archive's filesystem: the larger of the two. The kubelet
+    // evicts pods when the node's filesystem has less than 10% free (15% where images live
+    // on it too), so by default the archive stops 5 points above that.
+    uint64_t min_free_bytes = 256ull << 20;
+    uint32_t min_free_percent = 20;
     int gzip_level = 1;                       // fastest: the daemon shares the node's CPU
 };
 
@@ -56,6 +60,9 @@ public:
     Archive(const Archive&) = delete;
     Archive& operator=(const Archive&) = delete;
 
+    // Entries named like segments that were not adopted (a symlink, a FIFO: not the archive's own).
+    const std::vector<std::string>& refused() const { return refused_; }
+
     // Lines (each ending in '\n') written after the header at the start of every segment:
     // the names (`workload` lines) known so far, so every segment reads on its own.
     // Called from whichever thread writes.
@@ -75,6 +82,7 @@ public:
     const std::string& dir() const { return dir_; }
 
 private:
+    std::vector<std::string> refused_;  // at open
     Archive(std::string dir, const ArchiveLimits& limits, TraceHeader header);
     bool open_segment_locked(time_t now);
     void close_segment_locked();
@@ -83,6 +91,7 @@ private:
     void delete_oldest_locked();
     void lose_unflushed_locked();
     uint64_t free_bytes_locked() const;
+    uint64_t min_free_locked() const;  // the larger of the byte and percent floors
 
     std::string dir_;
     ArchiveLimits limits_;
