@@ -7,6 +7,7 @@
 //   replay   read + parse + correlate (what `tcpwhy report` does)
 // for the full trace and for one a third as long (both past the live-connection cap), and prints events/s, the ratio to the baseline,
 // and peak RSS. Figures, not assertions: see bench/README.md.
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -194,6 +196,29 @@ Run replay(const std::string& path) {
     });
 }
 
+// A whole `tcpwhy report` (parse, replay, the text report) of a build, as a process: how a
+// build before a change compares with this one on the same trace, in the same run.
+Run report_process(const std::string& tcpwhy, const std::string& path, uint64_t events) {
+    auto start = std::chrono::steady_clock::now();
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        execl(tcpwhy.c_str(), tcpwhy.c_str(), "report", path.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    int status = 0;
+    rusage usage{};
+    wait4(pid, &status, 0, &usage);
+    Run run;
+    run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    run.events = events;
+    run.peak_rss_kb = usage.ru_maxrss;
+    run.summary = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? tcpwhy : fmt::format("{} FAILED", tcpwhy);
+    return run;
+}
+
 void print_row(const char* name, const Run& run, const Run& baseline) {
     double rate = run.events / run.seconds;
     double base_rate = baseline.events / baseline.seconds;
@@ -213,7 +238,16 @@ int main(int argc, char** argv) {
     app.add_option("--window", window, "Connections open at once")->capture_default_str();
     app.add_option("--dir", dir, "Where to write the generated traces")->capture_default_str();
     app.add_flag("--keep", keep, "Keep the generated traces");
+    std::string build, other_build;
+    app.add_option("--build", build, "This build's directory, for its `tcpwhy report` (default: the one holding bench/)");
+    app.add_option("--other-build", other_build,
+                   "Another build's directory (e.g. the commit before a change): its `tcpwhy report` runs on the\n"
+                   "same traces, in the same run, as the row `other`");
     CLI11_PARSE(app, argc, argv);
+    if (build.empty()) {
+        std::string self = std::filesystem::canonical("/proc/self/exe").string();
+        build = std::filesystem::path(self).parent_path().parent_path().string();
+    }
 
     std::string full = dir + "/tcpwhy-bench-full.jsonl", third = dir + "/tcpwhy-bench-third.jsonl";
     fmt::print(stderr, "generating {} connections ({} events) in {} ...\n", connections,
@@ -230,6 +264,9 @@ int main(int argc, char** argv) {
         print_row("read", base, base);
         print_row("parse", parse_only(path), base);
         print_row("replay", replay(path), base);
+        uint64_t events = lines;
+        print_row("report", report_process(build + "/tcpwhy", path, events), base);
+        if (!other_build.empty()) print_row("other", report_process(other_build + "/tcpwhy", path, events), base);
     }
     if (!keep) {
         std::remove(full.c_str());
