@@ -206,12 +206,15 @@ std::string cell_text(const SnapshotRow& row, Column column, int width, const Gl
     case Column::namespace_name: return row.namespace_name.empty() ? "-" : row.namespace_name;
     case Column::port: return row.outbound ? fmt::format("{}{}", glyphs.arrow, row.port) : fmt::format("{}", row.port);
     case Column::process: return row.process.empty() ? "?" : row.process;
-    case Column::live:
+    case Column::live: {
         // The longest idle among the open connections when they were last listed: after a fix,
-        // connections idle longer than the old timeout and still open are the fix working.
-        return row.live_sampled ? fmt::format("{}/{} ({})", row.live_lb, row.live_other,
-                                              short_duration(row.live_idle_max_ms))
-                                : fmt::format("{}/{}", row.live_lb, row.live_other);
+        // connections idle longer than the old timeout and still open are the fix working. A
+        // narrow column keeps the counts.
+        std::string counts = fmt::format("{}/{}", row.live_lb, row.live_other);
+        if (!row.live_sampled) return counts;
+        std::string with_idle = fmt::format("{} ({})", counts, short_duration(row.live_idle_max_ms));
+        return display_width(with_idle) <= width ? with_idle : counts;
+    }
     case Column::idle_closes:
         return row.idle_closes ? fmt::format("{} p50 {}", row.idle_closes, short_duration(row.idle_p50_ms)) : "-";
     case Column::resets_sent: return fmt::format("{}/{}", row.resets_races, row.resets_other);

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -344,4 +345,14 @@ TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the No
     auto fixed_findings = findings_in_netns(fixed_json.text, pod_netns);
     INFO(fixed_findings.dump(2));
     CHECK(fixed_findings.empty());
+
+    // The fix seen live, as the demo's last phase shows it: top lists the LB's pooled connections
+    // (one per lane), open and idle. An idle keep-alive connection makes no events, so without the
+    // listing the backend would have no row, and "no finding" would look like nothing at all.
+    auto live = capture(fmt::format("{} top --once --interval 1 --pod {} 2>&1", TCPWHY_BINARY, pod_netns));
+    INFO(live.text);
+    std::smatch row;
+    REQUIRE(std::regex_search(live.text, row, std::regex(R"( 8080 node +(\d+)/(\d+) \(\d+(\.\d+)?m?s\))")));
+    CHECK(std::stoi(row[1].str()) == kLanes);
+    CHECK(live.text.find("no backend matches") == std::string::npos);
 }
