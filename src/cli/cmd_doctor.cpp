@@ -10,6 +10,18 @@
 namespace tcpwhy::cli {
 namespace {
 
+// How many of the kernel's reset reasons tcpwhy names, and which it does not know (a kernel newer
+// than this tcpwhy: they show as UNRECOGNISED in traces).
+std::string reset_reasons_text(const std::vector<std::string>& kernel_names) {
+    if (kernel_names.empty()) return "none in this kernel: inferred from socket state";
+    std::string unknown;
+    for (const auto& name : kernel_names)
+        if (!name.empty() && name != "MAX" && !reset_reason_from_string(name)) unknown += (unknown.empty() ? "" : ", ") + name;
+    std::string text = fmt::format("enum sk_rst_reason, {} names decoded from BTF", kernel_names.size());
+    if (!unknown.empty()) text += fmt::format("; unknown to this tcpwhy (shown as UNRECOGNISED): {}", unknown);
+    return text;
+}
+
 std::string privileges(const KernelFeatures& f) {
     std::string caps;
     auto add = [&](bool has, const char* name) {
@@ -86,9 +98,7 @@ int run_doctor(bool force_tracepoints, const NamingArgs& naming) {
     row("privileges", privileges(f));
     row("cgroup v2", f.cgroup2_path.value_or("NOT MOUNTED (setsockopt hook off)"));
     row("tracefs", f.tracefs_path.value_or("not mounted (not needed: tcpwhy attaches tp_btf and kprobe via PMU)"));
-    row("reset reasons", !f.reset_reason_names.empty()
-                             ? fmt::format("enum sk_rst_reason, {} names decoded from BTF", f.reset_reason_names.size())
-                             : "none in this kernel: inferred from socket state");
+    row("reset reasons", reset_reasons_text(f.reset_reason_names));
     row("minimum", !f.can_trace()                ? std::string("not probed: no CAP_BPF/CAP_PERFMON")
                    : f.below_minimum().empty() ? std::string("yes (Linux 5.12: the socket cookie in tracing programs)")
                                                : "NO: " + f.below_minimum() + "; tcpwhy needs Linux 5.12 or newer");
