@@ -1,4 +1,6 @@
 // Real sockets in namespaces this test makes; asserts the exact events tcpwhy's kernel programs emit.
+#include <set>
+
 #include "harness.h"
 
 using namespace tcpwhy;
@@ -352,4 +354,89 @@ TEST_CASE("IPv6 on loopback: states, close and reset with IPv6 addresses") {
     REQUIRE(closes.size() == 1);
     CHECK(closes[0].laddr.to_string() == "::1");
     CHECK(closes[0].unread_bytes == 5);
+}
+
+namespace {
+
+// One TCP segment (ACK|PSH with data) from src_port to dst_port on 127.0.0.1, sent through a raw
+// socket in the calling thread's namespace: a late segment of a connection neither side has any more.
+void send_stray_segment(uint16_t src_port, uint16_t dst_port) {
+    Fd raw(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_TCP));
+    REQUIRE(raw);
+    struct Segment {
+        tcphdr tcp;
+        char data[4];
+    } seg{};
+    seg.tcp.source = htons(src_port);
+    seg.tcp.dest = htons(dst_port);
+    seg.tcp.seq = htonl(1000);
+    seg.tcp.ack_seq = htonl(2000);
+    seg.tcp.doff = sizeof(tcphdr) / 4;
+    seg.tcp.ack = 1;
+    seg.tcp.psh = 1;
+    seg.tcp.window = htons(1024);
+    std::memcpy(seg.data, "late", 4);
+    // The checksum over the IPv4 pseudo-header (127.0.0.1 both ways, protocol 6, length) and the segment.
+    uint32_t sum = 0x7f00 + 0x0001 + 0x7f00 + 0x0001 + IPPROTO_TCP + sizeof(seg);
+    const auto* words = reinterpret_cast<const uint16_t*>(&seg);
+    for (size_t i = 0; i < sizeof(seg) / 2; ++i) sum += ntohs(words[i]);
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    seg.tcp.check = htons(static_cast<uint16_t>(~sum));
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(sendto(raw.get(), &seg, sizeof(seg), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)) ==
+            static_cast<ssize_t>(sizeof(seg)));
+}
+
+}  // namespace
+
+TEST_CASE("dual-stack listener: the listener's reset for a late segment is the aborted connection's, one address form") {
+    TCPWHY_REQUIRE_ROOT();
+    Netns ns("dual");
+    EventCollector events([&](const Event& e) { return e.netns == ns.inode(); });
+    constexpr uint16_t kPort = 8444;
+    // A listener on [::] that takes IPv4 too (a Go server on :8080 is one): its sockets' events
+    // carry IPv4-mapped addresses, the listener's reply to a stray IPv4 segment plain IPv4.
+    Fd listener = ns.enter([] {
+        Fd fd(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        int v6only = 0;
+        REQUIRE(setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) == 0);
+        sockaddr_in6 sa{};
+        sa.sin6_family = AF_INET6;
+        sa.sin6_port = htons(kPort);
+        sa.sin6_addr = in6addr_any;
+        REQUIRE(bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+        REQUIRE(listen(fd.get(), 4) == 0);
+        return fd;
+    });
+    Fd client = ns.enter([] { return tcp_connect_v4("127.0.0.1", kPort); });
+    Fd server = accept_one(listener);
+    sockaddr_in client_addr{};
+    socklen_t len = sizeof(client_addr);
+    REQUIRE(getsockname(client.get(), reinterpret_cast<sockaddr*>(&client_addr), &len) == 0);
+    const uint16_t client_port = ntohs(client_addr.sin_port);
+    // SO_LINGER {1,0}: the close is an abort, so no TIME_WAIT socket holds the tuple afterwards...
+    linger lg{1, 0};
+    REQUIRE(setsockopt(server.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+    server.reset();
+    sleep_ms(20);
+    client.reset();
+    // ...and a late segment of that connection reaches the listener, which answers with a reset of its own.
+    ns.enter([client_port] { send_stray_segment(client_port, kPort); });
+    auto resets = events.wait_for(of_type(EventType::reset_sent), 3000, 2);
+    INFO(events.dump());
+    REQUIRE(resets.size() >= 2);
+    CHECK(resets.back().sk_state == TcpState::listen);  // the listener answered the late segment
+    for (const auto& e : events.snapshot())
+        if (e.lport == kPort && e.rport) CHECK(e.raddr.to_string() == "127.0.0.1");  // never ::ffff:127.0.0.1
+
+    Correlator correlator;
+    for (const auto& e : events.snapshot()) correlator.on_event(e);
+    correlator.finish();
+    std::set<FindingKind> kinds;
+    for (const auto& f : correlator.findings()) kinds.insert(f.kind);
+    CHECK(kinds.count(FindingKind::linger_abort) == 1);  // the server's abort
+    CHECK(kinds.count(FindingKind::other) == 0);         // the listener's reset is its tail, not unexplained
+    CHECK(correlator.counts().follow_up_resets >= 1);
 }
