@@ -160,6 +160,7 @@ int run_daemon(const DaemonArgs& args) {
     SessionOptions session_options;
     session_options.config = *config;
     session_options.shared = true;  // the server thread reads the view
+    session_options.servers = server_detection(args.naming);
     session_options.header = header;  // the one the archive's segments start with
     Session session(std::move(tracer), std::move(resolver), std::move(session_options));
     Daemon daemon(session, std::move(archive),
