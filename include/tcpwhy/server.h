@@ -74,6 +74,8 @@ enum class DefaultKind : uint8_t {
     no_keepalive,  // this server (or worker) does not keep connections alive at all
 };
 
+std::string_view to_string(DefaultKind kind);  // "value", "none", "fallback", "no_keepalive", "unknown"
+
 struct KnobSpec {
     std::string_view name;     // the knob alone: "--keep-alive", "server.keepAliveTimeout"; "" not applicable
     std::string_view setting;  // how to set it, a format with {s} (seconds) and {ms} (milliseconds): "`--keep-alive {s}`"

@@ -189,6 +189,17 @@ std::optional<ServerKind> server_kind_from_string(std::string_view name) {
     return std::nullopt;
 }
 
+std::string_view to_string(DefaultKind kind) {
+    switch (kind) {
+    case DefaultKind::value: return "value";
+    case DefaultKind::none: return "none";
+    case DefaultKind::fallback: return "fallback";
+    case DefaultKind::no_keepalive: return "no_keepalive";
+    case DefaultKind::unknown: break;
+    }
+    return "unknown";
+}
+
 const KnobSpec& ServerKnowledge::knob(Knob k) const {
     switch (k) {
     case Knob::idle_timeout: return idle;

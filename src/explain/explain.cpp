@@ -433,6 +433,27 @@ std::string server_name(const BackendProfile& b) {
     return server_display(*b.server);
 }
 
+std::string server_line(const BackendProfile& b) {
+    if (!b.server) return "";
+    const ServerInfo& server = *b.server;
+    if (server.kind == ServerKind::unknown) return fmt::format("unknown ({})", server.via);
+    const KnobSpec& idle = knowledge(server.kind).idle;
+    const IdleDefault d = idle_default(server);
+    std::string knob;
+    switch (d.kind) {
+    case DefaultKind::value:
+        knob = fmt::format("; idle timeout `{}`, default {}{}", idle.name, duration(d.setting_ms),
+                           d.closes_at_ms != d.setting_ms ? fmt::format(" (closes at {})", duration(d.closes_at_ms)) : "");
+        break;
+    case DefaultKind::fallback: knob = fmt::format("; idle timeout `{}` {}", idle.name, idle.note); break;
+    case DefaultKind::none: knob = fmt::format("; idle timeout `{}`, off by default", idle.name); break;
+    case DefaultKind::no_keepalive: knob = fmt::format("; keeps no connection alive ({})", d.why.empty() ? idle.note : d.why); break;
+    case DefaultKind::unknown: break;
+    }
+    std::string configured = server.configured_by.empty() ? "" : fmt::format("; command line sets `{}`", server.configured_by);
+    return fmt::format("{}{}{}; recognised by {}", server_display(server), knob, configured, server.via);
+}
+
 std::string server_setting(const BackendProfile& b, Knob knob, uint32_t seconds) {
     if (!b.server || b.server->kind == ServerKind::unknown) return "";
     return knob_setting(b.server->kind, knob, seconds);

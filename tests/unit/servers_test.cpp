@@ -21,6 +21,9 @@
 
 #include "event_builders.h"
 #include "tcpwhy/correlator.h"
+#include "tcpwhy/daemon/metrics.h"
+#include "tcpwhy/live_view.h"
+#include "tcpwhy/top/view_model.h"
 #include "tcpwhy/explain.h"
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/server.h"
@@ -621,4 +624,44 @@ TEST_CASE("servers: advice names the detected server, its knob, the value it has
               .starts_with("make the server's idle timeout longer than the LB's (600 s)"));
     CHECK(explain::server_name(race_with(gunicorn, 2000).backend) == "gunicorn 20.1.0 (gthread worker)");
     CHECK(explain::server_setting(race_with(gunicorn, 2000).backend, Knob::listen_backlog, 0) == "`--backlog N`");
+}
+
+TEST_CASE("servers: the detected server reaches the metrics (bounded info series), top's snapshot and drill-down") {
+    ServerInfo gunicorn{.kind = ServerKind::gunicorn, .version = "20.1.0", .worker = "gthread",
+                        .via = "cmdline: python3.11 /usr/bin/gunicorn"};
+    Finding f = race_with(gunicorn, 2000);
+
+    daemon::MetricsSnapshot snap;
+    snap.backends = {f.backend};
+    snap.findings = {f};
+    std::string text = daemon::render_prometheus(snap, 200);
+    CHECK(text.find("tcpwhy_backend_server{namespace=\"\",pod=\"\",port=\"8080\",server=\"gunicorn\",version=\"20.1.0\"} 1\n") !=
+          std::string::npos);
+    // Past the backend bound the server series is dropped, not folded into a new label set.
+    BackendProfile second = f.backend;
+    second.id.port = 9090;
+    snap.backends.push_back(second);
+    std::string folded = daemon::render_prometheus(snap, 1);
+    CHECK(folded.find("server=\"gunicorn\"") != std::string::npos);
+    CHECK(folded.find("pod=\"_other\",port=\"_other\",server=") == std::string::npos);
+
+    // The live view: a correlator fed with the server table, its snapshot, the wire and top's drill-down.
+    LiveView view(CorrelatorConfig::defaults());
+    auto table = std::make_shared<ServerTable>();
+    table->set(ServerRecord{4242, 1, "gunicorn", gunicorn});
+    view.correlator().set_servers(table);
+    Sock s;
+    for (const Event& e : {accepted(s, sec(1)), idle_fin(s, sec(3), 2000)}) view.on_event(e);
+    view.tick(sec(4), LiveStatus{});
+    Snapshot snapshot = view.snapshot();
+    REQUIRE(snapshot.rows.size() == 1);
+    CHECK(snapshot.rows[0].server == "gunicorn 20.1.0 (gthread worker)");
+    auto wire = parse_snapshot(to_json(snapshot));
+    REQUIRE(wire);
+    CHECK(wire->rows[0].server_detail == snapshot.rows[0].server_detail);
+    auto lines = top::detail_lines(wire->rows[0], wire->header, top::Glyphs::ascii(), 200);
+    REQUIRE(lines.size() > 1);
+    CHECK(lines[1].text ==
+          "server: gunicorn 20.1.0 (gthread worker); idle timeout `--keep-alive`, default 2.0 s; recognised by cmdline: "
+          "python3.11 /usr/bin/gunicorn");
 }
