@@ -74,6 +74,7 @@ std::string read_node_version(const std::string& elf_path);
 struct MappedFacts {
     bool kestrel = false;   // Microsoft.AspNetCore.Server.Kestrel*.dll mapped
     bool dotnet = false;    // libcoreclr.so mapped
+    bool aiohttp = false;   // aiohttp's C extensions mapped (a Python process serving with aiohttp)
     std::string libnode;    // path of a mapped libnode.so.N ("" none)
 };
 MappedFacts classify_maps(std::string_view maps);

@@ -322,6 +322,8 @@ MappedFacts classify_maps(std::string_view maps) {
         std::string_view name = path.substr(path.rfind('/') + 1);
         if (name.starts_with("Microsoft.AspNetCore.Server.Kestrel")) facts.kestrel = true;
         else if (name == "libcoreclr.so") facts.dotnet = true;
+        else if (path.find("/aiohttp/") != std::string_view::npos && name.find(".so") != std::string_view::npos)
+            facts.aiohttp = true;
         else if (name.starts_with("libnode.so") && facts.libnode.empty()) facts.libnode = std::string(path);
     }
     return facts;

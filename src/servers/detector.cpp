@@ -274,6 +274,12 @@ std::optional<ServerRecord> ServerDetector::detect(uint32_t pid) {
                 info.kind = ServerKind::kestrel;
                 info.framework = "ASP.NET Core";
                 info.via = "maps: Microsoft.AspNetCore.Server.Kestrel";
+            } else if (info.kind == ServerKind::unknown && mapped.aiohttp) {
+                // `python3 app.py` calling web.run_app(): only its loaded modules say so.
+                info.kind = ServerKind::aiohttp;
+                info.via = "maps: aiohttp's C extensions";
+                std::string_view exe_name = std::string_view(exe).substr(exe.rfind('/') + 1);
+                if (exe_name.starts_with("python") && exe_name.size() > 6) info.runtime = std::string(exe_name);
             }
             if (info.kind == ServerKind::node && !mapped.libnode.empty()) {
                 info.version = read_node_version(root + mapped.libnode);

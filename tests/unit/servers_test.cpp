@@ -486,6 +486,19 @@ TEST_CASE("servers: the detector on real processes: a Go server, gunicorn, node,
         std::string version = run("/usr/bin/node --version");
         CHECK(r->server.version == version.substr(1, version.find('\n') - 1));
     }
+    if (!python3().empty() && run("/usr/bin/python3 -c 'import aiohttp.web' 2>&1").empty()) {
+        // `python3 app.py` serving with aiohttp: only the modules it maps say so.
+        Child child({"/usr/bin/python3", "-c", "import aiohttp.web, sys, time; sys.stdout.write('up'); sys.stdout.flush(); time.sleep(30)"});
+        REQUIRE(wait_for_exec(child.pid, "python3.11"));
+        ServerRecord r;
+        for (int i = 0; i < 100 && r.server.kind != ServerKind::aiohttp; ++i) {  // until the import has mapped them
+            std::this_thread::sleep_for(std::chrono::milliseconds(30));
+            r = detector.detect(static_cast<uint32_t>(child.pid)).value_or(ServerRecord{});
+        }
+        CHECK(r.server.kind == ServerKind::aiohttp);
+        CHECK(r.server.via == "maps: aiohttp's C extensions");
+        CHECK(r.server.version == run("/usr/bin/python3 -c 'import aiohttp; print(aiohttp.__version__, end=\"\")'"));
+    }
     {
         Child child({"/bin/sleep", "30"});
         REQUIRE(wait_for_exec(child.pid, "/sleep"));
@@ -664,4 +677,26 @@ TEST_CASE("servers: the detected server reaches the metrics (bounded info series
     CHECK(lines[1].text ==
           "server: gunicorn 20.1.0 (gthread worker); idle timeout `--keep-alive`, default 2.0 s; recognised by cmdline: "
           "python3.11 /usr/bin/gunicorn");
+}
+
+TEST_CASE("servers: docs/servers.md lists every server with its kind, knob and the source of its default") {
+    std::ifstream doc(std::string(TCPWHY_SOURCE_DIR) + "/docs/servers.md");
+    REQUIRE(doc);
+    std::map<std::string, std::string> rows;  // kind -> table row
+    std::string line;
+    while (std::getline(doc, line)) {
+        auto start = line.find("| `");
+        if (!line.starts_with("| ") || start == std::string::npos) continue;
+        auto end = line.find('`', start + 3);
+        rows.emplace(line.substr(start + 3, end - start - 3), line);
+    }
+    for (const auto& k : all_server_knowledge()) {
+        INFO(to_string(k.kind));
+        REQUIRE(rows.count(std::string(to_string(k.kind))));
+        const std::string& row = rows[std::string(to_string(k.kind))];
+        CHECK(row.starts_with(fmt::format("| {} |", k.display)));
+        if (!k.idle.name.empty()) CHECK(row.find(fmt::format("`{}`", k.idle.name)) != std::string::npos);
+        CHECK(!k.idle.source.empty());
+        CHECK(row.find(fmt::format("]({})", k.idle.source)) != std::string::npos);
+    }
 }
