@@ -195,6 +195,11 @@ std::string current_idle_value(const ServerInfo& server, std::optional<uint32_t>
         std::string value = knob_value(server.kind, Knob::idle_timeout, d.setting_ms);
         std::string why = d.why.empty() ? "" : fmt::format(" {}", d.why);
         if (!measured_ms || close_to(*measured_ms, d.closes_at_ms)) return fmt::format(" (its default {}{})", value, why);
+        // A buffer the server adds (Node's 1 s) is not part of the setting.
+        uint32_t buffer = d.closes_at_ms - d.setting_ms;
+        if (buffer && *measured_ms > buffer)
+            return fmt::format(" (not its default {}: its configuration sets about {}, and it closes {} later)", value,
+                               duration(*measured_ms - buffer), duration(buffer));
         return fmt::format(" (not its default {}: its configuration sets about {})", value, duration(*measured_ms));
     }
     case DefaultKind::fallback: return fmt::format(" (`{}` {})", knob.name, knob.note);
@@ -257,6 +262,10 @@ std::string idle_timeout_advice(const Finding& f) {
         "make the server's idle timeout longer than the LB's ({} s) so the LB always closes "
         "idle connections first: {}",
         lb_timeout_s, server_setting(f.backend.comm, seconds));
+    // Detection ran and recognised nothing: say so, rather than let the guess pass for knowledge.
+    if (f.backend.server)
+        fix += fmt::format(" (tcpwhy did not recognise the server: {}; docs/servers.md lists those it knows)",
+                           f.backend.server->via);
     uint32_t observed_p50_ms = f.idle_close ? f.idle_close->p50_ms : 0;
     if (observed_p50_ms >= lb_timeout_s * 1000ull)
         return fmt::format(

@@ -606,8 +606,9 @@ TEST_CASE("servers: advice names the detected server, its knob, the value it has
           "Node.js 20.20.2 closes idle connections after 6.0 s (its default `server.keepAliveTimeout = 5000` plus the "
           "1 s socket buffer Node adds (server.keepAliveTimeoutBuffer)); behind this LB (600 s) set "
           "`server.keepAliveTimeout = 620000` with `server.headersTimeout` above it (e.g. 621000)");
-    CHECK(explain::advice(race_with(node, 30000)).find("(not its default `server.keepAliveTimeout = 5000`: its "
-                                                       "configuration sets about 30.0 s)") != std::string::npos);
+    CHECK(explain::advice(race_with(node, 31000)).find("(not its default `server.keepAliveTimeout = 5000`: its "
+                                                       "configuration sets about 30.0 s, and it closes 1.0 s later)") !=
+          std::string::npos);
 
     ServerInfo go{.kind = ServerKind::go_net_http, .runtime = "go1.19.8", .framework = "gin v1.9.1"};
     CHECK(explain::advice(race_with(go, 30000)) ==
@@ -633,8 +634,11 @@ TEST_CASE("servers: advice names the detected server, its knob, the value it has
     CHECK(explain::advice(race_with(ServerInfo{.kind = ServerKind::gunicorn, .worker = "sync"}, 2000))
               .find("use a threaded or async worker (`-k gthread`) with `--keep-alive 620`") != std::string::npos);
     // Detected but not recognised: the words for an unknown process stay.
-    CHECK(explain::advice(race_with(ServerInfo{.kind = ServerKind::unknown, .via = "not recognised"}, 6000))
-              .starts_with("make the server's idle timeout longer than the LB's (600 s)"));
+    std::string unknown =
+        explain::advice(race_with(ServerInfo{.kind = ServerKind::unknown, .via = "not recognised: exe /app/batch"}, 6000));
+    CHECK(unknown.starts_with("make the server's idle timeout longer than the LB's (600 s)"));
+    CHECK(unknown.ends_with("(tcpwhy did not recognise the server: not recognised: exe /app/batch; docs/servers.md "
+                            "lists those it knows)"));
     CHECK(explain::server_name(race_with(gunicorn, 2000).backend) == "gunicorn 20.1.0 (gthread worker)");
     CHECK(explain::server_setting(race_with(gunicorn, 2000).backend, Knob::listen_backlog, 0) == "`--backlog N`");
 }
