@@ -12,6 +12,11 @@
 namespace tcpwhy {
 namespace {
 
+// argv without argv[0] (empty for an empty command line: a zombie's or a kernel thread's).
+std::span<const std::string> rest_of(const std::vector<std::string>& argv) {
+    return argv.empty() ? std::span<const std::string>() : std::span<const std::string>(argv).subspan(1);
+}
+
 std::string_view basename_of(std::string_view path) {
     auto slash = path.rfind('/');
     return slash == std::string_view::npos ? path : path.substr(slash + 1);
@@ -282,7 +287,7 @@ std::optional<ServerInfo> classify_cmdline(const std::vector<std::string>& argv,
         }
     // A server entry point as argv[0] (an exec of the script, or a venv launcher).
     if (named({"gunicorn", "uvicorn", "hypercorn", "waitress-serve", "daphne"})) {
-        std::span<const std::string> args(argv.data() + 1, argv.size() - 1);
+        std::span<const std::string> args = rest_of(argv);
         auto info = python_server(arg0 == "" ? exe_name : arg0, args);
         if (info) {
             info->via = fmt::format("cmdline: {}", arg0);
@@ -309,7 +314,7 @@ std::optional<ServerInfo> classify_cmdline(const std::vector<std::string>& argv,
     }
     if (named({"node", "nodejs"})) {
         ServerInfo info = with(ServerKind::node, fmt::format("exe: {}", exe_name.empty() ? arg0 : exe_name));
-        auto scripts = positionals(std::span<const std::string>(argv.data() + 1, argv.size() - 1), {"-r", "--require", "--import"});
+        auto scripts = positionals(rest_of(argv), {"-r", "--require", "--import"});
         if (!scripts.empty()) info.module = scripts.front();
         return info;
     }

@@ -282,6 +282,10 @@ TEST_CASE("servers: command lines of interpreters, JVMs and native servers") {
     CHECK(classify({"envoy", "-c", "/etc/envoy.yaml"}, "/usr/local/bin/envoy")->kind == ServerKind::envoy);
     CHECK(classify({"/usr/sbin/nginx", "-g", "daemon off;"}, "/usr/sbin/nginx (deleted)")->kind == ServerKind::nginx);
     CHECK_FALSE(classify({"/app/checkout-api"}, "/app/checkout-api"));
+    // An empty command line (a zombie, a kernel thread): the executable alone decides (found by the fuzzer).
+    CHECK(classify({}, "/usr/bin/node")->kind == ServerKind::node);
+    CHECK(classify({}, "/usr/sbin/nginx")->kind == ServerKind::nginx);
+    CHECK_FALSE(classify({}, ""));
 }
 
 TEST_CASE("servers: /proc/PID/stat start time, comm with spaces and parentheses") {
