@@ -17,6 +17,7 @@ packages=(
   wrk bpftrace  # bench/overhead.py, bench/ingest.py: the load, a peer tool
   buildah podman runc  # tests/image: the node image, built and run without a Docker daemon
   prometheus  # tests/monitoring: a real Prometheus scraping the daemon, and promtool for the rules
+  gunicorn python3-uvicorn python3-aiohttp golang-go apache2 caddy  # server detection: real servers behind nginx, Go builds, Go binaries
 )
 if [ "$(id -u)" -eq 0 ]; then
   missing=()

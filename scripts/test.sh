@@ -22,7 +22,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
 # Fresh inputs go to a scratch dir: the kept corpus changes only by hand (or with -merge=1).
 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DTCPWHY_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
-fuzz_targets=(jsonl_line trace_replay lb_options peer)
+fuzz_targets=(jsonl_line trace_replay lb_options peer server_detection)
 cmake --build build-fuzz -j"$(nproc)" --target "${fuzz_targets[@]/#/fuzz_}"
 fuzz_scratch=$(mktemp -d)
 trap 'rm -rf "$fuzz_scratch"' EXIT

@@ -20,6 +20,7 @@
 #include "tcpwhy/event.h"
 #include "tcpwhy/histogram.h"
 #include "tcpwhy/kinds.h"
+#include "tcpwhy/server.h"
 #include "tcpwhy/workload.h"
 
 namespace tcpwhy {
@@ -196,6 +197,10 @@ struct BackendProfile {
     BackendId id;
     std::string comm;  // process seen owning its sockets (most recent)
     uint32_t pid = 0;
+    // The server that process runs (framework, version, configured knobs), when it was detected
+    // (live, or from the trace's `server` lines); nullopt when nothing was looked up. A detection
+    // that recognised nothing is present with kind unknown.
+    std::optional<ServerInfo> server;
     uint64_t connections_lb = 0, connections_other = 0, live_connections = 0;
     uint64_t closed_local_first = 0, closed_remote_first = 0, aborted_local = 0;
     IdleStats idle_close;                                       // idle closes by the backend
@@ -304,6 +309,9 @@ public:
     // resolved after a connection's events still apply. Shared with its filler
     // (the live WorkloadResolver, or the `workload` lines of a replayed trace).
     void set_workloads(std::shared_ptr<const WorkloadTable> table);
+    // Where backends get their server (ServerInfo by the owner's pid), read the same way: the
+    // live ServerDetector's table, or the `server` lines of a replayed trace.
+    void set_servers(std::shared_ptr<const ServerTable> table);
 
     // The backend an event counts toward, by the one rule that keys backends (docs/correlator.md):
     // its connection's or listener's when known, else the listening port, or for an outgoing

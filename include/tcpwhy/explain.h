@@ -39,6 +39,17 @@ std::string live_line(const FindingUpdate& update);
 // long timeouts) so the LB always closes an idle connection first. 600 -> 620.
 uint32_t recommended_idle_timeout_s(uint32_t lb_idle_timeout_s);
 
+// The server behind a backend, for advice of any kind: "gunicorn 20.1.0 (gthread worker)";
+// "" when it was not detected or not recognised.
+std::string server_name(const BackendProfile& backend);
+// What detection found, in one line for reports and top's drill-down: "gunicorn 20.1.0 (gthread
+// worker); idle timeout `--keep-alive`, default 2.0 s; recognised by cmdline: python3.11 /usr/bin/gunicorn".
+// "" when nothing was detected (old traces, --no-servers).
+std::string server_line(const BackendProfile& backend);
+// How that server spells a knob at a value (include/tcpwhy/server.h has the rows): for
+// Knob::listen_backlog, Knob::graceful_shutdown, ... "`--graceful-timeout 30`"; "" when unknown.
+std::string server_setting(const BackendProfile& backend, Knob knob, uint32_t seconds);
+
 // Small shared phrasings.
 std::string duration(uint64_t ms);                           // "850 ms", "6.0 s", "600 s"
 std::string four_tuple(const ConnectionRecord& connection);  // "raddr:rport->laddr:lport"

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "tcpwhy/event.h"
+#include "tcpwhy/server.h"
 #include "tcpwhy/workload.h"
 
 namespace tcpwhy {
@@ -28,14 +29,16 @@ struct TraceHeader {
 std::string to_json_line(const Event& event);         // one line, no newline
 std::string to_json_line(const TraceHeader& header);  // "type":"header"
 std::string to_json_line(const WorkloadRecord& record);  // "type":"workload": who a netns or cgroup is
+std::string to_json_line(const ServerRecord& record);    // "type":"server": which server a process runs
 
-enum class LineKind { event, header, workload, bad, unsupported_version };
+enum class LineKind { event, header, workload, server, bad, unsupported_version };
 
 struct ParsedLine {
     LineKind kind = LineKind::bad;
     Event event;
     TraceHeader header;
     WorkloadRecord workload;
+    ServerRecord server;
     std::string error;  // for bad / unsupported_version
 };
 

@@ -69,6 +69,9 @@ struct SnapshotRow {
     std::string name;  // the pod, or "netns <inode>" without one; "(more backends)" past max_backends
     std::string process;
     uint32_t pid = 0;
+    // The server the process runs, when detected: "gunicorn 20.1.0 (gthread worker)", and the
+    // drill-down's line (explain::server_line); "" when not detected. Older daemons send neither.
+    std::string server, server_detail;
     uint64_t live_lb = 0, live_other = 0;
     // The open connections as last listed (set_live_sockets): how many, and how long they had
     // been idle then. An idle keep-alive connection makes no events: only a listing shows it.

@@ -72,6 +72,7 @@ struct ReplayStats {
     std::vector<TraceHeader> headers;
     std::vector<std::string> warnings;  // e.g. a truncated gzip stream (what was read is used)
     std::shared_ptr<const WorkloadTable> workloads;  // names from the traces' `workload` lines
+    std::shared_ptr<const ServerTable> servers;      // servers from the traces' `server` lines
 };
 
 // Replays the inputs into on_event (and correlator expiry). Returns kReportOk, or an

@@ -7,8 +7,9 @@
 // first. Each command adds only its options and its sinks (text/JSON lines, the screen,
 // the archive and metrics), so a fix in the live path is a fix everywhere.
 //
-// Nothing here grows without bound: the resolver's change list is drained every tick
-// whether a sink writes names or not, and the correlator and resolver keep their own caps.
+// Nothing here grows without bound: the resolver's and the server detector's change lists are
+// drained every tick whether a sink writes them or not, and the correlator, resolver and
+// detector keep their own caps.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include "tcpwhy/event_source.h"
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/live_view.h"
+#include "tcpwhy/server_detector.h"
 #include "tcpwhy/workload_resolver.h"
 
 namespace tcpwhy {
@@ -48,6 +50,9 @@ public:
     virtual void on_event(const Event& event, const Workload* who) = 0;
     // A name that is new or changed, before the first event that needs it.
     virtual void on_workload(const WorkloadRecord&) {}
+    // A process's server, detected the first time one of its events is kept (and again after an
+    // exec or a pid reuse), before that event.
+    virtual void on_server(const ServerRecord&) {}
     // A finding reached or grown (SessionOptions::live_updates).
     virtual void on_finding(const FindingUpdate&) {}
     // About once a second, after the session's own tick, without the mutex.
@@ -73,6 +78,9 @@ struct SessionOptions {
     // The trace header, when the caller made it already (the daemon's archive starts with it);
     // else local_trace_header() at construction.
     std::optional<TraceHeader> header;
+    // Detect the server behind each process (include/tcpwhy/server_detector.h), reading the host's
+    // /proc under its host_root; nullopt: no detection (tests with synthetic pids).
+    std::optional<ServerDetectorOptions> servers;
 };
 
 struct SessionCounts {
@@ -108,6 +116,7 @@ public:
     LiveView& view() { return view_; }
     const Correlator& correlator() const { return view_.correlator(); }
     WorkloadResolver* resolver() { return resolver_.get(); }
+    ServerDetector* servers() { return servers_.get(); }
     const SessionCounts& counts() const { return counts_; }
     // The source's counters as of the last tick (a map read: not per event).
     const KernelCounters& kernel() const { return kernel_; }
@@ -119,11 +128,13 @@ private:
     void handle(Event& event);
     void tick(uint64_t now_ns);
     void drain_names();
+    void drain_servers();
     void warn_about_drops();
 
     std::unique_ptr<EventSource> source_;
     std::unique_ptr<WorkloadResolver> resolver_;
     SessionOptions options_;
+    std::unique_ptr<ServerDetector> servers_;
     TraceHeader header_;
     LiveView view_;
     std::vector<SessionSink*> sinks_;

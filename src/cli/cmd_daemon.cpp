@@ -160,6 +160,7 @@ int run_daemon(const DaemonArgs& args) {
     SessionOptions session_options;
     session_options.config = *config;
     session_options.shared = true;  // the server thread reads the view
+    session_options.servers = server_detection(args.naming);
     session_options.header = header;  // the one the archive's segments start with
     Session session(std::move(tracer), std::move(resolver), std::move(session_options));
     Daemon daemon(session, std::move(archive),
@@ -173,10 +174,11 @@ int run_daemon(const DaemonArgs& args) {
     // sockets bound. CAP_BPF stays so the drop and emit counters (BPF map reads) keep
     // working on kernels that check it for every bpf() call (before 6.5, unprivileged BPF off).
     // Before any thread starts: capabilities belong to threads.
-    // CAP_SYS_PTRACE stays while names are resolved: reading another process's
-    // /proc/PID/ns/net needs it (the ptrace access check), and pods come and go.
+    // CAP_SYS_PTRACE stays while names are resolved or servers detected: reading another
+    // process's /proc/PID/ns/net, exe, root, environ and maps needs it (the ptrace access
+    // check), and pods come and go.
     std::vector<int> keep{kCapBpf};
-    if (session.resolver()) keep.push_back(kCapSysPtrace);
+    if (session.resolver() || session.servers()) keep.push_back(kCapSysPtrace);
     std::string privileges = describe_privileges(current_thread_privileges());
     if (!args.keep_capabilities) {
         CapabilityDrop drop = drop_capabilities_except(keep);

@@ -183,6 +183,7 @@ int run_top(const TopArgs& args) {
             SessionOptions session_options;
             session_options.config = *config;
             session_options.live_sample_interval_ns = kLiveSampleIntervalNs;
+            session_options.servers = server_detection(args.naming);
             auto session = std::make_unique<Session>(Tracer::start(options), std::move(resolver),
                                                      std::move(session_options));
             lower_cpu_priority(args.nice);

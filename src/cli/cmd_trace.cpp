@@ -67,6 +67,13 @@ public:
         if (file_) write_file(line);
         if (json_) fmt::print("{}\n", line);
     }
+    // Servers too: `report` then words the fix for the server that ran here.
+    void on_server(const ServerRecord& record) override {
+        if (!file_ && !json_) return;
+        std::string line = to_json_line(record);
+        if (file_) write_file(line);
+        if (json_) fmt::print("{}\n", line);
+    }
     void on_finding(const FindingUpdate& update) override {
         // Findings carry names from other processes: nothing in them reaches the terminal as a control.
         std::string line = terminal_safe_text(explain::live_line(update));
@@ -119,6 +126,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
     SessionOptions session_options;
     session_options.config = *config;
     session_options.live_updates = true;
+    session_options.servers = server_detection(args.naming);
     EventFilter& filter = session_options.filter;
     filter.only_lb = args.only_lb;
     if (args.port >= 0) filter.port = static_cast<uint16_t>(args.port);

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "tcpwhy/correlator.h"
+#include "tcpwhy/server_detector.h"
 #include "tcpwhy/workload_resolver.h"
 
 namespace tcpwhy::cli {
@@ -43,6 +44,7 @@ struct NamingArgs {
     std::string host_root = "/";
     std::string pod_logs;  // empty: <host-root>/var/log/pods
     bool no_names = false;
+    bool no_servers = false;  // --no-servers: no server detection (framework, version, knobs)
     bool kube_api = false;  // --kube-api: labels, pod IP and owner from the API server
     std::string kube_api_url, kube_token_file, kube_ca_file, node_name;  // overrides of the in-cluster defaults
 };
@@ -54,6 +56,9 @@ void add_naming_options(CLI::App& sub, NamingArgs& naming);
 // its thread once privileges are dropped.
 std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming, std::string* error,
                                                         std::shared_ptr<tcpwhy::KubeApiClient>* unstarted_api = nullptr);
+
+// The server detection the options describe: under --host-root; nullopt with --no-servers.
+std::optional<tcpwhy::ServerDetectorOptions> server_detection(const NamingArgs& naming);
 
 Runner add_doctor(CLI::App& app);
 Runner add_trace(CLI::App& app);

@@ -81,6 +81,9 @@ void add_naming_options(CLI::App& sub, NamingArgs& naming) {
     sub.add_option("--pod-logs", naming.pod_logs,
                    "The kubelet's pod log directory (names pods and containers); default <host-root>/var/log/pods");
     sub.add_flag("--no-names", naming.no_names, "Do not resolve pod, container or namespace names");
+    sub.add_flag("--no-servers", naming.no_servers,
+                 "Do not detect which server each process runs (framework, version, its idle-timeout\n"
+                 "knob): the fix is then worded generically");
     sub.add_flag("--kube-api", naming.kube_api,
                  "Also ask the Kubernetes API (in-cluster service account) for labels, pod IPs and\n"
                  "owners (Deployment, StatefulSet, ...) of this node's pods; names work without it");
@@ -88,6 +91,13 @@ void add_naming_options(CLI::App& sub, NamingArgs& naming) {
     sub.add_option("--kube-token-file", naming.kube_token_file, "Bearer token file (default: the service account's)");
     sub.add_option("--kube-ca-file", naming.kube_ca_file, "CA bundle for the API server (default: the service account's)");
     sub.add_option("--node-name", naming.node_name, "This node's name in the API (default: $NODE_NAME, else hostname)");
+}
+
+std::optional<tcpwhy::ServerDetectorOptions> server_detection(const NamingArgs& naming) {
+    if (naming.no_servers) return std::nullopt;
+    tcpwhy::ServerDetectorOptions options;
+    options.host_root = naming.host_root;
+    return options;
 }
 
 std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming, std::string* error,

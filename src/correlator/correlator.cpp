@@ -165,6 +165,7 @@ struct Correlator::Impl {
     std::deque<std::pair<uint64_t, uint64_t>> settle_queue;    // pending peer resets, by arrival
     uint64_t next_stale_scan_ns = 0;  // no open connection can be stale before this
     std::shared_ptr<const WorkloadTable> workloads;
+    std::shared_ptr<const ServerTable> servers;
     std::deque<UnattributedChange> unattributed_changes;
     std::optional<std::pair<IpAddr, uint16_t>> watched_peer;
     std::vector<ConnectionRecord> watched_records;
@@ -705,6 +706,7 @@ struct Correlator::Impl {
         }
         p.comm = b.comm;
         p.pid = b.pid;
+        if (const ServerRecord* r = servers && b.pid ? servers->lookup(b.pid) : nullptr) p.server = r->server;
         p.connections_lb = b.connections_lb;
         p.connections_other = b.connections_other;
         p.live_connections = b.live;
@@ -879,6 +881,8 @@ std::vector<FindingUpdate> Correlator::take_live_updates(uint64_t now_ns) {
 void Correlator::watch_peer(const IpAddr& raddr, uint16_t rport) { impl_->watched_peer = std::pair{raddr, rport}; }
 
 void Correlator::set_workloads(std::shared_ptr<const WorkloadTable> table) { impl_->workloads = std::move(table); }
+
+void Correlator::set_servers(std::shared_ptr<const ServerTable> table) { impl_->servers = std::move(table); }
 
 BackendId Correlator::backend_of(const Event& e) const {
     const Impl& impl = *impl_;

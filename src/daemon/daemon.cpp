@@ -77,14 +77,21 @@ struct Daemon::Impl {
           settings(std::move(settings)),
           header_line(to_json_line(s.header())),
           metrics(s.config()) {
-        if (archive && session.resolver()) {
-            // Every segment starts with the names known so far, so an export of any time range names them.
-            archive->set_preamble([table = session.resolver()->table()] {
+        if (archive && (session.resolver() || session.servers())) {
+            // Every segment starts with the names and servers known so far, so an export of any
+            // time range names the backends and words the fix as the live run did.
+            std::shared_ptr<const WorkloadTable> names = session.resolver() ? session.resolver()->table() : nullptr;
+            std::shared_ptr<const ServerTable> servers = session.servers() ? session.servers()->table() : nullptr;
+            archive->set_preamble([names, servers] {
                 std::string lines;
-                for (const auto& [netns, w] : table->netns_entries())
-                    lines += to_json_line(WorkloadRecord{netns, 0, w}) + '\n';
-                for (const auto& [cgroup_id, w] : table->cgroup_entries())
-                    lines += to_json_line(WorkloadRecord{0, cgroup_id, w}) + '\n';
+                if (names) {
+                    for (const auto& [netns, w] : names->netns_entries())
+                        lines += to_json_line(WorkloadRecord{netns, 0, w}) + '\n';
+                    for (const auto& [cgroup_id, w] : names->cgroup_entries())
+                        lines += to_json_line(WorkloadRecord{0, cgroup_id, w}) + '\n';
+                }
+                if (servers)
+                    for (const auto& [pid, record] : servers->entries()) lines += to_json_line(record) + '\n';
                 return lines;
             });
         }
@@ -183,6 +190,11 @@ void Daemon::on_event(const Event& e, const Workload*) {
 
 // New or changed names go into the archive ahead of the events that need them.
 void Daemon::on_workload(const WorkloadRecord& record) {
+    if (impl_->archive) impl_->archive->write(to_json_line(record));
+}
+
+// Servers as they are detected, like names.
+void Daemon::on_server(const ServerRecord& record) {
     if (impl_->archive) impl_->archive->write(to_json_line(record));
 }
 

@@ -61,6 +61,12 @@ ExportStats export_segments(const std::vector<ArchiveSegment>& segments, uint64_
                 }
                 continue;
             }
+            // Names and servers (each segment's preamble repeats those known so far) go along, so
+            // `report` of an export names backends and words the fix as the live run did.
+            if (parsed.kind == LineKind::workload || parsed.kind == LineKind::server) {
+                if (!sink(*line)) return stats;
+                continue;
+            }
             if (parsed.kind != LineKind::event || !have_clock) {
                 ++stats.bad_lines;
                 continue;

@@ -256,6 +256,19 @@ std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
                 "idle_timeout_below_lb).",
                 findings);
 
+    // Which server each backend runs (an info metric: join it on namespace, pod, port). Bounded like
+    // the rest: one series per exported backend, `server` one of tcpwhy's server kinds.
+    std::map<std::string, uint64_t> servers;
+    for (const auto& b : s.backends) {
+        if (!b.server || b.server->kind == ServerKind::unknown) continue;
+        Who who = fold(resolve.of_backend(b.id));
+        if (who.pod == kOther && who.port == kOther) continue;
+        servers[fmt::format("{},server=\"{}\",version=\"{}\"", who.labels(), to_string(b.server->kind),
+                            escape_label_value(b.server->version))] = 1;
+    }
+    out.samples("tcpwhy_backend_server", "gauge",
+                "The server a backend's process runs, as detected from /proc (kind and version); always 1.", servers);
+
     out.family("tcpwhy_connections_live", "gauge", "Connections the correlator holds now.");
     out.sample("tcpwhy_connections_live", "", s.counts.live_connections);
     out.family("tcpwhy_connections_existing", "gauge",

@@ -163,7 +163,96 @@ std::string server_setting(std::string_view comm, uint32_t seconds) {
     return generic_setting(seconds);
 }
 
+// ---- advice in the detected server's words ---------------------------------------
+
+// The first `...` of a knob's setting: "`--keep-alive 2`" out of "`--keep-alive 2` (or ...)".
+std::string knob_value(ServerKind kind, Knob knob, uint32_t ms) {
+    std::string setting = knob_setting(kind, knob, (ms + 500) / 1000);
+    auto open = setting.find('`');
+    auto close = open == std::string::npos ? open : setting.find('`', open + 1);
+    return close == std::string::npos ? setting : setting.substr(open, close - open + 1);
+}
+
+bool close_to(uint32_t measured_ms, uint32_t expected_ms) {
+    uint32_t slack = std::max<uint32_t>(300, expected_ms / 7);
+    return measured_ms + slack >= expected_ms && measured_ms <= expected_ms + slack;
+}
+
+// What the server's idle timeout is now, from the measured closes and what is known of its
+// default or its command line: " (its default `--keep-alive 2`)".
+std::string current_idle_value(const ServerInfo& server, std::optional<uint32_t> measured_ms) {
+    const KnobSpec& knob = knowledge(server.kind).idle;
+    const IdleDefault d = idle_default(server);
+    if (server.configured_idle_ms) {
+        if (measured_ms && !close_to(*measured_ms, *server.configured_idle_ms))
+            return fmt::format(" (its command line sets `{}`, yet it closes them sooner or later than that: a "
+                               "configuration file or the application overrides it)",
+                               server.configured_by);
+        return fmt::format(" (its command line sets `{}`)", server.configured_by);
+    }
+    switch (d.kind) {
+    case DefaultKind::value: {
+        std::string value = knob_value(server.kind, Knob::idle_timeout, d.setting_ms);
+        std::string why = d.why.empty() ? "" : fmt::format(" {}", d.why);
+        if (!measured_ms || close_to(*measured_ms, d.closes_at_ms)) return fmt::format(" (its default {}{})", value, why);
+        // A buffer the server adds (Node's 1 s) is not part of the setting.
+        uint32_t buffer = d.closes_at_ms - d.setting_ms;
+        if (buffer && *measured_ms > buffer)
+            return fmt::format(" (not its default {}: its configuration sets about {}, and it closes {} later)", value,
+                               duration(*measured_ms - buffer), duration(buffer));
+        return fmt::format(" (not its default {}: its configuration sets about {})", value, duration(*measured_ms));
+    }
+    case DefaultKind::fallback: return fmt::format(" (`{}` {})", knob.name, knob.note);
+    case DefaultKind::none:
+        return fmt::format(" (`{}` is off by default: the application sets it)", knob.name);
+    case DefaultKind::no_keepalive:
+    case DefaultKind::unknown: break;
+    }
+    return "";
+}
+
+std::string detected_idle_advice(const Finding& f, const ServerInfo& server) {
+    const uint32_t lb_timeout_s = f.lb.idle_timeout_s;
+    const ServerKnowledge& k = knowledge(server.kind);
+    const IdleDefault d = idle_default(server);
+    std::string name = server_display(server);
+    std::optional<uint32_t> measured = f.idle_close && f.idle_close->samples
+                                           ? std::optional<uint32_t>(f.idle_close->p50_ms) : std::nullopt;
+    uint32_t seconds = recommended_idle_timeout_s(lb_timeout_s ? lb_timeout_s : 0);
+    if (d.kind == DefaultKind::no_keepalive) {
+        if (server.kind == ServerKind::gunicorn)
+            return fmt::format("{}: {}, so a connection it closed was reused by a client that did not see its "
+                               "`Connection: close`; to keep connections alive use a threaded or async worker "
+                               "(`-k gthread`) with `--keep-alive {}`",
+                               name, d.why, lb_timeout_s ? seconds : 75);
+        return fmt::format("{} keeps no connection alive ({}): put a proxy that does in front of it, or make its "
+                           "clients stop reusing connections",
+                           name, k.idle.note);
+    }
+    std::string closes = measured ? fmt::format("{} closes idle connections after {}{}", name, duration(*measured),
+                                                current_idle_value(server, measured))
+                                  : fmt::format("{} closes idle connections{}", name, current_idle_value(server, measured));
+    if (lb_timeout_s == 0) {
+        std::string knob = k.idle.name.empty() ? "its keep-alive idle timeout" : fmt::format("`{}`", k.idle.name);
+        return fmt::format("{}; make {} longer than its clients' idle timeout, or have clients retry idempotent "
+                           "requests that fail on a reused connection",
+                           closes, knob);
+    }
+    std::string set = knob_setting(server.kind, Knob::idle_timeout, seconds);
+    if (set.empty())
+        return fmt::format("{}; behind this LB ({} s) make its keep-alive idle timeout longer than {} s ({} has no "
+                           "setting tcpwhy knows: {})",
+                           closes, lb_timeout_s, lb_timeout_s, k.display, k.idle.note.empty() ? "see its documentation" : k.idle.note);
+    std::string fix = fmt::format("{}; behind this LB ({} s) set {}", closes, lb_timeout_s, set);
+    if (measured && *measured >= lb_timeout_s * 1000ull)
+        fix += fmt::format(" (it already waits longer than the configured LB idle timeout, yet the peer reused the "
+                           "connection later still: check the LB's real idle timeout with --lb-idle-timeout)");
+    return fix;
+}
+
 std::string idle_timeout_advice(const Finding& f) {
+    if (f.backend.server && f.backend.server->kind != ServerKind::unknown)
+        return detected_idle_advice(f, *f.backend.server);
     const uint32_t lb_timeout_s = f.lb.idle_timeout_s;
     if (lb_timeout_s == 0)
         return "make the server's keep-alive idle timeout longer than its clients' idle timeout, or have clients "
@@ -173,6 +262,10 @@ std::string idle_timeout_advice(const Finding& f) {
         "make the server's idle timeout longer than the LB's ({} s) so the LB always closes "
         "idle connections first: {}",
         lb_timeout_s, server_setting(f.backend.comm, seconds));
+    // Detection ran and recognised nothing: say so, rather than let the guess pass for knowledge.
+    if (f.backend.server)
+        fix += fmt::format(" (tcpwhy did not recognise the server: {}; docs/servers.md lists those it knows)",
+                           f.backend.server->via);
     uint32_t observed_p50_ms = f.idle_close ? f.idle_close->p50_ms : 0;
     if (observed_p50_ms >= lb_timeout_s * 1000ull)
         return fmt::format(
@@ -181,6 +274,20 @@ std::string idle_timeout_advice(const Finding& f) {
             "(--lb-idle-timeout), then {}",
             observed_p50_ms / 1000.0, lb_timeout_s, fix);
     return fix;
+}
+
+// Outbound connections of a detected client: the pool setting that keeps it from reusing a
+// connection the upstream has closed. "" inbound, or when the client is not known.
+std::string client_pool_hint(const BackendProfile& b) {
+    if (!b.id.outbound || !b.server || b.server->kind == ServerKind::unknown) return "";
+    const KnobSpec& pool = knowledge(b.server->kind).client_idle;
+    if (pool.name.empty()) return "";
+    std::string now = pool.default_kind == DefaultKind::value
+                          ? fmt::format(" (default {})", duration(pool.default_ms))
+                          : "";
+    return fmt::format("; if {} reuses pooled connections the upstream already closed, keep its `{}`{} below the "
+                       "upstream's idle timeout: {}",
+                       server_display(*b.server), pool.name, now, pool.setting.substr(0, pool.setting.find(" (")));
 }
 
 std::string_view unit_of(SockOpt opt) {
@@ -306,7 +413,8 @@ std::string advice(const Finding& f) {
                "listening port and that readiness probes keep traffic away while the process restarts";
     case FindingKind::timewait_data:
         return "the peer sent data on a connection the backend had already closed: make the peer stop reusing "
-               "connections the backend closed (shorter client idle timeout than the server's)";
+               "connections the backend closed (shorter client idle timeout than the server's)" +
+               client_pool_hint(f.backend);
     case FindingKind::keepalive_timeout:
         return "keep-alive probes went unanswered: the peer vanished or a middlebox (NAT, conntrack, firewall) "
                "dropped the idle flow; keep TCP_KEEPIDLE below the middlebox's idle timeout";
@@ -320,13 +428,45 @@ std::string advice(const Finding& f) {
             value);
     }
     case FindingKind::peer_reset:
-        return "the peer reset the connection: look at the peer's logs (for an LB, its backend error logs) for why";
+        return "the peer reset the connection: look at the peer's logs (for an LB, its backend error logs) for why" +
+               client_pool_hint(f.backend);
     case FindingKind::other: break;
     }
     return "see the kernel reason in the evidence";
 }
 
 Words words(const Finding& f) { return {summary(f), evidence(f), advice(f)}; }
+
+std::string server_name(const BackendProfile& b) {
+    if (!b.server || b.server->kind == ServerKind::unknown) return "";
+    return server_display(*b.server);
+}
+
+std::string server_line(const BackendProfile& b) {
+    if (!b.server) return "";
+    const ServerInfo& server = *b.server;
+    if (server.kind == ServerKind::unknown) return fmt::format("unknown ({})", server.via);
+    const KnobSpec& idle = knowledge(server.kind).idle;
+    const IdleDefault d = idle_default(server);
+    std::string knob;
+    switch (d.kind) {
+    case DefaultKind::value:
+        knob = fmt::format("; idle timeout `{}`, default {}{}", idle.name, duration(d.setting_ms),
+                           d.closes_at_ms != d.setting_ms ? fmt::format(" (closes at {})", duration(d.closes_at_ms)) : "");
+        break;
+    case DefaultKind::fallback: knob = fmt::format("; idle timeout `{}` {}", idle.name, idle.note); break;
+    case DefaultKind::none: knob = fmt::format("; idle timeout `{}`, off by default", idle.name); break;
+    case DefaultKind::no_keepalive: knob = fmt::format("; keeps no connection alive ({})", d.why.empty() ? idle.note : d.why); break;
+    case DefaultKind::unknown: break;
+    }
+    std::string configured = server.configured_by.empty() ? "" : fmt::format("; command line sets `{}`", server.configured_by);
+    return fmt::format("{}{}{}; recognised by {}", server_display(server), knob, configured, server.via);
+}
+
+std::string server_setting(const BackendProfile& b, Knob knob, uint32_t seconds) {
+    if (!b.server || b.server->kind == ServerKind::unknown) return "";
+    return knob_setting(b.server->kind, knob, seconds);
+}
 
 std::string live_line(const FindingUpdate& u) {
     const Finding& f = u.finding;

@@ -213,6 +213,8 @@ struct LiveView::Impl {
             else row.name = fmt::format("netns {}", p.id.netns);
             row.process = p.comm;
             row.pid = p.pid;
+            row.server = explain::server_name(p);
+            row.server_detail = explain::server_line(p);
             if (i < activity.size()) {
                 row.live_lb = activity[i].live_lb;
                 row.live_other = activity[i].live_other;
@@ -291,6 +293,8 @@ json to_json_value(const SnapshotRow& r) {
             {"name", r.name},
             {"process", r.process},
             {"pid", r.pid},
+            {"server", r.server},
+            {"server_detail", r.server_detail},
             {"live_lb", r.live_lb},
             {"live_other", r.live_other},
             {"live_sampled", r.live_sampled},
@@ -349,6 +353,8 @@ SnapshotRow row_from(const json& j) {
     r.name = j.at("name").get<std::string>();
     r.process = j.at("process").get<std::string>();
     r.pid = j.at("pid").get<uint32_t>();
+    r.server = j.value("server", std::string());
+    r.server_detail = j.value("server_detail", std::string());
     r.live_lb = j.at("live_lb").get<uint64_t>();
     r.live_other = j.at("live_other").get<uint64_t>();
     r.live_sampled = j.at("live_sampled").get<uint64_t>();

@@ -103,6 +103,8 @@ void render_findings(const std::vector<Finding>& findings, std::ostream& out) {
                            kind_colour(f.kind), kind, to_string(info(f.kind).severity));
         out << fmt::format("<p><b>{}.</b> <span class=\"kind\">{}</span> {}</p>\n", number++, kind,
                            escape(words.summary));
+        if (std::string server = explain::server_line(f.backend); !server.empty())
+            out << fmt::format("<p class=\"server\">server: {}</p>\n", escape(server));
         for (const auto& line : words.evidence)
             out << fmt::format("<p class=\"evidence\">evidence: {}</p>\n", escape(line));
         if (!f.connections.empty()) {
@@ -185,6 +187,8 @@ void render_backends(const Correlator& correlator, std::ostream& out) {
                           [](const BackendProfile& b) { return !b.idle_histogram.empty(); });
     for (const auto& b : backends) {
         out << fmt::format("<div class=\"backend\"><h3>{}</h3>\n", escape(explain::backend_label(b)));
+        if (std::string server = explain::server_line(b); !server.empty())
+            out << fmt::format("<p class=\"server\">server: {}</p>\n", escape(server));
         uint64_t resets = b.resets_total();
         out << fmt::format("<p class=\"muted\">{} connections from the LB, {} from others; {} closed by the "
                            "backend first, {} by the peer; {} resets",

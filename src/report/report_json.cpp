@@ -29,6 +29,31 @@ ordered_json idle_json(const IdleStats& idle) {
             {"exact", idle.exact}};
 }
 
+// The detected server: what detection read, and what tcpwhy knows of its idle timeout.
+ordered_json server_json(const ServerInfo& s) {
+    const KnobSpec& knob = knowledge(s.kind).idle;
+    const IdleDefault d = idle_default(s);
+    auto ms_or_null = [&](uint32_t ms) { return d.kind == DefaultKind::value ? ordered_json(ms) : ordered_json(nullptr); };
+    return {{"kind", to_string(s.kind)},
+            {"name", s.kind == ServerKind::unknown ? std::string() : server_display(s)},
+            {"version", s.version},
+            {"runtime", s.runtime},
+            {"framework", s.framework},
+            {"module", s.module},
+            {"worker", s.worker},
+            {"configured_idle_ms", s.configured_idle_ms ? ordered_json(*s.configured_idle_ms) : ordered_json(nullptr)},
+            {"configured_by", s.configured_by},
+            {"via", s.via},
+            {"exe", s.exe},
+            {"idle_timeout",
+             {{"knob", std::string(knob.name)},
+              {"default", to_string(d.kind)},
+              {"default_ms", ms_or_null(d.setting_ms)},
+              {"closes_at_ms", ms_or_null(d.closes_at_ms)},
+              {"note", std::string(d.why.empty() ? knob.note : d.why)},
+              {"source", std::string(knob.source)}}}};
+}
+
 ordered_json backend_key_json(const BackendProfile& b) {
     const BackendId& id = b.id;
     ordered_json j = {{"netns", id.netns},
@@ -42,6 +67,7 @@ ordered_json backend_key_json(const BackendProfile& b) {
     if (!id.container.empty()) j["container"] = id.container;
     if (id.workload != WorkloadKind::unknown) j["workload"] = to_string(id.workload);
     j["label"] = explain::backend_label(b);
+    if (b.server) j["server"] = server_json(*b.server);
     return j;
 }
 

@@ -47,6 +47,8 @@ std::string reset_counts_text(const std::array<uint64_t, kFindingKindCount>& cou
 void render_finding(const Finding& f, int number, std::ostream& out) {
     explain::Words words = explain::words(f);
     out << fmt::format("{}. [{}] {}\n", number, to_string(f.kind), words.summary);
+    if (std::string server = explain::server_line(f.backend); !server.empty())
+        out << fmt::format("   server: {}\n", server);
     for (const auto& line : words.evidence) out << fmt::format("   evidence: {}\n", line);
     if (!f.connections.empty()) {
         size_t shown = std::min(f.connections.size(), kTextConnectionsPerFinding);
@@ -83,6 +85,17 @@ void render_backends(const std::vector<BackendProfile>& backends, std::ostream& 
                            idle ? seconds_text(b.idle_close.max_ms) : "-", all[kRace],
                            reset_counts_text(all, FindingKind::idle_close_race),
                            opts_text(b.opts));
+    }
+    // What runs behind each backend, where it was detected (live, or the trace's `server` lines).
+    bool header = false;
+    for (const auto& b : backends) {
+        std::string server = explain::server_line(b);
+        if (server.empty()) continue;
+        if (!header) out << "\n  servers\n";
+        header = true;
+        std::string who = b.id.pod.empty() ? fmt::format("netns:{}", b.id.netns) : b.id.pod;
+        out << fmt::format("  {:<20} {:<7} {}\n", who, b.id.outbound ? fmt::format("->{}", b.id.port) : std::to_string(b.id.port),
+                           server);
     }
     out << '\n';
 }

@@ -91,6 +91,10 @@ int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator
     auto workloads = std::make_shared<WorkloadTable>();
     correlator.set_workloads(workloads);
     stats.workloads = workloads;
+    // Servers detected live (`server` lines): the same advice as the live run gave.
+    auto servers = std::make_shared<ServerTable>();
+    correlator.set_servers(servers);
+    stats.servers = servers;
     auto fail = [error](int code, std::string message) {
         if (error) *error = std::move(message);
         return code;
@@ -129,6 +133,7 @@ int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator
             switch (parsed.kind) {
             case LineKind::header: stats.headers.push_back(std::move(parsed.header)); break;
             case LineKind::workload: apply(*workloads, parsed.workload); break;
+            case LineKind::server: servers->set(parsed.server); break;
             case LineKind::bad:
                 if (stats.bad_lines++ == 0) stats.first_bad = fmt::format("{}: {}", where(), parsed.error);
                 break;

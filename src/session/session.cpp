@@ -68,9 +68,11 @@ Session::Session(std::unique_ptr<EventSource> source, std::unique_ptr<WorkloadRe
     : source_(std::move(source)),
       resolver_(std::move(resolver)),
       options_(std::move(options)),
+      servers_(options_.servers ? std::make_unique<ServerDetector>(*options_.servers) : nullptr),
       header_(options_.header ? *options_.header : local_trace_header(options_.config)),
       view_(options_.config) {
     if (resolver_) view_.correlator().set_workloads(resolver_->table());
+    if (servers_) view_.correlator().set_servers(servers_->table());
     status_.node = header_.hostname;
     status_.kernel = source_->kernel_release();
     status_.attach = source_->attach_summary();
@@ -130,7 +132,10 @@ void Session::handle(Event& e) {
         return;
     }
     ++counts_.kept;
-    drain_names();  // names go ahead of the events that need them
+    // Which server the owner runs: a hash lookup, and once per process a detection from /proc.
+    if (servers_ && e.pid) servers_->note(e.pid, e.comm);
+    drain_names();  // names and servers go ahead of the events that need them
+    drain_servers();
     view_.on_event(e);
     for (SessionSink* sink : sinks_) sink->on_event(e, who);
 }
@@ -139,6 +144,12 @@ void Session::drain_names() {
     if (!resolver_ || !resolver_->has_changes()) return;
     for (const auto& record : resolver_->take_changes())
         for (SessionSink* sink : sinks_) sink->on_workload(record);
+}
+
+void Session::drain_servers() {
+    if (!servers_ || !servers_->has_changes()) return;
+    for (const auto& record : servers_->take_changes())
+        for (SessionSink* sink : sinks_) sink->on_server(record);
 }
 
 void Session::sample_live_sockets() {
@@ -160,7 +171,9 @@ void Session::tick(uint64_t now_ns) {
     {
         MaybeLock lock(mutex_, options_.shared);
         if (resolver_) resolver_->tick(now_ns);
+        if (servers_) servers_->tick();
         drain_names();
+        drain_servers();
         view_.tick(now_ns, status_);
         if (options_.live_updates)
             for (const auto& update : view_.correlator().take_live_updates(now_ns))

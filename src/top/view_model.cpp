@@ -268,6 +268,7 @@ std::vector<DetailLine> detail_lines(const SnapshotRow& row, const SnapshotHeade
     if (!row.process.empty()) who += fmt::format("  process {}[{}]", row.process, row.pid);
     if (!row.pod.empty()) who += fmt::format("  netns {}", row.netns);
     add_wrapped(who, 0, 2, LineRole::title);
+    if (!row.server_detail.empty()) add_wrapped("server: " + row.server_detail, 0, 2);
     std::string idle_now =
         row.live_sampled ? fmt::format(" (idle when listed: p50 {}, max {}, {} listed)", short_duration(row.live_idle_p50_ms),
                                        short_duration(row.live_idle_max_ms), row.live_sampled)

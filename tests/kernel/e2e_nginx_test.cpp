@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.h"
+#include "tcpwhy/explain.h"
 
 using namespace tcpwhy;
 using namespace tcpwhy::test;
@@ -288,6 +289,14 @@ TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the No
     CHECK(race["lb"]["idle_timeout_s"] == 600);
     CHECK(race["advice"].get<std::string>().find("keepAliveTimeout = 620000") != std::string::npos);
     CHECK(race["advice"].get<std::string>().find("headersTimeout") != std::string::npos);
+    // Detected live, not guessed from comm: Node.js with its version, its default and the 1 s buffer that
+    // makes it close at ~6 s, and the value it closes at now as measured.
+    CHECK(race["backend"]["server"]["kind"] == "node");
+    CHECK(race["advice"].get<std::string>().starts_with("Node.js "));
+    CHECK(race["advice"].get<std::string>().find(
+              fmt::format("closes idle connections after {} (its default `server.keepAliveTimeout = 5000` plus the 1 s "
+                          "socket buffer",
+                          explain::duration(observed_p50_ms))) != std::string::npos);
     // The JSON lists every raced connection with its peer: a postmortem joins it with the LB's
     // log line by line, as this test does with nginx's.
     std::set<std::string> raced_peers;

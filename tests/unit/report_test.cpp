@@ -108,6 +108,38 @@ void check_documented(const nlohmann::json& object, const DocumentedFields& doc,
 
 }  // namespace
 
+TEST_CASE("report gives the advice of the server the trace's `server` line names, in text and JSON") {
+    ScratchDir dir;
+    ServerRecord gunicorn{4242, 987, "gunicorn",
+                          ServerInfo{.kind = ServerKind::gunicorn, .version = "20.1.0", .worker = "gthread",
+                                     .via = "cmdline: python3.11 /usr/bin/gunicorn"}};
+    // Written ahead of the events, as trace and the daemon do.
+    std::string trace = race_trace();
+    trace.insert(trace.find('\n') + 1, to_json_line(gunicorn) + "\n");
+    auto run = report({.inputs = {dir.write("race.jsonl", trace)}, .json = true});
+    REQUIRE(run.code == kReportOk);
+    auto j = nlohmann::json::parse(run.out);
+    const auto& f = j["findings"][0];
+    auto doc = documented_fields();
+    check_documented(f["backend"]["server"], doc["`server`"], "backend.server");
+    CHECK(f["backend"]["server"]["kind"] == "gunicorn");
+    CHECK(f["backend"]["server"]["name"] == "gunicorn 20.1.0 (gthread worker)");
+    CHECK(f["backend"]["server"]["idle_timeout"]["knob"] == "--keep-alive");
+    CHECK(f["backend"]["server"]["idle_timeout"]["default_ms"] == 2000);
+    CHECK(f["advice"].get<std::string>().starts_with(
+        "gunicorn 20.1.0 (gthread worker) closes idle connections after 6.0 s (not its default `--keep-alive 2`: its "
+        "configuration sets about 6.0 s); behind this LB (600 s) set `--keep-alive 620`"));
+    CHECK(j["backends"][0]["server"]["via"] == "cmdline: python3.11 /usr/bin/gunicorn");
+
+    auto text = report({.inputs = {dir.write("race2.jsonl", trace)}});
+    CHECK(text.out.find("   server: gunicorn 20.1.0 (gthread worker); idle timeout `--keep-alive`, default 2.0 s; "
+                        "recognised by cmdline: python3.11 /usr/bin/gunicorn\n") != std::string::npos);
+    CHECK(text.out.find("   fix: gunicorn 20.1.0 (gthread worker) closes idle connections after 6.0 s") != std::string::npos);
+    // Order does not matter: a server line after the events still applies.
+    auto late = report({.inputs = {dir.write("late.jsonl", race_trace() + to_json_line(gunicorn) + "\n")}, .json = true});
+    CHECK(nlohmann::json::parse(late.out)["findings"][0]["backend"]["server"]["kind"] == "gunicorn");
+}
+
 TEST_CASE("report --json has exactly the fields docs/report-json.md documents, at every level") {
     ScratchDir dir;
     Sock s;

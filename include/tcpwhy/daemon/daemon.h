@@ -42,6 +42,7 @@ public:
     // SessionSink: every kept event and name into the archive, events into the metrics.
     void on_event(const Event& event, const Workload* who) override;
     void on_workload(const WorkloadRecord& record) override;
+    void on_server(const ServerRecord& record) override;
     void on_tick(uint64_t now_ns) override;
 
     // The HTTP and control handlers (the server thread calls them).
