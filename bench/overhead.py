@@ -256,6 +256,15 @@ def main():
     if args.other_build:
         tools["tcpwhy-other"] = Tool("tcpwhy-other", [os.path.join(args.other_build, "tcpwhy"), "trace", "--json"],
                                      r"tracing TCP on")
+    for option, names in (("--tools", args.tools), ("--keepalive-tools", args.keepalive_tools)):
+        unknown = [n for n in names.split(",") if n and n != "none" and n not in tools]
+        if unknown:
+            shutil.rmtree(scratch, ignore_errors=True)
+            if mounted_tracefs:
+                subprocess.run(["umount", "/sys/kernel/tracing"])
+            print(f"overhead: {option}: unknown tool {', '.join(unknown)} (known: {', '.join(tools)}; "
+                  f"'none' or '' for no tool)", file=sys.stderr)
+            sys.exit(2)
     with open(os.path.join(scratch, "nginx.conf"), "w") as f:
         f.write(NGINX_CONF.format(prefix=scratch, port=args.port))
     nginx = subprocess.Popen(["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")],
@@ -272,12 +281,12 @@ def main():
         for workload, keepalive in (("Connection: close", False), ("keep-alive", True)):
             names = args.tools if not keepalive else args.keepalive_tools
             print(f"\n{workload}:")
-            for name in [n for n in names.split(",") if n]:
+            for name in [n for n in names.split(",") if n and n != "none"]:
                 without, with_tool, figures = measure(tools[name], scratch, args, args.port, keepalive, args.pairs)
                 rows.append((workload, name, without, with_tool, figures))
         print(f"\nkernel cost (median of {args.cost_runs} Connection: close runs, kernel.bpf_stats_enabled=1):")
         costs = {}
-        for name in [n for n in args.tools.split(",") if n]:
+        for name in [n for n in args.tools.split(",") if n and n != "none"]:
             # the median of --cost-runs runs: one run on a shared VM can be off by half
             runs = [kernel_cost(tools[name], scratch, args, args.port) for _ in range(args.cost_runs)]
             costs[name] = {prog: (median([r[prog][0] for r in runs if prog in r]),
