@@ -30,6 +30,15 @@ import deploy_manifest  # noqa: E402
 if os.geteuid() != 0:
     print("SKIPPED: needs root (loads the BPF programs)")
     sys.exit(77)
+def tracees(strace_pid):
+    """The processes strace started (setpriv execs the daemon in place): strace's children."""
+    try:
+        with open(f"/proc/{strace_pid}/task/{strace_pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
 for tool in ("strace", "setpriv", "ip"):
     if not shutil.which(tool):
         print(f"SKIPPED: {tool} is not installed (scripts/setup.sh installs it)")
@@ -82,12 +91,28 @@ try:
                         "c = socket.create_connection(l.getsockname()); s, _ = l.accept(); s.close(); c.close()"],
                        check=True)
         time.sleep(2.5)
-    daemon.send_signal(signal.SIGTERM)
+    # SIGTERM goes to the daemon itself: strace, signalled, detaches and leaves its tracee
+    # running (a daemon per test run stayed attached to the node until someone noticed).
+    traced = tracees(daemon.pid)
+    for pid in traced or [daemon.pid]:
+        os.kill(pid, signal.SIGTERM)
     try:
         daemon.wait(timeout=60)
     except subprocess.TimeoutExpired:
+        for pid in traced:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         daemon.kill()
         daemon.wait()
+    left = [pid for pid in traced if os.path.exists(f"/proc/{pid}") and
+            open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+    if left:
+        print(f"FAIL: the daemon (pid {', '.join(map(str, left))}) still runs after strace ended")
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        sys.exit(1)
     if not started:
         print(open(log_file).read())
         print("FAIL: the daemon did not start")
