@@ -10,17 +10,12 @@
 
 #include <fmt/format.h>
 
+#include "tcpwhy/host_path.h"
+
 #include "tcpwhy/server_detector.h"
 
 namespace tcpwhy {
 namespace {
-
-std::string join(const std::string& root, std::string_view rest) {
-    if (root.empty() || root == "/") return std::string(rest);
-    std::string out = root;
-    if (out.back() == '/') out.pop_back();
-    return out + std::string(rest);
-}
 
 std::optional<std::string> read_file(const std::string& path, size_t limit, int* err) {
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -79,7 +74,7 @@ std::string python_package_version(const std::string& root, std::string_view exe
                                      "/usr/lib/python3/dist-packages", "/usr/local/lib/" + py + "/site-packages"};
     std::string stem = std::string(package) + "-";
     for (const auto& dir : dirs) {
-        DIR* d = opendir(join(root, dir).c_str());
+        DIR* d = opendir(under_host_root(root, dir).c_str());
         if (!d) continue;
         std::string found;
         while (dirent* e = readdir(d)) {
@@ -121,7 +116,7 @@ struct ServerDetector::BinaryFacts {
 
 ServerDetector::ServerDetector(ServerDetectorOptions options)
     : options_(std::move(options)),
-      proc_(join(options_.host_root, "/proc")),
+      proc_(under_host_root(options_.host_root, "/proc")),
       table_(std::make_shared<ServerTable>(options_.max_processes)),
       budget_(options_.max_detections_per_tick) {}
 

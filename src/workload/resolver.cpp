@@ -11,15 +11,10 @@
 
 #include <fmt/format.h>
 
+#include "tcpwhy/host_path.h"
+
 namespace tcpwhy {
 namespace {
-
-std::string join(const std::string& root, std::string_view rest) {
-    if (root.empty() || root == "/") return std::string(rest);
-    std::string out = root;
-    if (out.back() == '/') out.pop_back();
-    return out + std::string(rest);
-}
 
 // Directory entries; an unreadable directory is an empty list (and *err is set).
 std::vector<std::string> list_dir(const std::string& path, int* err = nullptr) {
@@ -109,8 +104,8 @@ int rank(WorkloadKind kind) {
 
 WorkloadResolver::WorkloadResolver(ResolverOptions options)
     : options_(std::move(options)), table_(std::make_shared<WorkloadTable>()) {
-    if (options_.pod_logs.empty()) options_.pod_logs = join(options_.host_root, "/var/log/pods");
-    if (options_.container_logs.empty()) options_.container_logs = join(options_.host_root, "/var/log/containers");
+    if (options_.pod_logs.empty()) options_.pod_logs = under_host_root(options_.host_root, "/var/log/pods");
+    if (options_.container_logs.empty()) options_.container_logs = under_host_root(options_.host_root, "/var/log/containers");
 }
 
 void WorkloadResolver::note_problem(int err, const std::string& what) {
@@ -161,7 +156,7 @@ void WorkloadResolver::scan(uint64_t now_ns) {
     last_scan_ns_ = now_ns;
     unknown_netns_.clear();
     unknown_cgroups_.clear();
-    const std::string proc = join(options_.host_root, "/proc");
+    const std::string proc = under_host_root(options_.host_root, "/proc");
 
     // The host's namespace: init's. Everyone in it shares it, so owners decide there.
     // init's, or kthreadd's: kernel threads always live in the initial namespace, and
@@ -177,7 +172,7 @@ void WorkloadResolver::scan(uint64_t now_ns) {
 
     // `ip netns` names.
     std::unordered_map<uint32_t, std::string> netns_names;
-    const std::string run_netns = join(options_.host_root, "/run/netns");
+    const std::string run_netns = under_host_root(options_.host_root, "/run/netns");
     for (const auto& name : list_dir(run_netns)) {
         struct stat st{};
         if (stat((run_netns + "/" + name).c_str(), &st) == 0) netns_names[static_cast<uint32_t>(st.st_ino)] = name;
@@ -229,7 +224,7 @@ void WorkloadResolver::scan(uint64_t now_ns) {
     std::unordered_map<uint64_t, Workload> by_cgroup;
     counters_.cgroup2_root.clear();
     for (const char* candidate : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}) {
-        std::string root = join(options_.host_root, candidate);
+        std::string root = under_host_root(options_.host_root, candidate);
         struct stat st{};
         if (stat((root + "/cgroup.controllers").c_str(), &st) == 0) {
             counters_.cgroup2_root = root;
