@@ -111,9 +111,9 @@ struct ReplayHooks {
 };
 
 // Replays the inputs, each event into the correlator of the node whose header it follows (an
-// export stream, or archive segments, may carry several headers; lines before any header go to
-// an unnamed node). Nodes in the order they first appear, named once all are known. Errors as
-// replay_traces().
+// export stream, or archive segments, may carry several headers; a file without a header goes on
+// with the node before it; lines before any header at all go to an unnamed node). Nodes in the
+// order they first appear, named once all are known. Errors as replay_traces().
 int replay_nodes(const std::vector<std::string>& inputs, const CorrelatorConfig& config, const ReplayHooks& hooks,
                  std::vector<std::unique_ptr<NodeReplay>>& nodes, std::string* error);
 

@@ -101,13 +101,16 @@ struct NodeSink {
 };
 
 // The one replay loop. sink_for(header) picks where the lines after a header go; it is asked
-// with nullptr for lines before a file's first header.
+// with nullptr for lines before the first header of all. A file without a header of its own (a
+// trace cut in pieces) goes on with the node of the file before it.
 int replay_loop(const std::vector<std::string>& inputs, const std::function<NodeSink*(const TraceHeader*)>& sink_for,
                 const std::function<void(const NodeSink&, const Event&)>& also, std::string* error) {
     auto fail = [error](int code, std::string message) {
         if (error) *error = std::move(message);
         return code;
     };
+    NodeSink* sink = nullptr;
+    auto current = [&] { return sink ? sink : (sink = sink_for(nullptr)); };
     for (const auto& path : inputs) {
         // A path that is not a readable file is bad input (exit 2), like every other: say which
         // and what to give instead. Errors while reading a file that opened are I/O errors (1).
@@ -128,8 +131,6 @@ int replay_loop(const std::vector<std::string>& inputs, const std::function<Node
         auto reader = TraceReader::open(path, &open_error);
         if (!reader) return fail(kReportInputError, open_error + "\n  fix: check the file's permissions");
         bool first_line = true;
-        NodeSink* sink = nullptr;  // each file names its node in its own header
-        auto current = [&] { return sink ? sink : (sink = sink_for(nullptr)); };
         while (auto line = reader->next_line()) {
             ParsedLine parsed = parse_json_line(*line);
             auto where = [&] { return fmt::format("{}:{}", reader->name(), reader->line_number()); };

@@ -256,6 +256,22 @@ TEST_CASE("several nodes: an export stream's headers switch nodes; expiry and wa
     CHECK(a["span"]["last_time"] == "2026-11-23T20:35:15.002Z");
 }
 
+TEST_CASE("several nodes: a file without a header goes on with the node before it") {
+    // A trace cut in pieces (split -l): only the first piece has the header.
+    ScratchDir dir;
+    Sock s, t{.cookie = 2002, .rport = 40000};
+    std::string first = header("node-b", "boot-b", sec(1000), kWall) + race_lines(s, sec(1100));
+    json j = json_of({dir.write("a.jsonl", header("node-a", "boot-a", sec(1000), kWall) + race_lines(s, sec(1100))),
+                      dir.write("b1.jsonl", first), dir.write("b2.jsonl", race_lines(t, sec(1200)))});
+    REQUIRE(j["nodes"].size() == 2);
+    CHECK(node_named(j, "node-b")["counts"]["resets"]["idle_close_race"] == 2);
+    // Nothing before it: lines before any header have a node of their own, named so.
+    json headless = json_of({dir.write("c.jsonl", race_lines(s, sec(1100)))});
+    REQUIRE(headless["nodes"].size() == 1);
+    CHECK(headless["nodes"][0]["name"] == "(no header)");
+    CHECK(headless["findings"][0]["count"] == 1);
+}
+
 TEST_CASE("several nodes: --json documents nodes[] and every node field, field by field") {
     ScratchDir dir;
     const std::string race = fixture_text("node_keepalive_race.jsonl");
