@@ -292,10 +292,19 @@ TEST_CASE("several nodes: --json documents nodes[] and every node field, field b
         return out;
     };
     REQUIRE(sections.count("`nodes[]`"));
+    REQUIRE(sections.count("`traces[]`"));
+    REQUIRE(sections.count("`span`"));
     for (const auto& n : j["nodes"]) {
         CHECK(keys(n) == sections["`nodes[]`"]);
         CHECK(keys(n["counts"]) == sections["`counts`"]);
+        CHECK(keys(n["span"]) == sections["`span`"]);
+        CHECK(n["span"]["first_ts_ns"] != 0);  // a node's span is on its own clock
     }
+    REQUIRE(j["traces"].size() == 2);
+    for (const auto& t : j["traces"]) CHECK(keys(t) == sections["`traces[]`"]);
+    CHECK(keys(j["span"]) == sections["`span`"]);
+    CHECK(j["span"]["first_ts_ns"] == 0);  // several nodes: no clock to put it on
+    CHECK(j["span"]["first_time"].is_string());
     CHECK(sections["`backend`"].count("node"));
     CHECK(j["backends"][0]["node"] == "node-a");
     CHECK(j["nodes"][0]["boot_id"] == "c0ffee00-0000-4000-8000-000000000000");
@@ -308,6 +317,10 @@ TEST_CASE("several nodes: --json documents nodes[] and every node field, field b
     CHECK(one["nodes"][0]["name"] == "vm");
     CHECK(one["findings"][0]["backend"]["node"] == "vm");
     CHECK(one["span"]["first_ts_ns"] != 0);
+    CHECK(keys(one["span"]) == sections["`span`"]);
+    REQUIRE(one["traces"].size() == 1);
+    CHECK(keys(one["traces"][0]) == sections["`traces[]`"]);
+    CHECK(one["traces"][0]["node"] == "vm");
 }
 
 TEST_CASE("several nodes: one node's report text is unchanged; --conn shows the peer on each node it was seen") {
