@@ -483,6 +483,15 @@ TEST_CASE("kubectl tcpwhy: pods, top, export and report over every DaemonSet pod
         CHECK(node_of(cluster, node)["counts"]["resets"]["idle_close_race"] == 2);
     CHECK(cluster["counts"]["resets"]["idle_close_race"] == 4);
 
+    // Two running pods on one node (a rollout with maxSurge) reach the same daemon: one is read.
+    std::ofstream(pods, std::ios::app) << fmt::format("node-a tcpwhy-aaaab Running {}\n", a.pid());
+    auto surge = kubectl_tcpwhy("top --once");
+    INFO(surge.err);
+    CHECK(surge.code == 0);
+    CHECK(surge.out.find("tcpwhy top  2 nodes (node-a, node-b)") == 0);
+    CHECK(surge.err.find("WARNING node node-a: pod tcpwhy-aaaab runs there too; only pod tcpwhy-aaaaa is read") !=
+          std::string::npos);
+
     // A pod whose exec fails: the others' traces are kept, the failure named, exit 1.
     std::ofstream(pods, std::ios::app) << "node-d tcpwhy-ddddd Running 999999999\n";
     auto failing = kubectl_tcpwhy("export --since 10m -o with-failure");
