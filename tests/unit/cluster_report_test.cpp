@@ -17,6 +17,7 @@
 #include "event_builders.h"
 #include "tcpwhy/jsonl.h"
 #include "tcpwhy/report.h"
+#include "tcpwhy/server.h"
 
 using namespace tcpwhy;
 using namespace tcpwhy::test;
@@ -270,6 +271,30 @@ TEST_CASE("several nodes: a file without a header goes on with the node before i
     REQUIRE(headless["nodes"].size() == 1);
     CHECK(headless["nodes"][0]["name"] == "(no header)");
     CHECK(headless["findings"][0]["count"] == 1);
+}
+
+TEST_CASE("several nodes: a pid's server is its own node's; the same pid elsewhere runs another") {
+    // Detection's `server` lines are keyed by pid, and pids repeat across nodes as netns inodes do.
+    ScratchDir dir;
+    Sock s;  // pid 4242 on both nodes
+    ServerRecord gunicorn{s.pid, 987, "gunicorn",
+                          ServerInfo{.kind = ServerKind::gunicorn, .version = "20.1.0", .worker = "gthread",
+                                     .via = "cmdline: python3.11 /usr/bin/gunicorn"}};
+    ServerRecord uvicorn{s.pid, 654, "uvicorn",
+                         ServerInfo{.kind = ServerKind::uvicorn, .version = "0.17.6", .via = "cmdline: uvicorn"}};
+    auto a = dir.write("a.jsonl", header("node-a", "boot-a", sec(1000), kWall) + to_json_line(gunicorn) + "\n" +
+                                      race_lines(s, sec(1100)));
+    auto b = dir.write("b.jsonl", header("node-b", "boot-b", sec(1000), kWall) + to_json_line(uvicorn) + "\n" +
+                                      race_lines(s, sec(1100)));
+    json j = json_of({a, b});
+    REQUIRE(j["findings"].size() == 2);
+    std::map<std::string, std::string> server_of;
+    for (const auto& f : j["findings"]) server_of[f["backend"]["node"]] = f["backend"]["server"]["kind"];
+    CHECK(server_of == std::map<std::string, std::string>{{"node-a", "gunicorn"}, {"node-b", "uvicorn"}});
+    auto text = report({.inputs = {a, b}});
+    INFO(text.out);
+    CHECK(text.out.find("\n  servers\n  node-a netns:4026532891     8080    gunicorn 20.1.0") != std::string::npos);
+    CHECK(text.out.find("\n  node-b netns:4026532891     8080    uvicorn 0.17.6") != std::string::npos);
 }
 
 TEST_CASE("several nodes: --json documents nodes[] and every node field, field by field") {
