@@ -9,6 +9,7 @@ packages=(
   libcli11-dev libfmt-dev libspdlog-dev catch2 nlohmann-json3-dev libncurses-dev
   libcurl4-openssl-dev python3 openssl
   iproute2 procps
+  util-linux mount  # tests/kernel/cluster_test: unshare and nsenter for the stand-in nodes and pods
   qemu-system-x86 busybox-static cpio kmod xz-utils zstd  # tests/vm: the 6.1 and 6.12 guests
   nginx-light nodejs curl chromium  # tests/e2e, demo: the LB, the backend, the HTML report check
   python3-yaml tmux  # tests/deploy (manifests), tests/kernel/top_test (the terminal)

@@ -240,6 +240,10 @@ struct Finding {
     uint64_t connections_not_kept = 0;
 };
 
+// The order findings() lists them in: the more important kind first (kinds.h weight), then the
+// larger count. Reports of several nodes merge their findings by it.
+bool finding_before(const Finding& a, const Finding& b);
+
 struct CorrelatorCounts {
     std::array<uint64_t, kEventTypeCount> events_by_type{};  // indexed by EventType
     uint64_t events = 0;

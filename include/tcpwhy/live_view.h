@@ -86,8 +86,12 @@ struct SnapshotRow {
     std::optional<FindingKind> verdict;  // the leading finding's kind
     std::vector<SnapshotFinding> findings;         // most important first
     std::vector<SnapshotConnection> connections;  // newest first
+    // The node it is on, in a view of several daemons (merge_snapshots()); "" in a daemon's own
+    // snapshot, whose header names the node. netns inodes repeat across nodes: this keeps them apart.
+    std::string node;
 
-    // Identifies the row across snapshots: "4026532246:8080" / "4026532246:out:8080".
+    // Identifies the row across snapshots: "4026532246:8080" / "4026532246:out:8080", with
+    // "node-a/" first in a view of several nodes.
     std::string key() const;
 };
 
@@ -102,10 +106,21 @@ struct SnapshotHeader {
     uint64_t wall_now_ns = 0;  // the wall clock at now_ns, to show times of day
 };
 
+// One daemon of a view of several: its own header (its clock, rates, drops) and, when its
+// latest answer did not come, why (its rows are then those of its last answer, if any).
+struct SnapshotNode {
+    std::string name;    // the node's name in the rows (the header's node, made unique)
+    std::string source;  // where it was read: a socket path, or "exec:COMMAND"
+    SnapshotHeader header;
+    bool answered = false;  // at least one snapshot came; header and rows are from the latest
+    std::string problem;    // "" when the latest request was answered
+};
+
 struct Snapshot {
     static constexpr int kVersion = 2;
-    SnapshotHeader header;
+    SnapshotHeader header;  // of several nodes: sums of rates and counts, times on the wall clock
     std::vector<SnapshotRow> rows;
+    std::vector<SnapshotNode> nodes;  // empty: the view of one daemon (or of this process)
 };
 
 // One line of JSON (no newline), and back. parse_snapshot: nullopt and *error on

@@ -7,6 +7,7 @@
 #include <iosfwd>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -78,26 +79,76 @@ struct ReplayStats {
 // Replays the inputs into on_event (and correlator expiry). Returns kReportOk, or an
 // error code with *error set: a file that does not start like a tcpwhy trace, or a
 // schema version this tcpwhy does not read, is kReportInputError.
+// Every event goes to the one correlator: for traces of one node (replay_nodes() for several).
 int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator,
                   const std::function<void(const Event&)>& also, ReplayStats& stats, std::string* error);
+
+// ---- several nodes -------------------------------------------------------------
+
+// Which node, and which boot of it, recorded a trace: socket cookies, network-namespace inodes
+// (the host's is the same on every node) and CLOCK_MONOTONIC are unique and comparable only
+// within one boot of one node. From each trace header; a header without boot_id (traces from
+// before tcpwhy recorded it) is keyed by the hostname alone.
+struct NodeKey {
+    std::string hostname;
+    std::string boot_id;
+    auto operator<=>(const NodeKey&) const = default;
+};
+
+// One node-boot of a report: a correlator of its own, fed only the events recorded under its
+// headers, and its own stats (headers, events, span on its own clock, names, bad lines).
+struct NodeReplay {
+    explicit NodeReplay(NodeKey k, CorrelatorConfig config) : key(std::move(k)), correlator(std::move(config)) {}
+    NodeKey key;
+    std::string name;  // the hostname; with the boot ("vm (boot cb84e5bc)") when a host has several
+    Correlator correlator;
+    ReplayStats stats;
+};
+
+struct ReplayHooks {
+    std::function<void(NodeReplay&)> on_node;  // a node seen for the first time, before any of its events
+    std::function<void(const NodeReplay&, const Event&)> on_event;  // after the node's correlator took it
+};
+
+// Replays the inputs, each event into the correlator of the node whose header it follows (an
+// export stream, or archive segments, may carry several headers; a file without a header goes on
+// with the node before it; lines before any header at all go to an unnamed node). Nodes in the
+// order they first appear, named once all are known. Errors as replay_traces().
+int replay_nodes(const std::vector<std::string>& inputs, const CorrelatorConfig& config, const ReplayHooks& hooks,
+                 std::vector<std::unique_ptr<NodeReplay>>& nodes, std::string* error);
 
 // "130.211.0.143:51234" or "[2600:2d00:1:b029::5]:51234".
 std::optional<std::pair<IpAddr, uint16_t>> parse_peer(std::string_view text);
 
-// Renderers.
+// Renderers. Each takes the nodes of the report; with one node the output names none (as it
+// always has, apart from JSON's `node` fields), with several every backend and finding says
+// its node, and a per-node summary comes before the cluster-wide counts.
+struct ReportNode {
+    std::string name;  // the node as the report names it ("" for a report of one trace set)
+    NodeKey key;
+    const Correlator* correlator = nullptr;
+    const ReplayStats* stats = nullptr;
+};
+std::vector<ReportNode> report_nodes(const std::vector<std::unique_ptr<NodeReplay>>& nodes);
+
+void render_text_report(std::span<const ReportNode> nodes, std::ostream& out);
 void render_text_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out);
 // Every finding (facts, and the words the text shows), the backends table and the counts.
 // Schema: docs/report-json.md.
 inline constexpr int kReportJsonVersion = 2;
+void render_json_report(std::span<const ReportNode> nodes, std::ostream& out);
 void render_json_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out);
 // A reset event as the HTML timeline draws it (every one, classified or not).
 struct ResetMark {
     uint64_t ts_ns = 0;
-    bool sent = true;  // reset_sent; false: reset_recv
+    bool sent = true;   // reset_sent; false: reset_recv
+    uint32_t node = 0;  // index into the report's nodes: whose clock ts_ns is on
 };
 // The HTML postmortem: findings with advice, per backend an idle-before-close histogram
 // with the LB idle timeout marked, a timeline of resets, the affected connections. One
 // file, no external assets. dropped_marks: reset events beyond those kept in marks.
+void render_html_report(std::span<const ReportNode> nodes, const std::vector<ResetMark>& marks, uint64_t dropped_marks,
+                        std::ostream& out);
 void render_html_report(const Correlator& correlator, const ReplayStats& stats, const std::vector<ResetMark>& marks,
                         uint64_t dropped_marks, std::ostream& out);
 // One connection's timeline: its events (either side of it, as traced) in time order

@@ -1,7 +1,9 @@
 // `tcpwhy top`: the live view per backend (pod and port), full screen or as plain text.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <clocale>
 #include <cstdio>
 #include <optional>
@@ -29,7 +31,7 @@ struct TopArgs {
     top::RowFilter filter;
     LbArgs lb;
     NamingArgs naming;
-    std::string connect;
+    std::vector<std::string> connect;  // daemons' sockets, or exec:COMMAND transports
     bool once = false;
     bool json = false;
     double interval_s = 1.0;
@@ -50,6 +52,8 @@ public:
     virtual std::optional<Snapshot> snapshot(std::string* error) = 0;
     // Whether pump() waits by itself (else the caller waits for keys instead).
     virtual bool pump_waits() const = 0;
+    // Something new came in since the last snapshot() (a daemon's answer): worth drawing now.
+    virtual bool updated() const { return false; }
 };
 
 // This process's own session: the same pipeline as trace and the daemon.
@@ -73,21 +77,60 @@ private:
     std::unique_ptr<Session> session_;
 };
 
+// Running daemons, one or several (one per node): each asked once per refresh over a connection
+// kept open, the answers waited for together. One daemon's view is shown as it is; several are
+// merged into one view with a row per node and backend.
 class DaemonSource final : public SnapshotSource {
 public:
-    explicit DaemonSource(std::string path) : path_(std::move(path)) {}
-    void pump(int) override {}
-    std::optional<Snapshot> snapshot(std::string* error) override {
-        return top::fetch_snapshot(path_, kAnswerTimeoutMs, error);
+    DaemonSource(const std::vector<std::string>& sources, double interval_s)
+        : links_(sources), interval_(std::chrono::milliseconds(static_cast<int64_t>(interval_s * 1000))) {}
+
+    void pump(int wait_ms) override {
+        if (Clock::now() >= next_request_) {
+            next_request_ = Clock::now() + interval_;
+            links_.request_all();
+        }
+        links_.wait(wait_ms);
     }
-    bool pump_waits() const override { return false; }
+
+    // --once: one request each, every answer (or failure) in.
+    void gather() {
+        links_.request_all();
+        while (!links_.all_settled() && !stop_requested()) links_.wait(100);
+    }
+
+    // nullopt with an empty *error: no answer yet, and nothing wrong so far.
+    std::optional<Snapshot> snapshot(std::string* error) override {
+        seen_answers_ = links_.answers_received();
+        if (links_.size() == 1) {
+            const top::DaemonLink& only = links_.link(0);
+            if (!only.problem().empty() || !only.latest()) {
+                *error = only.problem();
+                return std::nullopt;
+            }
+            return only.latest();
+        }
+        auto answers = links_.answers();
+        if (std::none_of(answers.begin(), answers.end(), [](const auto& a) { return a.snapshot.has_value(); })) {
+            *error = top::nodes_problem(top::merge_snapshots(answers));
+            if (error->empty()) *error = "no daemon has answered yet";
+            return std::nullopt;
+        }
+        return top::merge_snapshots(answers);
+    }
+
+    bool pump_waits() const override { return true; }
+    bool updated() const override { return links_.answers_received() != seen_answers_; }
 
 private:
-    static constexpr int kAnswerTimeoutMs = 3000;
-    std::string path_;
+    top::DaemonLinks links_;
+    uint64_t seen_answers_ = 0;
+    std::chrono::milliseconds interval_;
+    Clock::time_point next_request_ = Clock::now();
 };
 
 int run_plain(SnapshotSource& source, const TopArgs& args) {
+    if (auto* daemons = dynamic_cast<DaemonSource*>(&source)) daemons->gather();
     if (auto* own = dynamic_cast<SessionSource*>(&source)) {
         // gather for one interval first: a view of nothing explains nothing
         auto until = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(args.interval_s * 1000));
@@ -97,7 +140,12 @@ int run_plain(SnapshotSource& source, const TopArgs& args) {
     std::string error;
     auto snapshot = source.snapshot(&error);
     if (!snapshot) {
-        print_error(error, "is `tcpwhy daemon` running with this --socket path? (see `tcpwhy daemon --help`)");
+        bool via_command = std::any_of(args.connect.begin(), args.connect.end(),
+                                       [](const auto& c) { return c.starts_with(top::kExecPrefix); });
+        print_error(terminal_safe_text(error.empty() ? "interrupted before any daemon answered" : error),
+                    via_command ? "the command must carry the daemon's protocol on its stdin and stdout, e.g. "
+                                  "exec:kubectl -n tcpwhy exec -i POD -- tcpwhy relay"
+                                : "is `tcpwhy daemon` running with this --socket path? (see `tcpwhy daemon --help`)");
         return kExitFailure;
     }
     if (args.json) fmt::print("{}\n", to_json(*snapshot));
@@ -105,7 +153,15 @@ int run_plain(SnapshotSource& source, const TopArgs& args) {
         fmt::print("{}", terminal_safe_text(
                              top::render_plain(*snapshot, args.filter, top::ViewState{}, top::Glyphs::for_locale())));
     std::fflush(stdout);
-    return kExitOk;
+    // Of several daemons, one that did not answer leaves the view incomplete: said, and exit 1.
+    int missing = 0;
+    for (const auto& node : snapshot->nodes) {
+        if (node.problem.empty()) continue;
+        ++missing;
+        print_error(terminal_safe_text(
+            fmt::format("{} not in the view: {}", node.answered ? node.name : "a daemon", node.problem)));
+    }
+    return missing ? kExitFailure : kExitOk;
 }
 
 int run_screen(std::optional<top::Terminal>& terminal, SnapshotSource& source, const TopArgs& args) {
@@ -120,13 +176,14 @@ int run_screen(std::optional<top::Terminal>& terminal, SnapshotSource& source, c
     bool dirty = true;
     while (!stop_requested()) {
         if (source.pump_waits()) source.pump(25);
-        if (Clock::now() >= next_refresh) {
+        if (Clock::now() >= next_refresh || source.updated()) {
             next_refresh = Clock::now() + interval;
             std::string error;
             if (auto s = source.snapshot(&error)) {
                 current = std::move(*s);
-                problem.clear();
-            } else {
+                problem = top::nodes_problem(current);
+                if (!problem.empty()) problem = "not answering: " + problem;
+            } else if (!error.empty()) {
                 problem = "cannot read the daemon's view: " + error;
             }
             dirty = true;
@@ -174,7 +231,8 @@ int run_top(const TopArgs& args) {
     }
     std::unique_ptr<SnapshotSource> source;
     if (!args.connect.empty()) {
-        source = std::make_unique<DaemonSource>(args.connect);
+        signal(SIGPIPE, SIG_IGN);  // a transport command that exited is a failed write, said on screen
+        source = std::make_unique<DaemonSource>(args.connect, args.interval_s);
     } else {
         try {
             TracerOptions options;
@@ -212,6 +270,9 @@ Runner add_top(CLI::App& app) {
         "  tcpwhy top                                   # trace this node and show it live\n"
         "  tcpwhy top --pod web --lb aws-alb --lb-ranges 10.0.0.0/16\n"
         "  tcpwhy top --connect /run/tcpwhy/tcpwhy.sock # the view of a running `tcpwhy daemon`\n"
+        "  tcpwhy top --connect A.sock --connect B.sock # several daemons in one view, a row per node\n"
+        "  tcpwhy top --connect 'exec:kubectl -n tcpwhy exec -i tcpwhy-x2k9p -- tcpwhy relay'\n"
+        "  kubectl tcpwhy top                           # every node of the cluster (the kubectl plugin)\n"
         "  tcpwhy top --once --interval 10              # trace 10 s, print one snapshot, exit");
     auto args = std::make_shared<TopArgs>();
     sub->add_option("--pod", args->filter.pod,
@@ -222,7 +283,16 @@ Runner add_top(CLI::App& app) {
     add_naming_options(*sub, args->naming);
     sub->add_option("--connect", args->connect,
                     "Read the view from a running `tcpwhy daemon` at this Unix socket instead of tracing here\n"
-                    "(the daemon's default: /run/tcpwhy/tcpwhy.sock)");
+                    "(the daemon's default: /run/tcpwhy/tcpwhy.sock), or through a command whose stdin and\n"
+                    "stdout carry its protocol: exec:COMMAND (e.g. exec:kubectl -n tcpwhy exec -i POD -- tcpwhy\n"
+                    "relay). Repeat it for several daemons (one per node): one view, a row per node and backend")
+        ->option_text("SOCKET|exec:COMMAND")
+        ->check([](const std::string& value) {
+            if (value.starts_with(top::kExecPrefix) &&
+                value.find_first_not_of(' ', top::kExecPrefix.size()) == std::string::npos)
+                return std::string("exec: needs a command, e.g. exec:kubectl -n tcpwhy exec -i POD -- tcpwhy relay");
+            return std::string();
+        });
     sub->add_flag("--once", args->once,
                   "Print one plain-text snapshot and exit (automatic when stdout is not a terminal);\n"
                   "without --connect, after tracing for --interval seconds");
@@ -236,6 +306,26 @@ Runner add_top(CLI::App& app) {
     sub->add_flag("--tracepoints-only", args->tracepoints_only, "Do not use fentry/kprobe even where available");
     sub->add_flag("-v,--verbose", args->verbose, "Show libbpf's log (verifier output on load failures)");
     return [args] { return run_top(*args); };
+}
+
+Runner add_relay(CLI::App& app) {
+    auto* sub = app.add_subcommand(
+        "relay",
+        "Carry the daemon's control protocol between stdin/stdout and its Unix socket, so a\n"
+        "transport that runs a command (kubectl exec -i) reaches a daemon inside its pod:\n"
+        "`tcpwhy top --connect 'exec:kubectl -n tcpwhy exec -i POD -- tcpwhy relay'`. Ends when the\n"
+        "daemon closes the connection (after stdin ends, once it has answered).");
+    auto socket = std::make_shared<std::string>("/run/tcpwhy/tcpwhy.sock");
+    sub->add_option("--socket", *socket, "The daemon's Unix socket")->capture_default_str();
+    return [socket] {
+        signal(SIGPIPE, SIG_IGN);  // a reader that went away is a write error, said below
+        std::string error;
+        int rc = top::relay(*socket, STDIN_FILENO, STDOUT_FILENO, &error);
+        if (rc != 0)
+            print_error(error,
+                        "is `tcpwhy daemon` running with this --socket path? (and run as root: the socket is 0600)");
+        return rc == 0 ? kExitOk : kExitFailure;
+    };
 }
 
 }  // namespace tcpwhy::cli

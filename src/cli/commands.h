@@ -66,6 +66,7 @@ Runner add_report(CLI::App& app);
 Runner add_daemon(CLI::App& app);
 Runner add_export(CLI::App& app);
 Runner add_top(CLI::App& app);
+Runner add_relay(CLI::App& app);
 
 // One-line error on stderr: "tcpwhy: <problem>" and, when given, "  fix: <remedy>".
 void print_error(const std::string& problem, const std::string& fix = {});

@@ -200,6 +200,7 @@ int main(int argc, char** argv) {
     add(add_daemon);
     add(add_export);
     add(add_top);
+    add(add_relay);
 
     try {
         app.parse(argc, argv);

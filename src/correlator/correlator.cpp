@@ -795,14 +795,17 @@ struct Correlator::Impl {
                 if (uint64_t n = t.lb + t.other) out.emplace_back(i, make_finding(row.kind, b, n));
             }
         }
-        std::stable_sort(out.begin(), out.end(), [](const auto& x, const auto& y) {
-            uint8_t wx = info(x.second.kind).weight, wy = info(y.second.kind).weight;
-            if (wx != wy) return wx < wy;
-            return x.second.count > y.second.count;
-        });
+        std::stable_sort(out.begin(), out.end(),
+                         [](const auto& x, const auto& y) { return finding_before(x.second, y.second); });
         return out;
     }
 };
+
+bool finding_before(const Finding& a, const Finding& b) {
+    uint8_t wa = info(a.kind).weight, wb = info(b.kind).weight;
+    if (wa != wb) return wa < wb;
+    return a.count > b.count;
+}
 
 Correlator::Correlator(CorrelatorConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
 Correlator::~Correlator() = default;

@@ -103,7 +103,9 @@ struct Sparkline {
 
 }  // namespace
 
-std::string SnapshotRow::key() const { return row_key(netns, port, outbound); }
+std::string SnapshotRow::key() const {
+    return node.empty() ? row_key(netns, port, outbound) : node + "/" + row_key(netns, port, outbound);
+}
 
 struct LiveView::Impl {
     explicit Impl(CorrelatorConfig config) : correlator(std::move(config)) {}
@@ -284,31 +286,65 @@ json to_json_value(const SnapshotRow& r) {
     json findings = json::array(), connections = json::array();
     for (const auto& f : r.findings) findings.push_back(to_json_value(f));
     for (const auto& c : r.connections) connections.push_back(to_json_value(c));
-    return {{"netns", r.netns},
-            {"port", r.port},
-            {"outbound", r.outbound},
-            {"pod", r.pod},
-            {"namespace", r.namespace_name},
-            {"container", r.container},
-            {"name", r.name},
-            {"process", r.process},
-            {"pid", r.pid},
-            {"server", r.server},
-            {"server_detail", r.server_detail},
-            {"live_lb", r.live_lb},
-            {"live_other", r.live_other},
-            {"live_sampled", r.live_sampled},
-            {"live_idle_p50_ms", r.live_idle_p50_ms},
-            {"live_idle_max_ms", r.live_idle_max_ms},
-            {"idle_closes", r.idle_closes},
-            {"idle_p50_ms", r.idle_p50_ms},
-            {"resets_races", r.resets_races},
-            {"resets_other", r.resets_other},
-            {"resets_received", r.resets_received},
-            {"resets_per_second", r.resets_per_second},
-            {"verdict", r.verdict ? to_string(*r.verdict) : ""},
-            {"findings", findings},
-            {"connections", connections}};
+    json j = {{"netns", r.netns},
+              {"port", r.port},
+              {"outbound", r.outbound},
+              {"pod", r.pod},
+              {"namespace", r.namespace_name},
+              {"container", r.container},
+              {"name", r.name},
+              {"process", r.process},
+              {"pid", r.pid},
+              {"server", r.server},
+              {"server_detail", r.server_detail},
+              {"live_lb", r.live_lb},
+              {"live_other", r.live_other},
+              {"live_sampled", r.live_sampled},
+              {"live_idle_p50_ms", r.live_idle_p50_ms},
+              {"live_idle_max_ms", r.live_idle_max_ms},
+              {"idle_closes", r.idle_closes},
+              {"idle_p50_ms", r.idle_p50_ms},
+              {"resets_races", r.resets_races},
+              {"resets_other", r.resets_other},
+              {"resets_received", r.resets_received},
+              {"resets_per_second", r.resets_per_second},
+              {"verdict", r.verdict ? to_string(*r.verdict) : ""},
+              {"findings", findings},
+              {"connections", connections}};
+    if (!r.node.empty()) j["node"] = r.node;
+    return j;
+}
+
+json header_json(const SnapshotHeader& h) {
+    return {{"node", h.node},
+            {"kernel", h.kernel},
+            {"attach", h.attach},
+            {"lb_name", h.lb_name},
+            {"lb_description", h.lb_description},
+            {"lb_idle_timeout_s", h.lb_idle_timeout_s},
+            {"events_per_s", h.events_per_s},
+            {"events_total", h.events_total},
+            {"dropped_total", h.dropped_total},
+            {"now_ns", h.now_ns},
+            {"live_sample_ns", h.live_sample_ns},
+            {"wall_now_ns", h.wall_now_ns}};
+}
+
+SnapshotHeader header_from(const json& h) {
+    SnapshotHeader header;
+    header.node = h.at("node").get<std::string>();
+    header.kernel = h.at("kernel").get<std::string>();
+    header.attach = h.at("attach").get<std::string>();
+    header.lb_name = h.at("lb_name").get<std::string>();
+    header.lb_description = h.at("lb_description").get<std::string>();
+    header.lb_idle_timeout_s = h.at("lb_idle_timeout_s").get<uint32_t>();
+    header.events_per_s = h.at("events_per_s").get<double>();
+    header.events_total = h.at("events_total").get<uint64_t>();
+    header.dropped_total = h.at("dropped_total").get<uint64_t>();
+    header.now_ns = h.at("now_ns").get<uint64_t>();
+    header.live_sample_ns = h.at("live_sample_ns").get<uint64_t>();
+    header.wall_now_ns = h.at("wall_now_ns").get<uint64_t>();
+    return header;
 }
 
 // "" for none. A kind this tcpwhy does not know (a newer daemon's) shows as `other`.
@@ -369,30 +405,27 @@ SnapshotRow row_from(const json& j) {
     r.verdict = kind_from(j.at("verdict"));
     for (const auto& f : j.at("findings")) r.findings.push_back(finding_from(f));
     for (const auto& c : j.at("connections")) r.connections.push_back(connection_from(c));
+    if (auto node = j.find("node"); node != j.end()) r.node = node->get<std::string>();
     return r;
 }
 
 }  // namespace
 
 std::string to_json(const Snapshot& snapshot) {
-    const SnapshotHeader& h = snapshot.header;
     json rows = json::array();
     for (const auto& r : snapshot.rows) rows.push_back(to_json_value(r));
-    json j = {{"tcpwhy_snapshot", Snapshot::kVersion},
-              {"header",
-               {{"node", h.node},
-                {"kernel", h.kernel},
-                {"attach", h.attach},
-                {"lb_name", h.lb_name},
-                {"lb_description", h.lb_description},
-                {"lb_idle_timeout_s", h.lb_idle_timeout_s},
-                {"events_per_s", h.events_per_s},
-                {"events_total", h.events_total},
-                {"dropped_total", h.dropped_total},
-                {"now_ns", h.now_ns},
-                {"live_sample_ns", h.live_sample_ns},
-                {"wall_now_ns", h.wall_now_ns}}},
-              {"rows", rows}};
+    json j = {{"tcpwhy_snapshot", Snapshot::kVersion}, {"header", header_json(snapshot.header)}, {"rows", rows}};
+    // A view of several daemons says which, and how each answered (a daemon's own has no such list).
+    if (!snapshot.nodes.empty()) {
+        json nodes = json::array();
+        for (const auto& n : snapshot.nodes)
+            nodes.push_back({{"name", n.name},
+                             {"source", n.source},
+                             {"header", header_json(n.header)},
+                             {"answered", n.answered},
+                             {"problem", n.problem}});
+        j["nodes"] = std::move(nodes);
+    }
     // Process names and kernel strings are not guaranteed UTF-8: replace, never throw.
     return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -411,20 +444,13 @@ std::optional<Snapshot> parse_snapshot(std::string_view text, std::string* error
                                 Snapshot::kVersion));
     try {
         Snapshot s;
-        const json& h = j.at("header");
-        s.header.node = h.at("node").get<std::string>();
-        s.header.kernel = h.at("kernel").get<std::string>();
-        s.header.attach = h.at("attach").get<std::string>();
-        s.header.lb_name = h.at("lb_name").get<std::string>();
-        s.header.lb_description = h.at("lb_description").get<std::string>();
-        s.header.lb_idle_timeout_s = h.at("lb_idle_timeout_s").get<uint32_t>();
-        s.header.events_per_s = h.at("events_per_s").get<double>();
-        s.header.events_total = h.at("events_total").get<uint64_t>();
-        s.header.dropped_total = h.at("dropped_total").get<uint64_t>();
-        s.header.now_ns = h.at("now_ns").get<uint64_t>();
-        s.header.live_sample_ns = h.at("live_sample_ns").get<uint64_t>();
-        s.header.wall_now_ns = h.at("wall_now_ns").get<uint64_t>();
+        s.header = header_from(j.at("header"));
         for (const auto& row : j.at("rows")) s.rows.push_back(row_from(row));
+        if (auto nodes = j.find("nodes"); nodes != j.end())
+            for (const auto& n : *nodes)
+                s.nodes.push_back({n.at("name").get<std::string>(), n.at("source").get<std::string>(),
+                                   header_from(n.at("header")), n.at("answered").get<bool>(),
+                                   n.at("problem").get<std::string>()});
         return s;
     } catch (const json::exception& e) {
         return fail(fmt::format("malformed snapshot: {}", e.what()));

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <ostream>
 
 #include <fmt/format.h>
@@ -27,7 +28,35 @@ bool touches_peer(const Event& e, const IpAddr& peer, uint16_t port) {
     return addr::same_endpoint(e.raddr, e.rport, peer, port) || addr::same_endpoint(e.laddr, e.lport, peer, port);
 }
 
+// --conn: the peer's timeline on each node it was seen on (an LB address and port can recur on
+// several nodes); with one node, as it always was.
+void render_connection(const std::pair<IpAddr, uint16_t>& peer, const std::vector<std::unique_ptr<NodeReplay>>& nodes,
+                       std::map<const NodeReplay*, std::vector<Event>>& timelines, std::ostream& out) {
+    std::vector<std::pair<const NodeReplay*, std::vector<ConnectionRecord>>> seen;
+    for (const auto& node : nodes) {
+        auto records = node->correlator.connections_with_peer(peer.first, peer.second);
+        if (!records.empty() || timelines.count(node.get())) seen.emplace_back(node.get(), std::move(records));
+    }
+    if (seen.size() <= 1) {
+        const NodeReplay* only = seen.empty() ? nullptr : seen.front().first;
+        render_timeline(peer.first, peer.second, only ? std::move(timelines[only]) : std::vector<Event>{},
+                        seen.empty() ? std::vector<ConnectionRecord>{} : seen.front().second, out);
+        return;
+    }
+    for (size_t i = 0; i < seen.size(); ++i) {
+        auto& [node, records] = seen[i];
+        out << fmt::format("{}On node {}:\n", i ? "\n" : "", node->name);
+        render_timeline(peer.first, peer.second, std::move(timelines[node]), records, out);
+    }
+}
+
 }  // namespace
+
+std::vector<ReportNode> report_nodes(const std::vector<std::unique_ptr<NodeReplay>>& nodes) {
+    std::vector<ReportNode> view;
+    for (const auto& node : nodes) view.push_back({node->name, node->key, &node->correlator, &node->stats});
+    return view;
+}
 
 std::optional<std::pair<IpAddr, uint16_t>> parse_peer(std::string_view text) {
     std::string_view host, port_text;
@@ -82,42 +111,60 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
                                                        *options.conn));
     }
 
-    Correlator correlator(std::move(*config));
-    if (peer) correlator.watch_peer(peer->first, peer->second);
-    ReplayStats stats;
-    std::vector<Event> timeline;
+    // One correlator per node-boot: cookies, netns inodes and clocks of different nodes never meet.
+    std::vector<std::unique_ptr<NodeReplay>> nodes;
+    std::map<const NodeReplay*, uint32_t> node_index;
+    std::map<const NodeReplay*, std::vector<Event>> timelines;
+    size_t timeline_events = 0;
     std::vector<ResetMark> reset_marks;
     uint64_t dropped_marks = 0;
-    std::function<void(const Event&)> collect;
+    ReplayHooks hooks;
+    hooks.on_node = [&](NodeReplay& node) {
+        node_index.emplace(&node, static_cast<uint32_t>(node_index.size()));
+        if (peer) node.correlator.watch_peer(peer->first, peer->second);
+    };
     if (peer) {
-        collect = [&](const Event& e) {
-            if (timeline.size() < kMaxTimelineEvents && touches_peer(e, peer->first, peer->second))
-                timeline.push_back(e);
+        hooks.on_event = [&](const NodeReplay& node, const Event& e) {
+            if (timeline_events < kMaxTimelineEvents && touches_peer(e, peer->first, peer->second)) {
+                timelines[&node].push_back(e);
+                ++timeline_events;
+            }
         };
     } else if (options.html) {
-        collect = [&](const Event& e) {
+        hooks.on_event = [&](const NodeReplay& node, const Event& e) {
             if (e.type != EventType::reset_sent && e.type != EventType::reset_recv) return;
-            if (reset_marks.size() < kMaxHtmlResetMarks) reset_marks.push_back({e.ts_ns, e.type == EventType::reset_sent});
-            else ++dropped_marks;
+            if (reset_marks.size() < kMaxHtmlResetMarks)
+                reset_marks.push_back({e.ts_ns, e.type == EventType::reset_sent, node_index.at(&node)});
+            else
+                ++dropped_marks;
         };
     }
-    if (int code = replay_traces(options.inputs, correlator, collect, stats, &error); code != kReportOk)
+    if (int code = replay_nodes(options.inputs, *config, hooks, nodes, &error); code != kReportOk)
         return fail(code, error);
 
-    for (const auto& warning : stats.warnings) err << "tcpwhy: WARNING " << warning << '\n';
-    if (stats.bad_lines)
-        err << fmt::format("tcpwhy: WARNING skipped {} corrupt or truncated line{} (first: {})\n", stats.bad_lines,
-                           stats.bad_lines == 1 ? "" : "s", stats.first_bad);
+    uint64_t bad_lines = 0;
+    std::string first_bad;
+    for (const auto& node : nodes) {
+        for (const auto& warning : node->stats.warnings) err << "tcpwhy: WARNING " << warning << '\n';
+        if (node->stats.bad_lines && first_bad.empty()) first_bad = node->stats.first_bad;
+        bad_lines += node->stats.bad_lines;
+    }
+    if (bad_lines)
+        err << fmt::format("tcpwhy: WARNING skipped {} corrupt or truncated line{} (first: {})\n", bad_lines,
+                           bad_lines == 1 ? "" : "s", first_bad);
 
-    if (peer)
-        render_timeline(peer->first, peer->second, std::move(timeline),
-                        correlator.connections_with_peer(peer->first, peer->second), out);
-    else if (options.json)
-        render_json_report(correlator, stats, out);
-    else
-        render_text_report(correlator, stats, out);
+    // An empty input still gets the empty report it always had.
+    if (nodes.empty()) nodes.push_back(std::make_unique<NodeReplay>(NodeKey{}, *config));
+    std::vector<ReportNode> view = report_nodes(nodes);
+    if (peer) {
+        render_connection(*peer, nodes, timelines, out);
+    } else if (options.json) {
+        render_json_report(view, out);
+    } else {
+        render_text_report(view, out);
+    }
     if (options.html) {
-        render_html_report(correlator, stats, reset_marks, dropped_marks, html_file);
+        render_html_report(view, reset_marks, dropped_marks, html_file);
         html_file.close();
         if (!html_file)
             return fail(kReportIoError, fmt::format("writing the HTML report {} failed: {}", *options.html,

@@ -1,12 +1,14 @@
 // `tcpwhy report --json`: every fact the correlator holds about the traces, and next to
 // each finding the words the text report shows. Schema: docs/report-json.md; its version
 // is kReportJsonVersion, bumped on any change a consumer could trip over.
+#include <algorithm>
 #include <ostream>
 
 #include <nlohmann/json.hpp>
 
 #include "tcpwhy/explain.h"
 #include "tcpwhy/report.h"
+#include "report_nodes.h"
 #include "trace_clock.h"
 
 namespace tcpwhy {
@@ -54,9 +56,10 @@ ordered_json server_json(const ServerInfo& s) {
               {"source", std::string(knob.source)}}}};
 }
 
-ordered_json backend_key_json(const BackendProfile& b) {
+ordered_json backend_key_json(const BackendProfile& b, const std::string& node) {
     const BackendId& id = b.id;
-    ordered_json j = {{"netns", id.netns},
+    ordered_json j = {{"node", node},
+                      {"netns", id.netns},
                       {"port", id.port},
                       {"direction", id.outbound ? "outbound" : "inbound"},
                       {"laddr", id.laddr.family ? id.laddr.to_string() : ""},
@@ -135,14 +138,14 @@ ordered_json connection_json(const ConnectionRecord& r, const report::TraceClock
     return j;
 }
 
-ordered_json finding_json(const Finding& f, const report::TraceClock& clock) {
+ordered_json finding_json(const Finding& f, const report::TraceClock& clock, const std::string& node) {
     const KindInfo& kind = info(f.kind);
     explain::Words words = explain::words(f);
     ordered_json connections = ordered_json::array();
     for (const auto& r : f.connections) connections.push_back(connection_json(r, clock));
     return {{"kind", kind.name},
             {"severity", to_string(kind.severity)},
-            {"backend", backend_key_json(f.backend)},
+            {"backend", backend_key_json(f.backend, node)},
             {"count", f.count},
             {"count_lb", f.count_lb},
             {"count_other", f.count_other},
@@ -168,8 +171,8 @@ ordered_json by_kind_json(const std::array<uint64_t, kFindingKindCount>& counts)
     return j;
 }
 
-ordered_json backend_json(const BackendProfile& b, const report::TraceClock& clock) {
-    ordered_json j = backend_key_json(b);
+ordered_json backend_json(const BackendProfile& b, const report::TraceClock& clock, const std::string& node) {
+    ordered_json j = backend_key_json(b, node);
     ordered_json histogram = ordered_json::array();
     for (const auto& [low, count] : b.idle_histogram) histogram.push_back({low, count});
     ordered_json options = ordered_json::object();
@@ -194,8 +197,7 @@ ordered_json backend_json(const BackendProfile& b, const report::TraceClock& clo
     return j;
 }
 
-ordered_json counts_json(const Correlator& correlator, const ReplayStats& stats) {
-    CorrelatorCounts c = correlator.counts();
+ordered_json counts_json(const CorrelatorCounts& c, uint64_t bad_lines, const std::string& first_bad) {
     ordered_json by_type = ordered_json::object();
     for (size_t t = 1; t < kEventTypeCount; ++t)
         by_type[std::string(to_string(static_cast<EventType>(t)))] = c.events_by_type[t];
@@ -210,45 +212,92 @@ ordered_json counts_json(const Correlator& correlator, const ReplayStats& stats)
             {"local_reset_recv", c.local_reset_recv},
             {"follow_up_resets", c.follow_up_resets},
             {"resets", by_kind_json(c.resets)},
-            {"bad_lines", stats.bad_lines},
-            {"first_bad_line", or_null(stats.first_bad)}};
+            {"bad_lines", bad_lines},
+            {"first_bad_line", or_null(first_bad)}};
+}
+
+ordered_json span_json(uint64_t first_ts_ns, uint64_t last_ts_ns, const std::string& first_time,
+                       const std::string& last_time) {
+    return {{"first_ts_ns", first_ts_ns},
+            {"last_ts_ns", last_ts_ns},
+            {"first_time", or_null(first_time)},
+            {"last_time", or_null(last_time)}};
 }
 
 }  // namespace
 
-void render_json_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
-    report::TraceClock clock(stats);
-    const CorrelatorConfig& config = correlator.config();
+void render_json_report(std::span<const ReportNode> nodes, std::ostream& out) {
+    const CorrelatorConfig& config = nodes.front().correlator->config();
     ordered_json traces = ordered_json::array();
-    for (const auto& h : stats.headers)
-        traces.push_back({{"hostname", h.hostname},
-                          {"kernel", h.kernel},
-                          {"mono_start_ns", h.mono_start_ns},
-                          {"wall_start_ns", h.wall_start_ns},
-                          {"lb_ranges", h.lb_ranges}});
-    ordered_json findings = ordered_json::array();
-    for (const auto& f : correlator.findings()) findings.push_back(finding_json(f, clock));
+    ordered_json node_list = ordered_json::array();
+    std::vector<std::pair<Finding, ordered_json>> findings;  // every node's, merged in findings() order below
     ordered_json backends = ordered_json::array();
-    for (const auto& b : correlator.backends()) backends.push_back(backend_json(b, clock));
+    for (const auto& node : nodes) {
+        const ReplayStats& stats = *node.stats;
+        report::TraceClock clock(stats);
+        for (const auto& h : stats.headers)
+            traces.push_back({{"node", node.name},
+                              {"hostname", h.hostname},
+                              {"boot_id", or_null(h.boot_id)},
+                              {"kernel", h.kernel},
+                              {"mono_start_ns", h.mono_start_ns},
+                              {"wall_start_ns", h.wall_start_ns},
+                              {"lb_ranges", h.lb_ranges}});
+        auto node_findings = node.correlator->findings();
+        const size_t finding_count = node_findings.size();
+        for (auto& f : node_findings) {
+            ordered_json j = finding_json(f, clock, node.name);
+            findings.emplace_back(std::move(f), std::move(j));
+        }
+        for (const auto& b : node.correlator->backends()) backends.push_back(backend_json(b, clock, node.name));
+        node_list.push_back({{"name", node.name},
+                             {"hostname", node.key.hostname},
+                             {"boot_id", or_null(node.key.boot_id)},
+                             {"kernel", stats.headers.empty() ? "" : stats.headers.front().kernel},
+                             {"traces", stats.headers.size()},
+                             {"span", span_json(stats.first_ts_ns, stats.last_ts_ns, clock.rfc3339(stats.first_ts_ns),
+                                                clock.rfc3339(stats.last_ts_ns))},
+                             {"findings", finding_count},
+                             {"counts", counts_json(node.correlator->counts(), stats.bad_lines, stats.first_bad)}});
+    }
+    std::stable_sort(findings.begin(), findings.end(),
+                     [](const auto& a, const auto& b) { return finding_before(a.first, b.first); });
+    ordered_json finding_list = ordered_json::array();
+    for (auto& [f, j] : findings) finding_list.push_back(std::move(j));
+
+    // A span in trace time exists for one node only: the clocks of different nodes do not compare.
+    ordered_json span;
+    if (nodes.size() == 1) {
+        span = node_list[0]["span"];
+    } else {
+        report::WallSpan wall = report::wall_span(nodes);
+        span = span_json(0, 0, wall.first_ns ? report::wall_rfc3339(wall.first_ns) : "",
+                         wall.last_ns ? report::wall_rfc3339(wall.last_ns) : "");
+    }
+    report::BadLines bad = report::bad_lines(nodes);
     ordered_json j = {
         {"schema", "tcpwhy-report"},
         {"version", kReportJsonVersion},
         {"traces", std::move(traces)},
-        {"span", {{"first_ts_ns", stats.first_ts_ns},
-                  {"last_ts_ns", stats.last_ts_ns},
-                  {"first_time", or_null(clock.rfc3339(stats.first_ts_ns))},
-                  {"last_time", or_null(clock.rfc3339(stats.last_ts_ns))}}},
-        {"lb", {{"name", config.lb_name},
-                {"description", config.lb_description},
-                {"ranges", config.lb_ranges.to_string()},
-                {"any_non_loopback_peer", config.lb_any_non_loopback_peer},
-                {"idle_timeout_s", config.lb_idle_timeout_s}}},
-        {"findings", std::move(findings)},
+        {"span", std::move(span)},
+        {"nodes", std::move(node_list)},
+        {"lb",
+         {{"name", config.lb_name},
+          {"description", config.lb_description},
+          {"ranges", config.lb_ranges.to_string()},
+          {"any_non_loopback_peer", config.lb_any_non_loopback_peer},
+          {"idle_timeout_s", config.lb_idle_timeout_s}}},
+        {"findings", std::move(finding_list)},
         {"backends", std::move(backends)},
-        {"counts", counts_json(correlator, stats)},
+        {"counts", counts_json(report::total_counts(nodes), bad.count, bad.first)},
     };
     // A trace is outside input: a process name with bytes that are not UTF-8 must not stop the report.
     out << j.dump(2, ' ', false, ordered_json::error_handler_t::replace) << '\n';
+}
+
+void render_json_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
+    ReportNode only = report::single_node(correlator, stats);
+    render_json_report(std::span<const ReportNode>(&only, 1), out);
 }
 
 }  // namespace tcpwhy

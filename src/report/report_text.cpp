@@ -8,6 +8,8 @@
 
 #include "tcpwhy/explain.h"
 #include "tcpwhy/report.h"
+#include "report_nodes.h"
+#include "trace_clock.h"
 
 namespace tcpwhy {
 namespace {
@@ -44,9 +46,11 @@ std::string reset_counts_text(const std::array<uint64_t, kFindingKindCount>& cou
     return out.empty() ? "-" : out;
 }
 
-void render_finding(const Finding& f, int number, std::ostream& out) {
+// node: "" in a report of one node; else the finding says where it is.
+void render_finding(const Finding& f, int number, std::string_view node, std::ostream& out) {
     explain::Words words = explain::words(f);
-    out << fmt::format("{}. [{}] {}\n", number, to_string(f.kind), words.summary);
+    out << fmt::format("{}. [{}] {}{}\n", number, to_string(f.kind), node.empty() ? "" : fmt::format("on {}: ", node),
+                       words.summary);
     if (std::string server = explain::server_line(f.backend); !server.empty())
         out << fmt::format("   server: {}\n", server);
     for (const auto& line : words.evidence) out << fmt::format("   evidence: {}\n", line);
@@ -60,17 +64,27 @@ void render_finding(const Finding& f, int number, std::ostream& out) {
     out << fmt::format("   fix: {}\n\n", words.advice);
 }
 
-void render_backends(const std::vector<BackendProfile>& backends, std::ostream& out) {
+// With several nodes the table gains a NODE column first; with one it is as it always was.
+void render_backends(std::span<const ReportNode> nodes, std::ostream& out) {
+    const bool several = nodes.size() > 1;
+    std::vector<std::pair<const ReportNode*, BackendProfile>> backends;
+    for (const auto& node : nodes)
+        for (auto& b : node.correlator->backends()) backends.emplace_back(&node, std::move(b));
     out << "Backends\n";
     if (backends.empty()) {
         out << "  (none seen)\n\n";
         return;
     }
-    constexpr auto kRow = "  {:<20} {:<7} {:<16} {:>7} {:>14} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:<28} {}\n";
-    out << fmt::format(kRow, "WHO", "PORT", "PROCESS", "PID", "CONNS LB/OTHER", "LIVE", "IDLE", "P50", "P90", "MAX",
-                       "RACES", "OTHER RESETS", "OPTIONS");
+    size_t node_width = 4;
+    for (const auto& node : nodes) node_width = std::max(node_width, node.name.size());
+    auto node_cell = [&](std::string_view text) {
+        return several ? fmt::format("{:<{}} ", text, node_width) : std::string();
+    };
+    constexpr auto kRow = "  {}{:<20} {:<7} {:<16} {:>7} {:>14} {:>5} {:>6} {:>8} {:>8} {:>8} {:>6}  {:<28} {}\n";
+    out << fmt::format(kRow, node_cell("NODE"), "WHO", "PORT", "PROCESS", "PID", "CONNS LB/OTHER", "LIVE", "IDLE",
+                       "P50", "P90", "MAX", "RACES", "OTHER RESETS", "OPTIONS");
     constexpr auto kRace = static_cast<size_t>(FindingKind::idle_close_race);
-    for (const auto& b : backends) {
+    for (const auto& [node, b] : backends) {
         std::array<uint64_t, kFindingKindCount> all{};
         for (size_t k = 0; k < all.size(); ++k) all[k] = b.resets_lb[k] + b.resets_other[k];
         std::string netns = b.id.pod.empty()               ? fmt::format("netns:{}", b.id.netns)
@@ -78,30 +92,62 @@ void render_backends(const std::vector<BackendProfile>& backends, std::ostream& 
                                                           : b.id.namespace_name + "/" + b.id.pod;
         std::string port = b.id.outbound ? fmt::format("->{}", b.id.port) : std::to_string(b.id.port);
         bool idle = b.idle_close.samples > 0;
-        out << fmt::format(kRow, netns, port, b.comm.empty() ? "-" : b.comm, b.pid ? std::to_string(b.pid) : "-",
-                           fmt::format("{}/{}", b.connections_lb, b.connections_other), b.live_connections,
-                           b.idle_close.samples, idle ? seconds_text(b.idle_close.p50_ms) : "-",
-                           idle ? seconds_text(b.idle_close.p90_ms) : "-",
-                           idle ? seconds_text(b.idle_close.max_ms) : "-", all[kRace],
-                           reset_counts_text(all, FindingKind::idle_close_race),
-                           opts_text(b.opts));
+        out << fmt::format(
+            kRow, node_cell(node->name), netns, port, b.comm.empty() ? "-" : b.comm,
+            b.pid ? std::to_string(b.pid) : "-", fmt::format("{}/{}", b.connections_lb, b.connections_other),
+            b.live_connections, b.idle_close.samples, idle ? seconds_text(b.idle_close.p50_ms) : "-",
+            idle ? seconds_text(b.idle_close.p90_ms) : "-", idle ? seconds_text(b.idle_close.max_ms) : "-", all[kRace],
+            reset_counts_text(all, FindingKind::idle_close_race), opts_text(b.opts));
     }
     // What runs behind each backend, where it was detected (live, or the trace's `server` lines).
     bool header = false;
-    for (const auto& b : backends) {
+    for (const auto& [node, b] : backends) {
         std::string server = explain::server_line(b);
         if (server.empty()) continue;
         if (!header) out << "\n  servers\n";
         header = true;
         std::string who = b.id.pod.empty() ? fmt::format("netns:{}", b.id.netns) : b.id.pod;
-        out << fmt::format("  {:<20} {:<7} {}\n", who, b.id.outbound ? fmt::format("->{}", b.id.port) : std::to_string(b.id.port),
-                           server);
+        out << fmt::format("  {}{:<20} {:<7} {}\n", node_cell(node->name), who,
+                           b.id.outbound ? fmt::format("->{}", b.id.port) : std::to_string(b.id.port), server);
     }
     out << '\n';
 }
 
-void render_counts(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
-    CorrelatorCounts c = correlator.counts();
+// Per node: where and when (wall time, from its own clock), how much, what was found; then the
+// cluster's line. Only in a report of several nodes.
+void render_nodes(std::span<const ReportNode> nodes, std::ostream& out) {
+    size_t node_width = 7;
+    for (const auto& node : nodes) node_width = std::max(node_width, node.name.size());
+    constexpr auto kRow = "  {:<{}} {:<8} {:<18} {:<27} {:<27} {:>8} {:>6} {:>6} {:>8}  {}\n";
+    out << "Nodes\n";
+    out << fmt::format(kRow, "NODE", node_width, "BOOT", "KERNEL", "FIRST EVENT", "LAST EVENT", "EVENTS", "CONNS",
+                       "RACES", "FINDINGS", "OTHER RESETS");
+    constexpr auto kRace = static_cast<size_t>(FindingKind::idle_close_race);
+    uint64_t findings = 0;
+    for (const auto& node : nodes) {
+        const ReplayStats& stats = *node.stats;
+        report::TraceClock clock(stats);
+        CorrelatorCounts c = node.correlator->counts();
+        size_t n = node.correlator->findings().size();
+        findings += n;
+        std::string kernel = stats.headers.empty() ? "-" : stats.headers.front().kernel;
+        bool span = stats.events > 0;
+        out << fmt::format(kRow, node.name, node_width, node.key.boot_id.empty() ? "-" : node.key.boot_id.substr(0, 8),
+                           kernel.empty() ? "-" : kernel, span ? clock.wall(stats.first_ts_ns) : "-",
+                           span ? clock.wall(stats.last_ts_ns) : "-", c.events, c.connections, c.resets[kRace], n,
+                           reset_counts_text(c.resets, FindingKind::idle_close_race));
+    }
+    CorrelatorCounts all = report::total_counts(nodes);
+    report::WallSpan wall = report::wall_span(nodes);
+    out << fmt::format(kRow, "cluster", node_width, fmt::format("{} nodes", nodes.size()), "",
+                       wall.first_ns ? report::wall_text(wall.first_ns) : "-",
+                       wall.last_ns ? report::wall_text(wall.last_ns) : "-", all.events, all.connections,
+                       all.resets[kRace], findings, reset_counts_text(all.resets, FindingKind::idle_close_race));
+    out << '\n';
+}
+
+void render_counts(std::span<const ReportNode> nodes, std::ostream& out) {
+    CorrelatorCounts c = report::total_counts(nodes);
     const auto& t = c.events_by_type;
     out << "Counts\n";
     out << fmt::format("  events       {} (state {}, close {}, reset_sent {}, reset_recv {}, setsockopt {})\n",
@@ -112,11 +158,16 @@ void render_counts(const Correlator& correlator, const ReplayStats& stats, std::
                        c.follow_up_resets ? fmt::format(" (+{} more for segments of connections already reset)",
                                                         c.follow_up_resets)
                                           : "");
-    out << fmt::format("  lb           {}\n", correlator.config().describe_lb());
-    if (stats.last_ts_ns > stats.first_ts_ns)
-        out << fmt::format("  trace        {:.1f} s of events\n", (stats.last_ts_ns - stats.first_ts_ns) / 1e9);
-    if (stats.bad_lines)
-        out << fmt::format("  bad lines    {} skipped (first: {})\n", stats.bad_lines, stats.first_bad);
+    out << fmt::format("  lb           {}\n", nodes.front().correlator->config().describe_lb());
+    if (nodes.size() == 1) {
+        const ReplayStats& stats = *nodes.front().stats;
+        if (stats.last_ts_ns > stats.first_ts_ns)
+            out << fmt::format("  trace        {:.1f} s of events\n", (stats.last_ts_ns - stats.first_ts_ns) / 1e9);
+    } else {
+        out << fmt::format("  nodes        {} (each node's times on its own clock)\n", nodes.size());
+    }
+    report::BadLines bad = report::bad_lines(nodes);
+    if (bad.count) out << fmt::format("  bad lines    {} skipped (first: {})\n", bad.count, bad.first);
 }
 
 std::string owner(const Event& e) { return e.pid ? fmt::format(" by {}[{}]", e.comm, e.pid) : ""; }
@@ -144,15 +195,27 @@ std::string describe_event(const Event& e) {
 
 }  // namespace
 
-void render_text_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
-    auto findings = correlator.findings();
+void render_text_report(std::span<const ReportNode> nodes, std::ostream& out) {
+    const bool several = nodes.size() > 1;
+    // Every node's findings, in the order one node's are in.
+    std::vector<std::pair<const ReportNode*, Finding>> findings;
+    for (const auto& node : nodes)
+        for (auto& f : node.correlator->findings()) findings.emplace_back(&node, std::move(f));
+    std::stable_sort(findings.begin(), findings.end(),
+                     [](const auto& a, const auto& b) { return finding_before(a.second, b.second); });
     out << "Findings\n";
     if (findings.empty())
         out << "  none: no classified resets and no backend closing idle connections before the LB\n\n";
     int number = 1;
-    for (const auto& f : findings) render_finding(f, number++, out);
-    render_backends(correlator.backends(), out);
-    render_counts(correlator, stats, out);
+    for (const auto& [node, f] : findings) render_finding(f, number++, several ? node->name : "", out);
+    render_backends(nodes, out);
+    if (several) render_nodes(nodes, out);
+    render_counts(nodes, out);
+}
+
+void render_text_report(const Correlator& correlator, const ReplayStats& stats, std::ostream& out) {
+    ReportNode only = report::single_node(correlator, stats);
+    render_text_report(std::span<const ReportNode>(&only, 1), out);
 }
 
 void render_timeline(const IpAddr& raddr, uint16_t rport, std::vector<Event> events,

@@ -41,6 +41,7 @@ constexpr std::string_view kHelp[] = {
     "  q              quit                                     ?   this help",
     "",
     "Columns:",
+    "  NODE           the node (a view of several daemons: top --connect A --connect B ...)",
     "  LIVE LB/O      open connections from load-balancer peers / from others",
     "  IDLE CLOSES    connections the backend closed after being idle, and the median idle time",
     "  RST RACE/O     resets sent to LB peers: keep-alive races / other kinds (every peer with --lb none)",
@@ -240,12 +241,12 @@ void TopScreen::draw(const Snapshot& snapshot, std::string_view problem) {
 int TopScreen::draw_header(const Snapshot& snapshot, int width) {
     std::string title = "tcpwhy top  ";
     put(0, 0, title, width, A_BOLD);
-    put(0, display_width(title), header_line(snapshot.header), width);
+    put(0, display_width(title), view_header_line(snapshot), width);
     std::string rates = rate_line(snapshot.header) + "  ";
     put(1, 0, rates, width);
     int x = display_width(rates);
     bool drops = snapshot.header.dropped_total > 0;
-    std::string dropped = drops_text(snapshot.header);
+    std::string dropped = view_drops_text(snapshot);
     put(1, x, dropped, width, drops ? (colour(kRed) | A_BOLD | (colour_ ? 0 : A_REVERSE)) : 0);
     return x + display_width(dropped) + 2;
 }
@@ -271,8 +272,11 @@ void TopScreen::draw_table(const Snapshot& snapshot, int x, int width, int heigh
                     column),
         width, colour(kCyan));
 
-    auto widths = layout(width);
-    put(2, 0, fit(column_titles(widths, state_, glyphs_), width), width, A_REVERSE | A_BOLD);
+    // With several nodes a NODE column comes first; the others keep their layout in the rest.
+    const int node_width = node_column_width(snapshot);
+    const int node_x = node_width ? node_width + 1 : 0;
+    auto widths = layout(width - node_x);
+    put(2, 0, fit(node_titles(node_width) + column_titles(widths, state_, glyphs_), width), width, A_REVERSE | A_BOLD);
 
     int first_line = kFirstRowLine, last_line = height - 2;  // the last line is the status line
     page_rows_ = std::max(1, last_line - first_line + 1);
@@ -291,7 +295,8 @@ void TopScreen::draw_table(const Snapshot& snapshot, int x, int width, int heigh
         int base = is_selected ? A_REVERSE : A_NORMAL;
         if (is_selected) put(y, 0, std::string(static_cast<size_t>(width), ' '), width, base, true);
         // Cell by cell, so the verdict and the sparkline carry their own colour.
-        int cell_x = 0;
+        if (node_width) put(y, 0, node_cell(row, node_width), width, base, is_selected);
+        int cell_x = node_x;
         for (size_t c = 0; c < column_specs().size(); ++c) {
             const ColumnSpec& spec = column_specs()[c];
             int w = widths[c];
@@ -309,7 +314,7 @@ void TopScreen::draw_table(const Snapshot& snapshot, int x, int width, int heigh
     }
     const SnapshotRow& current = *rows[static_cast<size_t>(selected_index)];
     if (mode_ != Mode::filter)
-        draw_status(fmt::format("{}: {}", current.name,
+        draw_status(fmt::format("{}{}: {}", current.node.empty() ? "" : current.node + " ", current.name,
                                 current.findings.empty() ? "no findings" : current.findings.front().summary),
                     width, height, A_NORMAL);
 }

@@ -104,7 +104,8 @@ bool matches(const SnapshotRow& row, const RowFilter& fixed, std::string_view fi
     if (!fixed.namespace_name.empty() && row.namespace_name != fixed.namespace_name) return false;
     // The netns inode too: it names a backend until pods are named, and stays unique after.
     return filter.empty() || contains(row.name, filter) || contains(row.pod, filter) ||
-           contains(row.namespace_name, filter) || contains(std::to_string(row.netns), filter);
+           contains(row.namespace_name, filter) || contains(std::to_string(row.netns), filter) ||
+           contains(row.node, filter);
 }
 
 std::vector<const SnapshotRow*> visible_rows(const Snapshot& snapshot, const RowFilter& fixed,
@@ -117,6 +118,7 @@ std::vector<const SnapshotRow*> visible_rows(const Snapshot& snapshot, const Row
         if (by_column != 0) return state.descending ? by_column > 0 : by_column < 0;
         if (a->resets_races != b->resets_races) return a->resets_races > b->resets_races;
         if (a->name != b->name) return a->name < b->name;
+        if (a->node != b->node) return a->node < b->node;
         return a->key() < b->key();
     });
     return rows;
@@ -161,6 +163,65 @@ std::string header_line(const SnapshotHeader& h) {
                                          : std::string("LB none");
     return fmt::format("node {}  kernel {}  attach {}  {}", h.node.empty() ? "?" : h.node,
                        h.kernel.empty() ? "?" : h.kernel, h.attach.empty() ? "?" : h.attach, lb);
+}
+
+std::string view_header_line(const Snapshot& snapshot) {
+    if (snapshot.nodes.empty()) return header_line(snapshot.header);
+    const SnapshotHeader& h = snapshot.header;
+    std::string names;
+    for (const auto& n : snapshot.nodes) names += (names.empty() ? "" : ", ") + n.name;
+    std::string lb = h.lb_idle_timeout_s ? fmt::format("LB {} (idle timeout {} s)", h.lb_name, h.lb_idle_timeout_s)
+                                         : std::string("LB none");
+    size_t answered = std::count_if(snapshot.nodes.begin(), snapshot.nodes.end(),
+                                    [](const SnapshotNode& n) { return n.answered && n.problem.empty(); });
+    std::string missing =
+        answered == snapshot.nodes.size() ? "" : fmt::format(", {} not answering", snapshot.nodes.size() - answered);
+    return fmt::format("{} nodes ({}){}  {}", snapshot.nodes.size(), names, missing, lb);
+}
+
+std::string view_drops_text(const Snapshot& snapshot) {
+    std::string text = drops_text(snapshot.header);
+    if (snapshot.nodes.empty() || snapshot.header.dropped_total == 0) return text;
+    std::string where;
+    for (const auto& n : snapshot.nodes)
+        if (n.header.dropped_total) where += (where.empty() ? "" : ", ") + n.name;
+    return fmt::format("{} ({})", text, where);
+}
+
+std::vector<std::string> node_lines(const Snapshot& snapshot) {
+    std::vector<std::string> lines;
+    size_t width = 0;
+    for (const auto& n : snapshot.nodes) width = std::max(width, n.name.size());
+    for (const auto& n : snapshot.nodes) {
+        const SnapshotHeader& h = n.header;
+        std::string state = n.answered ? fmt::format("kernel {}  attach {}  {}  {}", h.kernel.empty() ? "?" : h.kernel,
+                                                     h.attach.empty() ? "?" : h.attach, rate_line(h), drops_text(h))
+                                       : std::string("no view yet");
+        if (!n.problem.empty()) state += fmt::format("  NOT ANSWERING: {}", n.problem);
+        lines.push_back(fmt::format("{:<{}}  {}", n.name, width, state));
+    }
+    return lines;
+}
+
+std::string nodes_problem(const Snapshot& snapshot) {
+    std::string text;
+    for (const auto& n : snapshot.nodes)
+        if (!n.problem.empty())
+            text += fmt::format("{}{}{}", text.empty() ? "" : "; ", n.answered ? n.name + ": " : "", n.problem);
+    return text;
+}
+
+int node_column_width(const Snapshot& snapshot) {
+    if (snapshot.nodes.empty()) return 0;
+    int width = 4;  // "NODE"
+    for (const auto& row : snapshot.rows) width = std::max(width, display_width(row.node));
+    return std::min(width, 24);
+}
+
+std::string node_titles(int node_width) { return node_width ? fit("NODE", node_width) + " " : ""; }
+
+std::string node_cell(const SnapshotRow& row, int node_width) {
+    return node_width ? fit(row.node, node_width) + " " : "";
 }
 
 std::string rate_line(const SnapshotHeader& h) {
@@ -262,6 +323,7 @@ std::vector<DetailLine> detail_lines(const SnapshotRow& row, const SnapshotHeade
     };
     auto add = [&](std::string text, LineRole role = LineRole::plain) { lines.push_back({std::move(text), role, {}}); };
     std::string who = row.name;
+    if (!row.node.empty()) who += fmt::format("  node {}", row.node);
     if (!row.namespace_name.empty()) who += fmt::format("  namespace {}", row.namespace_name);
     if (!row.container.empty()) who += fmt::format("  container {}", row.container);
     who += row.outbound ? fmt::format("  outbound to port {}", row.port) : fmt::format("  port {}", row.port);
@@ -320,8 +382,10 @@ std::vector<DetailLine> detail_lines(const SnapshotRow& row, const SnapshotHeade
 std::string render_plain(const Snapshot& snapshot, const RowFilter& fixed, const ViewState& state,
                          const Glyphs& glyphs) {
     constexpr int kPlainWidth = 140;
-    std::string out = fmt::format("tcpwhy top  {}  {}  {}\n\n", header_line(snapshot.header),
-                                  rate_line(snapshot.header), drops_text(snapshot.header));
+    std::string out = fmt::format("tcpwhy top  {}  {}  {}\n", view_header_line(snapshot), rate_line(snapshot.header),
+                                  view_drops_text(snapshot));
+    for (const auto& line : node_lines(snapshot)) out += "  " + line + "\n";
+    out += "\n";
     auto rows = visible_rows(snapshot, fixed, state);
     if (rows.empty()) {
         // A quiet backend is normal after a fix: connections opened before tracing and still idle
@@ -332,12 +396,16 @@ std::string render_plain(const Snapshot& snapshot, const RowFilter& fixed, const
                                        "show up when they close)\n";
         return out;
     }
+    // With several nodes, a NODE column first; the rest keep the layout of one node's view.
+    const int node_width = node_column_width(snapshot);
     auto widths = layout(kPlainWidth);
-    out += column_titles(widths, state, glyphs) + "\n";
-    for (const auto* row : rows) out += row_line(*row, widths, glyphs) + "\n";
+    std::string titles = node_titles(node_width) + column_titles(widths, state, glyphs);
+    out += titles + "\n";
+    for (const auto* row : rows) out += node_cell(*row, node_width) + row_line(*row, widths, glyphs) + "\n";
     for (const auto* row : rows) {
         if (row->findings.empty()) continue;
-        out += fmt::format("\n== {} ==\n", row->name);
+        out += row->node.empty() ? fmt::format("\n== {} ==\n", row->name)
+                                 : fmt::format("\n== {} on {} ==\n", row->name, row->node);
         for (const auto& line : detail_lines(*row, snapshot.header, glyphs, kPlainWidth, 5)) out += line.text + "\n";
     }
     return out;

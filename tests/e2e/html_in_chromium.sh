@@ -4,9 +4,11 @@
 # error, run its script, and have the charts in the DOM. Saves a screenshot and the page
 # under ARTIFACTS for people to look at.
 #
-#   html_in_chromium.sh TCPWHY TRACE ARTIFACTS [NAME]
+#   html_in_chromium.sh TCPWHY TRACE[,TRACE...] ARTIFACTS [NAME]
+# Several traces (of several nodes) make one page, which must then have its Nodes table too.
 set -euo pipefail
 tcpwhy=$1 trace=$2 artifacts=$3 name=${4:-report-html}
+IFS=, read -ra traces <<<"$trace"
 fail() { echo "html_in_chromium: FAIL: $*" >&2; exit 1; }
 
 browser=$(command -v chromium || command -v chromium-browser || true)
@@ -20,7 +22,7 @@ trap 'rm -rf "$scratch"' EXIT
 page=$artifacts/$name.html
 screenshot=$artifacts/$name.png
 
-"$tcpwhy" report --html "$page" "$trace" >/dev/null
+"$tcpwhy" report --html "$page" "${traces[@]}" >/dev/null
 
 # Offline: no proxy, no DNS, so any external asset would fail to load and show in the log.
 chrome_flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run
@@ -42,6 +44,10 @@ grep -q '<svg class="timeline"' "$dom" || fail "no timeline in the rendered DOM"
 grep -q '<circle class="reset"' "$dom" || fail "no resets on the timeline"
 grep -q 'id="connections"' "$dom" || fail "no connection table"
 grep -q 'data-script="ran"' "$dom" || fail "the page's script did not run to its end"
+if [ "${#traces[@]}" -gt 1 ]; then
+  grep -q '<section id="nodes">' "$dom" || fail "several nodes' traces, and no Nodes table"
+  grep -q 'data-node=' "$dom" || fail "several nodes' traces, and no finding or backend says its node"
+fi
 # The page must fit a 1280 px window: nothing wider than the viewport, no cut-off column.
 timeout 90 "$browser" "${chrome_flags[@]/--window-size=1300,1700/--window-size=1280,900}" --dump-dom "file://$page" \
   >"$scratch/dom-1280.html" 2>"$scratch/dom-1280.log" || fail "chromium --dump-dom at 1280 px exited $?"

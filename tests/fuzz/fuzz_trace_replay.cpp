@@ -1,5 +1,6 @@
 // libFuzzer target: a whole trace file (plain or gzip) through `tcpwhy report`'s path:
-// TraceReader, the line parser, the correlator (expiry, eviction, findings) and both renderers.
+// TraceReader, the line parser, the correlator (expiry, eviction, findings) and the renderers, of one
+// node and of every node the file's headers name.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -42,5 +43,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     tcpwhy::render_text_report(correlator, stats, out);
     tcpwhy::render_json_report(correlator, stats, out);
     tcpwhy::render_html_report(correlator, stats, {}, 0, out);
+
+    // The same file as `tcpwhy report` reads it: a correlator per node its headers name.
+    std::vector<std::unique_ptr<tcpwhy::NodeReplay>> nodes;
+    if (tcpwhy::replay_nodes({file.path()}, tcpwhy::CorrelatorConfig::defaults(), {}, nodes, &error) !=
+            tcpwhy::kReportOk ||
+        nodes.empty())
+        return 0;
+    auto view = tcpwhy::report_nodes(nodes);
+    tcpwhy::render_text_report(view, out);
+    tcpwhy::render_json_report(view, out);
+    tcpwhy::render_html_report(view, {}, 0, out);
     return 0;
 }

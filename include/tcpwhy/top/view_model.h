@@ -75,6 +75,19 @@ std::array<int, kColumnCount> layout(int width);
 std::string header_line(const SnapshotHeader& header);  // node, kernel, attach path, LB and its idle timeout
 std::string rate_line(const SnapshotHeader& header);    // events/s and events so far
 std::string drops_text(const SnapshotHeader& header);   // "dropped 0" / "DROPPED 12 events"
+
+// A view of several nodes (Snapshot::nodes) says so where a daemon's own view names its node:
+// "3 nodes (node-a, node-b, node-c)  LB gcp (idle timeout 600 s)", drops with the nodes that had
+// them, a line per node (kernel, attach path, rates, drops, or why it did not answer), and what
+// went wrong, for the status line ("" when every node answered). One node: as header_line() etc.
+std::string view_header_line(const Snapshot& snapshot);
+std::string view_drops_text(const Snapshot& snapshot);
+std::vector<std::string> node_lines(const Snapshot& snapshot);
+std::string nodes_problem(const Snapshot& snapshot);
+// The NODE column that comes first in a view of several nodes: its width (0: no such column) and text.
+int node_column_width(const Snapshot& snapshot);
+std::string node_titles(int node_width);                        // "NODE    " and the space after it, or ""
+std::string node_cell(const SnapshotRow& row, int node_width);  // likewise
 std::string column_titles(const std::array<int, kColumnCount>& widths, const ViewState& state, const Glyphs& glyphs);
 std::string cell_text(const SnapshotRow& row, Column column, int width, const Glyphs& glyphs);
 std::string row_line(const SnapshotRow& row, const std::array<int, kColumnCount>& widths, const Glyphs& glyphs);
