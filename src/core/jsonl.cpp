@@ -371,14 +371,19 @@ std::string to_json_line(const Event& e) {
     w.str("raddr", e.raddr.to_string()).num("rport", e.rport).boolean("lb", e.lb);
     if (e.pid) w.num("pid", e.pid).str("comm", e.comm);
     if (e.cgroup_id) w.num("cgroup_id", e.cgroup_id);
+    auto accept_queue = [&] { w.num("acceptq_len", e.acceptq_len).num("acceptq_max", e.acceptq_max); };
     switch (e.type) {
     case EventType::state:
         w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));
+        if (e.new_state == TcpState::listen || e.old_state == TcpState::listen) accept_queue();
+        if (e.old_state == TcpState::established && e.new_state == TcpState::close_wait)
+            w.num("idle_rx_ms", e.idle_rx_ms).num("idle_tx_ms", e.idle_tx_ms).num("bytes_rx", e.bytes_rx).num("bytes_tx", e.bytes_tx);
         break;
     case EventType::existing:
         w.str("new_state", to_string(e.new_state));
         if (e.new_state == TcpState::established || e.new_state == TcpState::close_wait)
             w.num("idle_rx_ms", e.idle_rx_ms).num("idle_tx_ms", e.idle_tx_ms);
+        if (e.new_state == TcpState::listen) accept_queue();
         break;
     case EventType::close:
         w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));
@@ -392,13 +397,29 @@ std::string to_json_line(const Event& e) {
                 .boolean("reason_inferred", e.reason_inferred)
                 .boolean("has_skb", e.has_skb);
         w.str("sk", to_string(e.sk_kind)).str("sk_state", to_string(e.sk_state));
-        if (e.sk_kind == SockKind::full) w.num("unread_bytes", e.unread_bytes).num("idle_rx_ms", e.idle_rx_ms);
+        if (e.sk_kind == SockKind::full)
+            w.num("unread_bytes", e.unread_bytes)
+                .num("idle_rx_ms", e.idle_rx_ms)
+                .num("idle_tx_ms", e.idle_tx_ms)
+                .num("bytes_rx", e.bytes_rx)
+                .num("bytes_tx", e.bytes_tx);
+        if (e.syn) w.boolean("syn", true);
         break;
     case EventType::setsockopt:
         w.str("level", level_name(e.opt)).str("optname", to_string(e.opt)).num("value", e.value);
         if (e.opt == SockOpt::so_linger) w.num("value2", e.value2);
         break;
+    case EventType::listen_overflow:
+        accept_queue();
+        w.str("how", to_string(e.overflow_how));
+        break;
+    case EventType::signal:
+        w.str("signal", signal_name(e.signal)).num("sender_pid", e.sender_pid).str("sender_comm", e.sender_comm);
+        break;
     }
+    if (e.send_queue_bytes) w.num("send_queue_bytes", e.send_queue_bytes);
+    if (e.task_exiting) w.boolean("exiting", true).num("exit_code", e.exit_code);
+    if (e.oom_victim) w.boolean("oom_victim", true);
     if (e.rst_received) w.boolean("rst_received", true);
     if (e.opts.set_mask) w.raw("opts", opts_json(e.opts));
     return w.done();
@@ -603,6 +624,17 @@ ParsedLine parse_json_line(std::string_view line) {
                 else if (is(key, "mono_start_ns")) h.mono_start_ns = in.integer<uint64_t>(key);
                 else if (is(key, "wall_start_ns")) h.wall_start_ns = in.integer<uint64_t>(key);
                 else if (is(key, "lb_ranges")) h.lb_ranges = text();
+                else if (is(key, "send_queue_bytes")) e.send_queue_bytes = in.integer<uint32_t>(key);
+                else if (is(key, "acceptq_len")) e.acceptq_len = in.integer<uint32_t>(key);
+                else if (is(key, "acceptq_max")) e.acceptq_max = in.integer<uint32_t>(key);
+                else if (is(key, "exiting")) e.task_exiting = in.boolean(key);
+                else if (is(key, "exit_code")) e.exit_code = in.integer<uint16_t>(key);
+                else if (is(key, "oom_victim")) e.oom_victim = in.boolean(key);
+                else if (is(key, "how")) e.overflow_how = overflow_how_from_string(in.string(scratch)).value_or(OverflowHow::unknown);
+                else if (is(key, "signal")) e.signal = signal_from_name(in.string(scratch)).value_or(0);
+                else if (is(key, "sender_pid")) e.sender_pid = in.integer<uint32_t>(key);
+                else if (is(key, "sender_comm")) e.sender_comm = text();
+                else if (is(key, "syn")) e.syn = in.boolean(key);
                 else in.skip_value();
             } while (in.consume(','));
             in.expect('}', "'}' or ','");
