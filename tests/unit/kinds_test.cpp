@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -23,6 +24,22 @@ using namespace tcpwhy::test;
 namespace {
 
 using Scenario = std::function<std::vector<Event>()>;
+
+// The HTML report escapes what it prints; the words it must show, as they appear there.
+std::string html_escaped(std::string_view text) {
+    std::string out;
+    for (char c : text) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
 
 // The events that make each kind, as the kernel reports them (the correlator tests cover
 // their near misses).
@@ -195,6 +212,7 @@ TEST_CASE("kinds: every kind through every renderer") {
             // explain has words for it.
             explain::Words words = explain::words(f);
             CHECK_FALSE(words.summary.empty());
+            if (row.kind >= FindingKind::rollout_drain) CHECK_FALSE(words.lb_symptom.empty());
             CHECK_FALSE(words.advice.empty());
             if (row.counts_resets) CHECK_FALSE(words.evidence.empty());
 
@@ -211,6 +229,14 @@ TEST_CASE("kinds: every kind through every renderer") {
             CHECK(j["findings"][0]["advice"] == words.advice);
             render_html_report(correlator, stats, {}, 0, html);
             CHECK(contains(html.str(), fmt::format("style=\"--k:{}\" data-kind=\"{}\"", row.colour, row.name)));
+            // What the LB logs for it: every renderer names it (the race says it in its summary).
+            if (!words.lb_symptom.empty()) {
+                CHECK(contains(text.str(), "   lb: " + words.lb_symptom));
+                CHECK(j["findings"][0]["lb_symptom"] == words.lb_symptom);
+                CHECK(contains(html.str(), "load balancer: " + html_escaped(words.lb_symptom)));
+            } else {
+                CHECK(j["findings"][0]["lb_symptom"].is_null());
+            }
 
             // top: the snapshot (the daemon's wire format, round-tripped), the row and the drill-down.
             std::string error;
@@ -224,6 +250,10 @@ TEST_CASE("kinds: every kind through every renderer") {
             CHECK(with_finding->verdict == row.kind);
             CHECK(with_finding->findings[0].kind == row.kind);
             CHECK(with_finding->findings[0].advice == words.advice);
+            if (!words.lb_symptom.empty()) {
+                const auto& lines = with_finding->findings[0].evidence;
+                CHECK(std::find(lines.begin(), lines.end(), "load balancer: " + words.lb_symptom) != lines.end());
+            }
             CHECK(top::verdict_rank(with_finding->verdict) == 1 + static_cast<int>(row.severity));
             auto lines = top::detail_lines(*with_finding, snapshot->header, top::Glyphs::ascii(), 200);
             bool styled = std::any_of(lines.begin(), lines.end(), [&](const top::DetailLine& l) {
