@@ -564,6 +564,9 @@ struct Correlator::Impl {
             return;
         }
         if (e.bytes_rx == 0 && e.bytes_tx == 0) return;
+        // The load balancer's own sockets (traced where it runs on the node): their reset is the
+        // backend's keep-alive race, explained on the backend's side; this side stays a peer_reset.
+        if (config.lb_ranges.contains(c.laddr)) return;
         uint32_t idle = std::min(e.idle_rx_ms, e.idle_tx_ms);
         if (idle < config.idle_threshold_ms) return;
         c.cause_bits |= kPeerClosedIdle;

@@ -373,6 +373,13 @@ TEST_CASE("outbound pool near misses: a busy connection, an inbound one, a reset
           std::vector{FindingKind::peer_reset});
     CHECK(kinds(run({connected(out, sec(1)), reset_recv(out, sec(9), TcpState::established)})) ==
           std::vector{FindingKind::peer_reset});
+    // The LB's own side of the backend's keep-alive race (the LB traced on the node): a peer_reset.
+    Sock lb_side{.laddr = "130.211.0.143", .lport = 45001, .raddr = "10.56.5.6", .rport = 8080};
+    CHECK(kinds(run({connected(lb_side, sec(1)), peer_fin(lb_side, sec(7), 6000, 6000),
+                     reset_recv(lb_side, sec(7) + ms(60), TcpState::close_wait)})) == std::vector{FindingKind::peer_reset});
+    CHECK(kinds(run({connected(lb_side, sec(1)), peer_fin(lb_side, sec(7), 6000, 6000),
+                     reset_recv(lb_side, sec(7) + ms(60), TcpState::close_wait)},
+                    preset("none"))) == std::vector{FindingKind::outbound_pool_race});
     Sock in{.raddr = "10.60.0.9"};
     CHECK(kinds(run({accepted(in, sec(1)), peer_fin(in, sec(7), 6000, 6000), reset_recv(in, sec(8), TcpState::close_wait)})) ==
           std::vector{FindingKind::peer_reset});
