@@ -71,7 +71,7 @@ OptionalPlan plan_optional(const KernelFeatures& f) {
     p.signal_generate = f.tracepoint_args("signal_generate") == 5;
     if (!p.signal_generate) p.signal_why_not = "tp_btf/signal_generate: not in kernel BTF with 5 arguments";
     if (!f.listen_overflow_drop_reason)
-        p.kfree_why_not = "tp_btf/kfree_skb: this kernel's enum skb_drop_reason has no TCP_LISTEN_OVERFLOW (6.16+)";
+        p.kfree_why_not = "tp_btf/kfree_skb: this kernel's enum skb_drop_reason has no TCP_LISTEN_OVERFLOW (6.15+)";
     else if (f.tracepoint_args("kfree_skb") < 4)
         p.kfree_why_not = "tp_btf/kfree_skb: the tracepoint does not pass the receiving socket (6.12+)";
     else
