@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 #include <fmt/format.h>
 
@@ -435,7 +436,23 @@ KernelCounters Tracer::counters() const {
 
 uint64_t Tracer::wakeups() const { return impl_->wakeups; }
 
-ExistingSockets Tracer::list_existing(bool with_owners) { return list_existing_sockets(with_owners); }
+ExistingSockets Tracer::list_existing(bool with_owners) {
+    ExistingSockets existing = list_existing_sockets(with_owners);
+    // A server that listened before tracing began never ran listen(2) under the state program,
+    // so the signal program would not know it listens: its owner, found in /proc, is noted the
+    // same way, so that its SIGTERM at the next rollout is seen.
+    if (with_owners) {
+        timespec now{};
+        clock_gettime(CLOCK_MONOTONIC, &now);  // bpf_ktime_get_ns()'s clock
+        uint64_t at = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(now.tv_nsec);
+        for (const auto& e : existing.events) {
+            if (e.new_state != TcpState::listen || e.pid == 0) continue;
+            uint32_t tgid = e.pid;
+            bpf_map__update_elem(impl_->skel->maps.listener_owners, &tgid, sizeof(tgid), &at, sizeof(at), BPF_ANY);
+        }
+    }
+    return existing;
+}
 
 std::string Tracer::attach_summary() const {
     auto kind = [this](const std::string& hook) -> std::string {

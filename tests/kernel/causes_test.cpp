@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -321,6 +322,32 @@ TEST_CASE("signal: a SIGTERM to a process that listens is reported, to one that 
     CHECK(drain->drain->refused_lb == 5);
     CHECK(drain->drain->drain_lag_ms >= 700);
     CHECK(drain->drain->drain_lag_ms <= 1500);
+}
+
+TEST_CASE("signal: a server that listened before tracing began has its SIGTERM seen") {
+    TCPWHY_REQUIRE_ROOT();
+    if (!has_python()) {
+        WARN("SKIPPED: needs python3");
+        return;
+    }
+    LbAndPod net;
+    const uint32_t pod_ns = net.pod.inode();
+    Child server(python_server(net, 64, "signal.signal(signal.SIGTERM, lambda *_: (srv.close(), sys.exit(0)))\n"
+                                        "time.sleep(60)\n"));
+    wait_listening(net);
+    // Tracing starts now: listen(2) is over, only the socket iterator and /proc know the owner.
+    EventCollector events([&](const Event& e) { return e.netns == pod_ns; });
+    auto existing = events.tracer().list_existing(true);
+    const auto server_pid = static_cast<uint32_t>(server.pid());
+    CHECK(std::any_of(existing.events.begin(), existing.events.end(), [&](const Event& e) {
+        return e.netns == pod_ns && e.new_state == TcpState::listen && e.lport == kPort && e.pid == server_pid;
+    }));
+    server.signal(SIGTERM);
+    auto signals = events.wait_for([](const Event& e) { return e.type == EventType::signal; });
+    INFO(events.dump());
+    REQUIRE(signals.size() == 1);
+    CHECK(signals[0].signal == SIGTERM);
+    CHECK(signals[0].pid == server_pid);
 }
 
 TEST_CASE("overflow: a full accept queue is reported with the listener's backlog") {
