@@ -152,7 +152,8 @@ Report report(const fs::path& trace, uint32_t netns, const std::string& options 
     Report r;
     auto json = capture(fmt::format("{} report --json {} {}", TCPWHY_BINARY, options, trace.string()));
     if (json.exit_code != 0) throw std::runtime_error("report: " + json.text);
-    for (const auto& f : nlohmann::json::parse(json.text)["findings"])
+    const nlohmann::json parsed = nlohmann::json::parse(json.text);  // outlives the loop (C++20 range-for)
+    for (const auto& f : parsed["findings"])
         if (f["backend"]["netns"] == netns) r.findings.push_back(f);
     r.text = capture(fmt::format("{} report {} {}", TCPWHY_BINARY, options, trace.string())).text;
     return r;
