@@ -13,6 +13,7 @@ behind a load balancer go wrong, for tests/e2e/causes.sh:
   --single            one request at a time (no threads): a slow server accepts slowly
   --handle-ms N       every request takes N ms
   --idle-timeout S    close a keep-alive connection idle S seconds (default: 600)
+  --http10            one request per connection (HTTP/1.0, http.server's own default)
   --drain-s S         on SIGTERM: stop listening at once, answer what is in flight with
                       `Connection: close` for S seconds, then exit 0 (what many servers do;
                       without a preStop delay the LB is still sending)
@@ -84,7 +85,10 @@ def main():
     p.add_argument("--handle-ms", type=int, default=0)
     p.add_argument("--idle-timeout", type=float, default=600)
     p.add_argument("--drain-s", type=float, default=0)
+    p.add_argument("--http10", action="store_true")
     args = p.parse_args()
+    if args.http10:
+        Handler.protocol_version = "HTTP/1.0"
 
     Handler.timeout = args.idle_timeout
     base = HTTPServer if args.single else ThreadingHTTPServer

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.h"
+#include "memory_cgroup.h"
 
 using namespace tcpwhy;
 using namespace tcpwhy::test;
@@ -258,19 +259,12 @@ TEST_CASE("e2e: a rollout whose preStop delay outlasts the LB's drain gives no f
 
 TEST_CASE("e2e: the OOM killer takes a backend: nginx's premature closes and refusals are a process_crash") {
     TCPWHY_REQUIRE_NGINX();
-    std::string memcg = fmt::format("/sys/fs/cgroup/memory/tcpwhy-e2e-{}", getpid());
-    if (!fs::exists("/sys/fs/cgroup/memory/memory.limit_in_bytes")) {
-        WARN("SKIPPED: no cgroup v1 memory controller to limit the backend with");
+    MemoryCgroup cgroup(fmt::format("tcpwhy-e2e-{}", getpid()), 128 << 20);
+    if (cgroup.path().empty()) {
+        WARN("SKIPPED: no memory cgroup controller (v1, or v2 with memory) to limit the backend with");
         return;
     }
-    fs::create_directories(memcg);
-    std::ofstream(memcg + "/memory.limit_in_bytes") << (128 << 20);
-    struct RemoveCgroup {
-        std::string path;
-        ~RemoveCgroup() {
-            for (int i = 0; i < 100 && rmdir(path.c_str()) != 0; ++i) sleep_ms(20);
-        }
-    } remove{memcg};
+    const std::string& memcg = cgroup.path();
     Causes env;
     env.must("backend a --port 8080 --handle-ms 400", "MEMCG=" + memcg);
     env.must("backend b --port 8081");
@@ -313,8 +307,10 @@ TEST_CASE("e2e: the OOM killer takes a backend: nginx's premature closes and ref
 TEST_CASE("e2e: a backend that accepts slowly: nginx's connect timeouts are an accept_queue_overflow") {
     TCPWHY_REQUIRE_NGINX();
     Causes env("UPSTREAM=8080 CONNECT_TIMEOUT=1s READ_TIMEOUT=3s");
-    // One request at a time, 200 ms each, listen(4): connections arrive faster than it accepts.
-    env.must("backend a --port 8080 --single --backlog 4 --handle-ms 200 --idle-timeout 0.3");
+    // One request per connection and one at a time, 200 ms each, listen(4): connections arrive
+    // faster than it accepts. Each accept frees one place, and the handshakes that arrive within
+    // the RTT (100 ms over the delay line) find it taken when their final ACK comes: dropped.
+    env.must("backend a --port 8080 --single --http10 --backlog 4 --handle-ms 200");
     fs::path trace = env.work() / "overflow.jsonl";
     TraceCommand tracer(trace, env.pod());
     std::string statuses = env.load(5, 60, 30, "/app/").get();
