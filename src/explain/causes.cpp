@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <string_view>
 
 #include <fmt/format.h>
 
 #include "tcpwhy/explain.h"
+#include "tcpwhy/server.h"
 
 namespace tcpwhy::explain::causes {
 namespace {
@@ -225,15 +227,31 @@ std::string backlog_words(std::string_view comm, uint32_t n) {
     return fmt::format("the server's listen() backlog ({})", n);
 }
 
+// The detected server's own backlog option (docs/servers.md), its `N` replaced by the number;
+// "" when nothing was detected or the server has no such option.
+std::string detected_backlog_words(const std::optional<ServerInfo>& server, uint32_t n) {
+    if (!server || server->kind == ServerKind::unknown) return "";
+    std::string setting(knowledge(server->kind).knob(Knob::listen_backlog).setting);
+    if (setting.empty()) return "";
+    auto is_word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+    for (size_t at = setting.find('N'); at != std::string::npos; at = setting.find('N', at + 1)) {
+        if ((at > 0 && is_word(setting[at - 1])) || (at + 1 < setting.size() && is_word(setting[at + 1]))) continue;
+        setting.replace(at, 1, std::to_string(n));
+    }
+    return fmt::format("{} {}", server_display(*server), setting);
+}
+
 std::string overflow_advice(const Finding& f) {
     const OverflowFacts& o = *f.overflow;
     uint32_t target = std::max<uint32_t>(1024, std::min<uint32_t>(65535, std::max<uint32_t>(o.backlog, 1) * 8));
+    std::string backlog = detected_backlog_words(f.backend.server, target);
+    if (backlog.empty()) backlog = backlog_words(f.backend.comm, target);
     return fmt::format(
         "accept faster and queue more: add workers (processes or threads accepting, or move slow work off the "
         "accepting thread) so the queue drains, and raise the backlog: {} and `net.core.somaxconn` in the pod "
         "(`securityContext: {{sysctls: [{{name: net.core.somaxconn, value: \"{}\"}}]}}`; the kubelet must allow it "
         "with `--allowed-unsafe-sysctls`); the backlog in force is the smaller of the two",
-        backlog_words(f.backend.comm, target), target);
+        backlog, target);
 }
 
 // ---- lb_response_timeout ---------------------------------------------------------------

@@ -254,6 +254,11 @@ TEST_CASE("overflow: drops and SYN-ACKs sent again, the backlog and the drops ov
     CHECK(f.overflow->per_second[0].second == 6);
     CHECK(contains(explain::advice(f), "server.listen({port, backlog: 1024})"));
     CHECK(contains(explain::advice(f), "net.core.somaxconn"));
+    // A detected server gets its own option, in its words (docs/servers.md).
+    f.backend.server = ServerInfo{.kind = ServerKind::gunicorn, .version = "20.1.0"};
+    CHECK(contains(explain::advice(f), "gunicorn 20.1.0 `--backlog 1024`"));
+    f.backend.server = ServerInfo{.kind = ServerKind::nginx};
+    CHECK(contains(explain::advice(f), "`listen PORT backlog=1024;`"));
 }
 
 TEST_CASE("overflow: an overflow on a listener whose open was not traced names its port") {
