@@ -169,9 +169,13 @@ TEST_CASE("exit: a server killed with SIGKILL closes from do_exit(), and the clo
         auto sa = v4(LbAndPod::kPodAddr, kPort);
         return connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
     });
-    auto refused = events.wait_for([](const Event& e) { return e.type == EventType::reset_sent && e.syn; });
-    REQUIRE(refused.size() == 1);
-    CHECK(refused[0].reason == ResetReason::no_socket);
+    // The tracepoint path before 6.10 does not see socketless resets (docs/kernels.md): there the
+    // refusal is fentry's or the kprobe's to see.
+    const bool sees_refusals = path != "tracepoint" || events.tracer().features().reset_tracepoint_complete();
+    auto refused = events.wait_for([](const Event& e) { return e.type == EventType::reset_sent && e.syn; },
+                                   sees_refusals ? 3000 : 500);
+    REQUIRE(refused.size() == (sees_refusals ? 1u : 0u));
+    if (sees_refusals) CHECK(refused[0].reason == ResetReason::no_socket);
 
     // The finding: a crash, SIGKILL, one connection with a request in flight, the port refusing after.
     auto c = correlate(events.snapshot(), *CorrelatorConfig::from_options("none"));
@@ -182,7 +186,7 @@ TEST_CASE("exit: a server killed with SIGKILL closes from do_exit(), and the clo
     CHECK(crash->crash->connections == 1);
     CHECK(crash->crash->in_flight == 1);
     CHECK(crash->crash->listener_closed);
-    CHECK(crash->crash->refused == 1);
+    CHECK(crash->crash->refused == (sees_refusals ? 1u : 0u));
 }
 
 TEST_CASE("exit: the OOM killer's victim closes its connections with the OOM flag") {
