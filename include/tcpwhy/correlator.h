@@ -77,6 +77,9 @@ struct CorrelatorConfig {
     size_t recent_connections_per_kind = 16;  // per backend and reset kind: ring of recent reset connections
     uint64_t live_update_interval_ns = 10ull * 1'000'000'000;
     bool split_backends_by_laddr = false;  // key backends by (netns, port, laddr) instead of (netns, port)
+    // The kernel tallies ordinary connections (`tally` events): a connection first seen by its
+    // close or reset was opened, and counted, already (docs/correlator.md, "Tallies").
+    bool opens_tallied = false;
 
     // Rollouts and crashes: connections refused after a backend stops listening, and closes after
     // a stopping signal, belong to that stop for this long (or until it listens again).
@@ -409,6 +412,9 @@ public:
     // Keep the full record (with evidence) of every reset connection with this peer,
     // beyond the per-backend ring; `report --conn` sets it before replaying.
     void watch_peer(const IpAddr& raddr, uint16_t rport);
+
+    // Replay: the trace's header says its ordinary connections were tallied (TraceHeader::tally).
+    void set_opens_tallied(bool tallied);
 
     // Where backends get their names (pod, namespace, container): looked up by the
     // backend's namespace and its owner's cgroup when results are built, so names

@@ -416,6 +416,11 @@ std::string to_json_line(const Event& e) {
     case EventType::signal:
         w.str("signal", signal_name(e.signal)).num("sender_pid", e.sender_pid).str("sender_comm", e.sender_comm);
         break;
+    case EventType::tally:
+        w.boolean("outbound", e.tally.outbound).num("opened", e.tally.opened);
+        w.num("closed_local_first", e.tally.closed_local_first).num("closed_remote_first", e.tally.closed_remote_first);
+        w.num("local_idle_ms", e.tally.local_idle_ms).num("bytes_rx", e.bytes_rx).num("bytes_tx", e.bytes_tx);
+        break;
     }
     if (e.send_queue_bytes) w.num("send_queue_bytes", e.send_queue_bytes);
     if (e.task_exiting) w.boolean("exiting", true).num("exit_code", e.exit_code);
@@ -432,6 +437,7 @@ std::string to_json_line(const TraceHeader& h) {
     w.str("kernel", h.kernel);
     w.str("clock", h.clock).num("mono_start_ns", h.mono_start_ns).num("wall_start_ns", h.wall_start_ns);
     w.str("lb_ranges", h.lb_ranges);
+    if (h.tally) w.boolean("tally", true);
     return w.done();
 }
 
@@ -635,6 +641,12 @@ ParsedLine parse_json_line(std::string_view line) {
                 else if (is(key, "sender_pid")) e.sender_pid = in.integer<uint32_t>(key);
                 else if (is(key, "sender_comm")) e.sender_comm = text();
                 else if (is(key, "syn")) e.syn = in.boolean(key);
+                else if (is(key, "opened")) e.tally.opened = in.integer<uint64_t>(key);
+                else if (is(key, "closed_local_first")) e.tally.closed_local_first = in.integer<uint64_t>(key);
+                else if (is(key, "closed_remote_first")) e.tally.closed_remote_first = in.integer<uint64_t>(key);
+                else if (is(key, "local_idle_ms")) e.tally.local_idle_ms = in.integer<uint64_t>(key);
+                else if (is(key, "outbound")) e.tally.outbound = in.boolean(key);
+                else if (is(key, "tally")) h.tally = in.boolean(key);
                 else in.skip_value();
             } while (in.consume(','));
             in.expect('}', "'}' or ','");
