@@ -177,6 +177,7 @@ struct ConnectionRecord {
     uint16_t lport = 0, rport = 0;
     bool lb_peer = false;
     OpenKind opened = OpenKind::unknown;
+    bool open_counted = false;  // its open was in a kernel tally: first_ts_ns is its first own event, not the open
     FirstClose first_close = FirstClose::unknown;
     EndKind end = EndKind::open;
     bool aborted = false;      // the local side closed with an RST

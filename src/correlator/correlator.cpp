@@ -295,6 +295,9 @@ struct Correlator::Impl {
         c.lb_peer = config.is_lb_peer(e.raddr);
         BackendKey key = key_of(e, c.opened);
         c.backend = backend_for(key.netns, key.port, key.outbound, e.laddr);
+        // tallied: it reached ESTABLISHED while traced, the way its backend says (not when)
+        if (c.open_tallied && c.opened == OpenKind::unknown)
+            c.opened = key.outbound ? OpenKind::connected : OpenKind::accepted;
         Backend& b = backends[c.backend];
         if (!key.outbound && e.laddr.family) b.id.laddr = e.laddr;
         if (!c.open_tallied) {
@@ -416,6 +419,7 @@ struct Correlator::Impl {
         r.rport = c.rport;
         r.lb_peer = c.lb_peer;
         r.opened = c.opened;
+        r.open_counted = c.open_tallied;
         r.first_close = c.first_close;
         r.end = c.end;
         r.aborted = c.aborted;

@@ -158,6 +158,23 @@ inline std::string slurp(const std::filesystem::path& path) {
 
 inline void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
+// n connections to listener (on addr:port), the server closing each first, each quiet 150 ms
+// before its close: not ordinary, so each keeps its own events (the kernel tallies
+// connections quieter than 100 ms: bpf/lib/tally.bpf.h). Opened in batches, so n costs about
+// n / 500 * 150 ms.
+inline void churn_quiet(const Fd& listener, const char* addr, uint16_t port, int n) {
+    constexpr int kBatch = 500;
+    for (int done = 0; done < n;) {
+        std::vector<std::pair<Fd, Fd>> open;
+        for (; done < n && static_cast<int>(open.size()) < kBatch; ++done) {
+            Fd client = tcp_connect_v4(addr, port);
+            open.emplace_back(std::move(client), accept_one(listener));
+        }
+        sleep_ms(150);
+        for (auto& [client, server] : open) server.reset();
+    }
+}
+
 // Runs the tracer on a background thread and keeps the events that pass `keep`.
 class EventCollector {
 public:
