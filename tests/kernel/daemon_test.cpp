@@ -321,7 +321,7 @@ TEST_CASE("daemon: a full archive filesystem is counted and reported while traci
             return 0;
         });
     };
-    churn(1500);  // a few MB of trace into 96 KiB
+    churn(3000);  // a few MB of trace into 96 KiB (quiet connections: about three events each)
     sleep_ms(1500);
     std::string metrics = daemon.get("/metrics");
     INFO(metrics);
