@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cerrno>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "tcpwhy/daemon/server.h"
 #include "tcpwhy/daemon/units.h"
 #include "tcpwhy/jsonl.h"
+#include "tcpwhy/progress.h"
 
 namespace tcpwhy::cli {
 namespace {
@@ -130,12 +132,24 @@ int run_export(const ExportArgs& args) {
 
     // The daemon answers with the JSONL trace and closes, or with one {"error":...} line.
     std::string pending;
-    uint64_t lines = 0, events = 0;
+    uint64_t lines = 0, events = 0, received = 0;
     bool first = true;
     char buf[65536];
     ssize_t n;
+    // On a terminal (stderr), what has arrived so far: the daemon streams the segments without
+    // knowing the total, so no share of it and no time left.
+    ProgressMeter meter(STDERR_FILENO);
+    auto progress_line = [&] {
+        double elapsed = meter.elapsed_s();
+        return fmt::format("tcpwhy export: {} received, {} lines, {}/s, {}", byte_size_text(received),
+                           count_text(static_cast<double>(lines)),
+                           byte_size_text(static_cast<uint64_t>(static_cast<double>(received) / std::max(elapsed, 1e-3))),
+                           clock_text(elapsed));
+    };
     while ((n = recv(fd.get(), buf, sizeof(buf), 0)) > 0 || (n < 0 && errno == EINTR)) {
         if (n < 0) continue;
+        received += static_cast<uint64_t>(n);
+        meter.update(progress_line);
         pending.append(buf, static_cast<size_t>(n));
         size_t start = 0, newline;
         while ((newline = pending.find('\n', start)) != std::string::npos) {
@@ -149,6 +163,7 @@ int run_export(const ExportArgs& args) {
                     std::string message = answer.is_object() && answer.contains("error") && answer["error"].is_string()
                                               ? answer["error"].get<std::string>()
                                               : "the daemon did not answer with a trace";
+                    meter.finish();
                     print_error(fmt::format("export failed: {}", message));
                     return kExitFailure;
                 }
@@ -161,6 +176,7 @@ int run_export(const ExportArgs& args) {
         pending.erase(0, start);
         if (out->failed()) break;  // said below
     }
+    meter.finish();  // before anything else is printed
     if (n < 0) {
         print_error(fmt::format("reading from {}: {}", args.socket, strerror(errno)));
         return kExitFailure;
@@ -192,7 +208,9 @@ Runner add_export(CLI::App& app) {
         "Examples:\n"
         "  kubectl -n tcpwhy exec POD -- tcpwhy export --since 30m --gzip > incident.jsonl.gz\n"
         "  tcpwhy report incident.jsonl.gz\n"
-        "  tcpwhy export --since 2h -o /var/tmp/t.jsonl.gz   # gzip: the name ends in .gz");
+        "  tcpwhy export --since 2h -o /var/tmp/t.jsonl.gz   # gzip: the name ends in .gz\n\n"
+        "On a terminal, stderr shows what has arrived so far (bytes, lines, rate); piped or\n"
+        "redirected, nothing.");
     auto args = std::make_shared<ExportArgs>();
     sub->add_option("--since", args->since, "How far back: 90s, 30m, 12h, 7d")->capture_default_str();
     sub->add_option("-o,--output", args->output, "Trace file to write ('-': stdout; a name ending in .gz: gzip)")
