@@ -15,6 +15,7 @@
 
 #include "commands.h"
 #include "tcpwhy/log.h"
+#include "tcpwhy/daemon/export.h"
 #include "tcpwhy/daemon/server.h"
 #include "tcpwhy/daemon/units.h"
 #include "tcpwhy/jsonl.h"
@@ -98,6 +99,22 @@ private:
     bool failed_ = false;
 };
 
+// "export: 12.0 MiB of 40.0 MiB (30%), 450 k events/s, 0:12 left, segment 3 of 12": the
+// archive's bytes as stored (gzip), like `report`'s meter.
+std::string export_progress_text(const daemon::ExportProgress& p, double elapsed_s) {
+    std::string line = fmt::format("export: {} of {}", byte_size_text(p.bytes_read), byte_size_text(p.bytes_total));
+    if (p.bytes_total)
+        line += fmt::format(" ({:.0f}%)", 100.0 * static_cast<double>(std::min(p.bytes_read, p.bytes_total)) /
+                                              static_cast<double>(p.bytes_total));
+    if (elapsed_s > 0) line += fmt::format(", {} events/s", count_text(static_cast<double>(p.events) / elapsed_s));
+    if (p.bytes_total && p.bytes_read > 0 && p.bytes_read < p.bytes_total && elapsed_s >= 1) {
+        double left = static_cast<double>(p.bytes_total - p.bytes_read) * elapsed_s / static_cast<double>(p.bytes_read);
+        line += fmt::format(", {} left", clock_text(left));
+    }
+    if (p.segments > 1) line += fmt::format(", segment {} of {}", std::min(p.segment + 1, p.segments), p.segments);
+    return line;
+}
+
 int run_export(const ExportArgs& args) {
     auto since_s = daemon::parse_duration_s(args.since);
     if (!since_s) {
@@ -124,7 +141,12 @@ int run_export(const ExportArgs& args) {
         print_error(error, "is `tcpwhy daemon` running? give its --socket PATH (and run as root: the socket is 0600)");
         return kExitFailure;
     }
-    std::string request = nlohmann::json{{"cmd", "export"}, {"since_s", *since_s}}.dump() + "\n";
+    // On a terminal (stderr), a progress meter: the daemon says how far through the archive's
+    // segments it is, in lines of its own between the trace's, only when asked (a pipe gets none).
+    ProgressMeter meter(STDERR_FILENO);
+    nlohmann::json ask = {{"cmd", "export"}, {"since_s", *since_s}};
+    if (meter.active()) ask["progress"] = true;
+    std::string request = ask.dump() + "\n";
     if (send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
         print_error(fmt::format("cannot send to {}: {}", args.socket, strerror(errno)));
         return kExitFailure;
@@ -132,24 +154,14 @@ int run_export(const ExportArgs& args) {
 
     // The daemon answers with the JSONL trace and closes, or with one {"error":...} line.
     std::string pending;
-    uint64_t lines = 0, events = 0, received = 0;
+    uint64_t lines = 0, events = 0;
     bool first = true;
     char buf[65536];
     ssize_t n;
-    // On a terminal (stderr), what has arrived so far: the daemon streams the segments without
-    // knowing the total, so no share of it and no time left.
-    ProgressMeter meter(STDERR_FILENO);
-    auto progress_line = [&] {
-        double elapsed = meter.elapsed_s();
-        return fmt::format("tcpwhy export: {} received, {} lines, {}/s, {}", byte_size_text(received),
-                           count_text(static_cast<double>(lines)),
-                           byte_size_text(static_cast<uint64_t>(static_cast<double>(received) / std::max(elapsed, 1e-3))),
-                           clock_text(elapsed));
-    };
+    daemon::ExportProgress where;
+    auto progress_line = [&] { return export_progress_text(where, meter.elapsed_s()); };
     while ((n = recv(fd.get(), buf, sizeof(buf), 0)) > 0 || (n < 0 && errno == EINTR)) {
         if (n < 0) continue;
-        received += static_cast<uint64_t>(n);
-        meter.update(progress_line);
         pending.append(buf, static_cast<size_t>(n));
         size_t start = 0, newline;
         while ((newline = pending.find('\n', start)) != std::string::npos) {
@@ -167,6 +179,10 @@ int run_export(const ExportArgs& args) {
                     print_error(fmt::format("export failed: {}", message));
                     return kExitFailure;
                 }
+            } else if (auto p = daemon::parse_export_progress_line(line)) {
+                where = *p;
+                meter.update(progress_line);
+                continue;  // the daemon's word to us, not part of the trace
             } else {
                 ++events;
             }
@@ -209,8 +225,8 @@ Runner add_export(CLI::App& app) {
         "  kubectl -n tcpwhy exec POD -- tcpwhy export --since 30m --gzip > incident.jsonl.gz\n"
         "  tcpwhy report incident.jsonl.gz\n"
         "  tcpwhy export --since 2h -o /var/tmp/t.jsonl.gz   # gzip: the name ends in .gz\n\n"
-        "On a terminal, stderr shows what has arrived so far (bytes, lines, rate); piped or\n"
-        "redirected, nothing.");
+        "On a terminal, stderr shows the progress (archive bytes read of the total, events/s,\n"
+        "time left); piped or redirected, nothing.");
     auto args = std::make_shared<ExportArgs>();
     sub->add_option("--since", args->since, "How far back: 90s, 30m, 12h, 7d")->capture_default_str();
     sub->add_option("-o,--output", args->output, "Trace file to write ('-': stdout; a name ending in .gz: gzip)")
