@@ -63,7 +63,7 @@ TEST_CASE("export: streams the trace to stdout, gzip on request, and refuses a t
     CHECK(daemon.stop(SIGTERM) == 0);
 }
 
-TEST_CASE("export: progress on a terminal's stderr, stripped from the trace; nothing when stderr is piped") {
+TEST_CASE("export: progress on a terminal's stderr, stripped from the trace, and nothing when stderr is piped") {
     TCPWHY_REQUIRE_ROOT();
     Netns ns("exportp");
     TempDir dir;
