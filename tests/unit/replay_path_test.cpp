@@ -182,6 +182,7 @@ TEST_CASE("parse_json_line into a reused line reads each line as a fresh parse d
         R"({"v":1,"ts_ns":1,"type":"state","comm":"a\u00e9\"b"} trailing)",
         R"({"v":1,"ts_ns":1,"type":"state","laddr":"010.0.0.1","raddr":"1.2.3.256"})",
         R"({"v":1,"ts_ns":1,"type":"workload","kind":"netns"})",
+        R"({"v":1,"type":"server","pid":5,"comm":"nginx","kind":"nginx","version":"1.22.1"})",
     };
     ParsedLine reused;
     for (int round = 0; round < 2; ++round) {
@@ -193,6 +194,7 @@ TEST_CASE("parse_json_line into a reused line reads each line as a fresh parse d
             CHECK(reused.error == fresh.error);
             if (fresh.kind == LineKind::event) CHECK(to_json_line(reused.event) == to_json_line(fresh.event));
             if (fresh.kind == LineKind::header) CHECK(to_json_line(reused.header) == to_json_line(fresh.header));
+            if (fresh.kind == LineKind::server) CHECK(to_json_line(reused.server) == to_json_line(fresh.server));
         }
     }
     // The parse itself, on the lines above: the cases the fast paths could get wrong.
@@ -208,6 +210,7 @@ TEST_CASE("parse_json_line into a reused line reads each line as a fresh parse d
     auto v6 = parse_json_line(lines[1]);
     CHECK(v6.event.raddr.family == 6);
     CHECK(v6.event.laddr.family == 4);
+    CHECK(parse_json_line(lines.back()).kind == LineKind::server);
 }
 
 TEST_CASE("progress texts: bytes of the total, events/s, time left once there is a pace, the file of several") {
