@@ -10,6 +10,14 @@
  *   fentry|kprobe/tcp_send_active_reset, tcp_v4/v6_send_reset   the same, where the tracepoint misses some
  *   tp_btf/tcp_receive_reset    tcp_reset()
  *   cgroup/setsockopt           setsockopt(2), before the option is applied, every netns
+ *   tp_btf/tcp_retransmit_synack  reqsk_timer_handler() -> inet_rtx_syn_ack(): reported only while
+ *                               the listener's accept queue is full (its final ACK was dropped)
+ *   tp_btf/kfree_skb            kfree_skb_reason(): only SKB_DROP_REASON_TCP_LISTEN_OVERFLOW, on
+ *                               kernels that name it (a SYN or final ACK dropped at a full queue)
+ *   tp_btf/signal_generate      __send_signal_locked(): SIGTERM, SIGINT, SIGQUIT, SIGKILL to a
+ *                               process that listens (listener_owners)
+ * Process exits need no hook of their own: the closes a dying process makes run in do_exit()
+ * and carry the exit code (lib/process.bpf.h).
  *
  * Userspace chooses which close and reset programs load (bpf_program__set_autoload) and
  * tells the programs through rodata.
@@ -25,6 +33,7 @@
 #include "lib/emit.bpf.h"
 #include "lib/events.bpf.h"
 #include "lib/opts.bpf.h"
+#include "lib/process.bpf.h"
 #include "lib/sock.bpf.h"
 #include "lib/tcp.bpf.h"
 #include "lib/time.bpf.h"
@@ -38,6 +47,42 @@ const volatile bool close_from_tcp_close = false;
 const volatile bool all_state_changes = false;
 /* The loader checks this against the header it was built with (abi.h). */
 const volatile __u32 bpf_abi_version = TCPWHY_ABI_VERSION;
+
+/*
+ * What a state change adds beyond the transition, only where the correlator uses it: the
+ * listener's queue and backlog (and who listens, for the signal hook), how idle a connection was
+ * when the peer closed it, and what a socket still had to send when it went to CLOSE.
+ */
+static __always_inline void fill_state_details(struct tcpwhy_event *e, const struct sock *sk, int oldstate,
+					       int newstate, bool task_owns)
+{
+	const struct tcp_sock *tp;
+
+	if (newstate == TCP_LISTEN || oldstate == TCP_LISTEN) {
+		e->state.acceptq_len = sk->sk_ack_backlog;
+		e->state.acceptq_max = sk->sk_max_ack_backlog;
+		if (task_owns && newstate == TCP_LISTEN)
+			note_listener_owner();
+		if (task_owns)
+			fill_exit_btf(e, &e->state.exit_code);
+		return;
+	}
+	if (newstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE)
+		return;
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return;
+	if (newstate == TCP_CLOSE) {
+		e->state.send_queue_bytes = send_queue_bytes(tp->write_seq, tp->snd_una);
+	} else if (oldstate == TCP_ESTABLISHED) {
+		__u32 now = (__u32)bpf_jiffies64();
+		/* a pure FIN refreshes neither timestamp; its sequence number is in bytes_received */
+		e->state.idle_rx_ms = jiffies_delta_ms(now, tp->inet_conn.icsk_ack.lrcvtime);
+		e->state.idle_tx_ms = jiffies_delta_ms(now, tp->lsndtime);
+		e->state.bytes_rx = saturate_u32(data_received(tp->bytes_received, TCP_CLOSE_WAIT));
+		e->state.bytes_tx = saturate_u32(tp->bytes_sent);
+	}
+}
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
@@ -74,6 +119,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 		e->flags |= TCPWHY_F_RST_RECEIVED;
 	e->state.old_state = oldstate;
 	e->state.new_state = newstate;
+	fill_state_details(e, sk, oldstate, newstate, task_owns);
 	submit_event(e);
 	return 0;
 }
@@ -137,13 +183,7 @@ int BPF_PROG(handle_send_reset, const struct sock *sk, const struct sk_buff *skb
 /* tcp_v4/v6_send_reset() return without sending when the segment is itself a RST. */
 static __always_inline bool segment_is_rst(const struct sk_buff *skb)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
-	__u8 flags = 0;
-
-	/* byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN */
-	bpf_probe_read_kernel(&flags, 1, head + th + 13);
-	return flags & 0x04;
+	return segment_flags(skb) & TCP_FLAG_RST_BIT;
 }
 
 SEC("fentry/tcp_send_active_reset")
@@ -218,6 +258,10 @@ int BPF_PROG(handle_receive_reset, struct sock *sk)
 	e->reset.reason = -1;
 	e->reset.unread_bytes = data_unread(tp->rcv_nxt, tp->copied_seq, e->reset.sk_state);
 	e->reset.idle_rx_ms = jiffies_delta_ms((__u32)bpf_jiffies64(), tp->inet_conn.icsk_ack.lrcvtime);
+	e->reset.idle_tx_ms = jiffies_delta_ms((__u32)bpf_jiffies64(), tp->lsndtime);
+	e->reset.bytes_rx = saturate_u32(data_received(tp->bytes_received, e->reset.sk_state));
+	e->reset.bytes_tx = saturate_u32(tp->bytes_sent);
+	e->reset.send_queue_bytes = send_queue_bytes(tp->write_seq, tp->snd_una);
 	submit_event(e);
 	return 0;
 }
@@ -326,4 +370,108 @@ int handle_setsockopt(struct bpf_sockopt *ctx)
 	fill_owner_from_task(e);
 	submit_event(e);
 	return 1;
+}
+
+/*
+ * A full accept queue. The event's cookie and local port are the listener's, its remote
+ * endpoint the peer's; the queue is read as sk_acceptq_is_full() reads it.
+ */
+static __always_inline struct tcpwhy_event *reserve_overflow(const struct sock *listener, __u8 how)
+{
+	struct tcpwhy_event *e = reserve_event(TCPWHY_EV_LISTEN_OVERFLOW);
+
+	if (!e)
+		return NULL;
+	e->cookie = bpf_get_socket_cookie((void *)listener);
+	e->netns = listener->__sk_common.skc_net.net->ns.inum;
+	e->cgroup_id = sk_cgroup_id_btf(listener);
+	e->overflow.acceptq_len = listener->sk_ack_backlog;
+	e->overflow.acceptq_max = listener->sk_max_ack_backlog;
+	e->overflow.how = how;
+	return e;
+}
+
+/*
+ * tcp_check_req(): when syn_recv_sock() finds the accept queue full, the final ACK is dropped and
+ * (tcp_abort_on_overflow = 0, the default) the request stays, so its timer sends the SYN-ACK again.
+ * A SYN-ACK sent again while the queue is below its backlog is a lost packet, not an overflow:
+ * nothing leaves the kernel for it.
+ */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(handle_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+{
+	const struct sock_common *peer = &req->__req_common;
+	struct tcpwhy_event *e;
+
+	if (sk->sk_ack_backlog < sk->sk_max_ack_backlog)
+		return 0;
+	e = reserve_overflow(sk, TCPWHY_OVF_SYNACK_RETRANSMIT);
+	if (!e)
+		return 0;
+	e->family = peer->skc_family;
+	if (e->family == AF_INET) {
+		*(__u32 *)e->laddr = peer->skc_rcv_saddr;
+		*(__u32 *)e->raddr = peer->skc_daddr;
+	} else {
+		__builtin_memcpy(e->laddr, &peer->skc_v6_rcv_saddr, sizeof(e->laddr));
+		__builtin_memcpy(e->raddr, &peer->skc_v6_daddr, sizeof(e->raddr));
+	}
+	e->lport = peer->skc_num;
+	e->rport = bpf_ntohs(peer->skc_dport);
+	submit_event(e);
+	return 0;
+}
+
+/* The running kernel's value of SKB_DROP_REASON_TCP_LISTEN_OVERFLOW (src/bpf/features.cpp reads
+ * it from BTF; the numbering moves between kernels). The program loads only where it exists. */
+const volatile __u32 listen_overflow_drop_reason = 0;
+
+/* kfree_skb_reason() on every dropped packet: one compare and out, unless the accept queue was full. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(handle_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+	     struct sock *rx_sk)
+{
+	struct tcpwhy_event *e;
+
+	if ((__u32)reason != listen_overflow_drop_reason || !rx_sk)
+		return 0;
+	e = reserve_overflow(rx_sk, TCPWHY_OVF_DROP);
+	if (!e)
+		return 0;
+	fill_addrs_from_skb(e, skb);
+	submit_event(e);
+	return 0;
+}
+
+/*
+ * A stopping signal to a process that listens: a rollout's SIGTERM, the SIGKILL when the grace
+ * period ends or the OOM killer strikes. Fires in the sender's context for every signal on the
+ * node; a compare and a map lookup for the few that matter.
+ */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info, struct task_struct *task, int group,
+	     int result)
+{
+	struct tcpwhy_event *e;
+	__u32 tgid;
+
+	if (sig != SIGTERM && sig != SIGINT && sig != SIGQUIT && sig != SIGKILL)
+		return 0;
+	if (result == 1 /* TRACE_SIGNAL_IGNORED */)
+		return 0;
+	tgid = task->tgid;
+	if (!is_listener_owner(tgid))
+		return 0;
+	e = reserve_event(TCPWHY_EV_SIGNAL);
+	if (!e)
+		return 0;
+	e->pid = tgid;
+	bpf_probe_read_kernel_str(e->comm, sizeof(e->comm), task->group_leader->comm);
+	e->netns = task->nsproxy ? task->nsproxy->net_ns->ns.inum : 0;
+	e->flags |= TCPWHY_F_OWNER_KNOWN;
+	e->signal.signal = sig;
+	e->signal.sender_pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(e->signal.sender_comm, sizeof(e->signal.sender_comm));
+	submit_event(e);
+	return 0;
 }

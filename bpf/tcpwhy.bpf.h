@@ -29,4 +29,14 @@
 
 #define PAGE_SIZE 4096
 
+/* include/linux/sched.h: the task is in do_exit() */
+#define PF_EXITING 0x00000004
+
+/* the signals that stop a server (asm-generic/signal.h) */
+#define SIGHUP 1
+#define SIGINT 2
+#define SIGQUIT 3
+#define SIGKILL 9
+#define SIGTERM 15
+
 #endif /* TCPWHY_BPF_H */

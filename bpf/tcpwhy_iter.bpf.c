@@ -60,6 +60,10 @@ int list_tcp_sockets(struct bpf_iter__tcp *ctx)
 		/* how long it has been quiet now: what `top` shows of a keep-alive connection */
 		e.existing.idle_rx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));
 		e.existing.idle_tx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, lsndtime));
+		if (state == TCP_LISTEN) { /* what `ss -lnt` shows as Recv-Q / Send-Q */
+			e.existing.acceptq_len = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_ack_backlog);
+			e.existing.acceptq_max = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_max_ack_backlog);
+		}
 	}
 	bpf_seq_write(seq, &e, sizeof(e));
 	return 0;

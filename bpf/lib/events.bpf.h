@@ -9,6 +9,7 @@
 #include "tcpwhy/abi.h"
 #include "lib/emit.bpf.h"
 #include "lib/opts.bpf.h"
+#include "lib/process.bpf.h"
 #include "lib/sock.bpf.h"
 #include "lib/tcp.bpf.h"
 #include "lib/time.bpf.h"
@@ -31,7 +32,10 @@ static __always_inline bool emit_close(const struct tcp_sock *tp, __u64 cookie, 
 	e->cookie = cookie;
 	fill_state_addrs(e, sk, tp->inet_conn.icsk_inet.inet_sport);
 	fill_owner(e, sk, task_owns, true);
+	if (task_owns)
+		fill_exit_btf(e, &e->close.exit_code);
 	fill_opts_in_force(e, tp);
+	e->close.send_queue_bytes = send_queue_bytes(tp->write_seq, tp->snd_una);
 	e->close.idle_rx_ms = jiffies_delta_ms(now, tp->inet_conn.icsk_ack.lrcvtime);
 	e->close.idle_tx_ms = jiffies_delta_ms(now, tp->lsndtime);
 	e->close.unread_bytes = data_unread(tp->rcv_nxt, tp->copied_seq, old_state);
@@ -59,6 +63,8 @@ static __always_inline void emit_close_probed(const struct sock *sk, __u64 cooki
 	e->netns = sk_netns(sk);
 	fill_addrs_from_sock(e, sk);
 	fill_owner_from_task(e); /* tcp_close() runs in the closer's context */
+	fill_exit_probed(e, &e->close.exit_code);
+	e->close.send_queue_bytes = send_queue_bytes(BPF_CORE_READ(tp, write_seq), BPF_CORE_READ(tp, snd_una));
 	e->close.idle_rx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));
 	e->close.idle_tx_ms = jiffies_delta_ms(now, BPF_CORE_READ(tp, lsndtime));
 	e->close.unread_bytes = data_unread(BPF_CORE_READ(tp, rcv_nxt), BPF_CORE_READ(tp, copied_seq), old_state);
@@ -91,6 +97,8 @@ static __always_inline void emit_reset_sent(const struct sock *sk, const struct 
 	if (skb) {
 		e->flags |= TCPWHY_F_HAS_SKB;
 		fill_addrs_from_skb(e, skb);
+		if ((segment_flags(skb) & (TCP_FLAG_SYN_BIT | TCP_FLAG_ACK_BIT)) == TCP_FLAG_SYN_BIT)
+			e->flags |= TCPWHY_F_SYN;
 		if (!sk) {
 			e->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 		}
@@ -124,6 +132,11 @@ static __always_inline void emit_reset_sent(const struct sock *sk, const struct 
 			}
 			e->reset.unread_bytes = data_unread(BPF_CORE_READ(tp, rcv_nxt), BPF_CORE_READ(tp, copied_seq), state);
 			e->reset.idle_rx_ms = idle_rx_ms(tp);
+			e->reset.idle_tx_ms = jiffies_delta_ms((__u32)bpf_jiffies64(), BPF_CORE_READ(tp, lsndtime));
+			e->reset.send_queue_bytes =
+				send_queue_bytes(BPF_CORE_READ(tp, write_seq), BPF_CORE_READ(tp, snd_una));
+			e->reset.bytes_rx = saturate_u32(data_received(BPF_CORE_READ(tp, bytes_received), state));
+			e->reset.bytes_tx = saturate_u32(BPF_CORE_READ(tp, bytes_sent));
 		}
 	} else {
 		e->reset.sk_kind = TCPWHY_SK_NONE;

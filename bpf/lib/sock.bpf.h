@@ -81,6 +81,22 @@ static __always_inline bool fill_addrs_from_skb(struct tcpwhy_event *e, const st
 	return true;
 }
 
+/* byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN */
+#define TCP_FLAG_RST_BIT 0x04
+#define TCP_FLAG_SYN_BIT 0x02
+#define TCP_FLAG_ACK_BIT 0x10
+
+/* The flags of the segment skb carries (0 when they cannot be read). */
+static __always_inline __u8 segment_flags(const struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u8 flags = 0;
+
+	bpf_probe_read_kernel(&flags, 1, head + th + 13);
+	return flags;
+}
+
 /* The task on the CPU, where it is the socket's owner: connect, listen, close, setsockopt. */
 static __always_inline void fill_owner_from_task(struct tcpwhy_event *e)
 {

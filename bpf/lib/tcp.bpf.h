@@ -31,6 +31,19 @@ static __always_inline __u64 data_received(__u64 bytes_received, int state)
 	return bytes_received && peer_fin_received(state) ? bytes_received - 1 : bytes_received;
 }
 
+/* Bytes the application wrote that the peer has not acknowledged: unsent or in flight. A reset
+ * discards them; at a FIN close the kernel still sends them. */
+static __always_inline __u32 send_queue_bytes(__u32 write_seq, __u32 snd_una)
+{
+	__u32 queued = write_seq - snd_una;
+	return (__s32)queued < 0 ? 0 : queued;
+}
+
+static __always_inline __u32 saturate_u32(__u64 v)
+{
+	return v > 0xffffffffULL ? 0xffffffffU : (__u32)v;
+}
+
 static __always_inline __u32 idle_rx_ms(const struct tcp_sock *tp)
 {
 	return jiffies_delta_ms((__u32)bpf_jiffies64(), BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime));

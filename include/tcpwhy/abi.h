@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define TCPWHY_ABI_VERSION 3
+#define TCPWHY_ABI_VERSION 4
 #define TCPWHY_COMM_LEN 16
 
 enum tcpwhy_event_type {
@@ -26,7 +26,9 @@ enum tcpwhy_event_type {
 	TCPWHY_EV_RESET_RECV = 4, /* tcp_receive_reset */
 	TCPWHY_EV_SETSOCKOPT = 5, /* a timeout-related socket option was set */
 	TCPWHY_EV_EXISTING = 6,   /* a socket that existed before tracing started (bpf/tcpwhy_iter.bpf.c) */
-	TCPWHY_EV__MAX = 7,       /* per-type counters have this many slots (0 unused) */
+	TCPWHY_EV_LISTEN_OVERFLOW = 7, /* a full accept queue dropped a handshake or had a SYN-ACK sent again */
+	TCPWHY_EV_SIGNAL = 8,     /* a stopping signal (SIGTERM, SIGINT, SIGQUIT, SIGKILL) to a process that listens */
+	TCPWHY_EV__MAX = 9,       /* per-type counters have this many slots (0 unused) */
 };
 
 /* Why an event could not be emitted; per-CPU counters indexed by this. */
@@ -42,6 +44,15 @@ enum tcpwhy_event_flag {
 	TCPWHY_F_REASON_INFERRED = 1 << 2, /* reset: the kernel gave no reason; userspace infers one */
 	TCPWHY_F_HAS_SKB = 1 << 3,         /* reset: a segment triggered it (addresses from the segment) */
 	TCPWHY_F_RST_RECEIVED = 1 << 4,    /* the socket had received a RST before this event */
+	TCPWHY_F_TASK_EXITING = 1 << 5,    /* close, listener close: run by a task in do_exit() (the process is dying) */
+	TCPWHY_F_OOM_VICTIM = 1 << 6,      /* ... of a process the OOM killer chose (signal->oom_mm set) */
+	TCPWHY_F_SYN = 1 << 7,             /* reset sent: the segment it answers is a SYN (a refused connection) */
+};
+
+/* How a full accept queue showed itself (tcpwhy_overflow_data.how) */
+enum tcpwhy_overflow_how {
+	TCPWHY_OVF_DROP = 1,              /* a SYN or final ACK dropped: skb:kfree_skb, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW */
+	TCPWHY_OVF_SYNACK_RETRANSMIT = 2, /* a SYN-ACK sent again while the queue was full: its final ACK was dropped */
 };
 
 /* What kind of socket a reset was sent for */
@@ -88,7 +99,14 @@ struct tcpwhy_sockopts {
 struct tcpwhy_state_data {
 	__u8 old_state; /* TCP_* numbering (include/net/tcp_states.h) */
 	__u8 new_state;
-	__u8 pad[6];
+	__u16 exit_code;        /* TCPWHY_F_TASK_EXITING: the task's exit code (wait(2) status: signal, core, status << 8) */
+	__u32 send_queue_bytes; /* ->CLOSE of a full socket: written and not yet acknowledged (write_seq - snd_una) */
+	__u32 idle_rx_ms;       /* ESTABLISHED->CLOSE_WAIT (the peer's FIN): since data last arrived */
+	__u32 idle_tx_ms;       /* ESTABLISHED->CLOSE_WAIT: since data was last sent */
+	__u32 acceptq_max;      /* ->LISTEN: the backlog in force, min(listen() backlog, net.core.somaxconn) */
+	__u32 acceptq_len;      /* ->LISTEN, LISTEN->CLOSE: connections waiting for accept() */
+	__u32 bytes_rx;         /* ESTABLISHED->CLOSE_WAIT: bytes received before the peer's FIN (saturates at 4 GiB) */
+	__u32 bytes_tx;         /* ESTABLISHED->CLOSE_WAIT: bytes sent (bytes_sent, saturates at 4 GiB) */
 };
 
 struct tcpwhy_close_data {
@@ -97,9 +115,11 @@ struct tcpwhy_close_data {
 	__u32 unread_bytes; /* rcv_nxt - copied_seq */
 	__u8 old_state;     /* state the close left */
 	__u8 new_state;
-	__u8 pad[2];
+	__u16 exit_code;    /* TCPWHY_F_TASK_EXITING: the task's exit code (wait(2) status) */
 	__u64 bytes_rx;
 	__u64 bytes_tx;
+	__u32 send_queue_bytes; /* written by the application and not yet acknowledged (write_seq - snd_una) */
+	__u32 pad;
 };
 
 struct tcpwhy_reset_data {
@@ -109,6 +129,10 @@ struct tcpwhy_reset_data {
 	__u8 pad[2];
 	__u32 unread_bytes; /* full sockets: rcv_nxt - copied_seq */
 	__u32 idle_rx_ms;   /* full sockets: since data last arrived */
+	__u32 send_queue_bytes; /* full sockets: written and not yet acknowledged: what the reset discards */
+	__u32 idle_tx_ms;   /* full sockets: since data was last sent */
+	__u32 bytes_rx;     /* full sockets: bytes received (saturates at 4 GiB) */
+	__u32 bytes_tx;     /* full sockets: bytes sent (saturates at 4 GiB) */
 };
 
 struct tcpwhy_setsockopt_data {
@@ -126,6 +150,24 @@ struct tcpwhy_existing_data {
 	__u64 sock_ino;  /* inode of the socket's file (0: none, e.g. timewait): userspace finds the owner in /proc */
 	__u32 idle_rx_ms; /* full sockets: since data last arrived, as of ts_ns */
 	__u32 idle_tx_ms; /* full sockets: since data was last sent */
+	__u32 acceptq_len; /* LISTEN: connections waiting for accept() */
+	__u32 acceptq_max; /* LISTEN: the backlog in force */
+};
+
+/* A full accept queue. The event's local endpoint and cookie are the listener's, the remote one the peer's. */
+struct tcpwhy_overflow_data {
+	__u32 acceptq_len; /* connections waiting for accept() */
+	__u32 acceptq_max; /* the backlog in force, min(listen() backlog, net.core.somaxconn) */
+	__u8 how;          /* enum tcpwhy_overflow_how */
+	__u8 pad[7];
+};
+
+/* A stopping signal to a process that listens (the event's pid and comm are the target's, netns its namespace). */
+struct tcpwhy_signal_data {
+	__u32 sender_pid; /* 0: the kernel (the OOM killer runs in the allocating task, which is named) */
+	__u16 signal;
+	__u8 pad[2];
+	char sender_comm[TCPWHY_COMM_LEN];
 };
 
 struct tcpwhy_event {
@@ -148,6 +190,8 @@ struct tcpwhy_event {
 		struct tcpwhy_reset_data reset;
 		struct tcpwhy_setsockopt_data sockopt;
 		struct tcpwhy_existing_data existing;
+		struct tcpwhy_overflow_data overflow;
+		struct tcpwhy_signal_data signal;
 	};
 	struct tcpwhy_sockopts opts; /* options in force, read from the socket (close, reset_sent on a full socket, reset_recv) */
 };

@@ -27,17 +27,29 @@ namespace tcpwhy {
 
 // ---- configuration --------------------------------------------------------
 
-// A load balancer tcpwhy knows: its source ranges (when they are fixed and public)
-// and how long it keeps an idle backend connection open.
+// What a load balancer logs or answers when a finding of one kind happens behind it, in its
+// own words ("502 failed_to_connect_to_backend"), so that whoever holds the LB's log line finds
+// the finding. docs/correlator.md has the table.
+struct LbSymptom {
+    FindingKind kind;
+    std::string_view text;
+};
+
+// A load balancer tcpwhy knows: its source ranges (when they are fixed and public), how long it
+// keeps an idle backend connection open and waits for a response, and how it shows each kind.
 struct LbPreset {
     std::string_view name;           // as given to --lb
     std::string_view description;    // "Google Cloud HTTP(S) load balancer"
     std::string_view ranges;         // empty: no fixed public ranges; needs --lb-ranges
     uint32_t idle_timeout_s = 0;     // 0: no load balancer
     std::string_view reset_symptom;  // what clients of the LB see when a race reset happens
+    uint32_t response_timeout_s = 0; // how long it waits for a response (0: none, an L4 balancer)
+    std::span<const LbSymptom> symptoms;  // per kind; kinds without a row have no LB-specific words
 };
 std::span<const LbPreset> lb_presets();
 const LbPreset* find_lb_preset(std::string_view name);
+// The preset's words for a kind, or "" when it has none.
+std::string_view lb_symptom(const LbPreset& preset, FindingKind kind);
 
 // A default-constructed config has no load balancer (like --lb none); the CLI's
 // default, gcp, is CorrelatorConfig::defaults().
@@ -50,6 +62,7 @@ struct CorrelatorConfig {
     // loopback address counts as a load-balancer peer. With `none` no peer does.
     bool lb_any_non_loopback_peer = false;
     uint32_t lb_idle_timeout_s = 0;  // 0: no load balancer
+    uint32_t lb_response_timeout_s = 0;  // how long the LB waits for a response; 0: unknown or none
 
     // A local close counts as an idle close when the connection had been quiet at
     // least this long, or at least half the backend's usual close time (see docs).
@@ -65,12 +78,22 @@ struct CorrelatorConfig {
     uint64_t live_update_interval_ns = 10ull * 1'000'000'000;
     bool split_backends_by_laddr = false;  // key backends by (netns, port, laddr) instead of (netns, port)
 
+    // Rollouts and crashes: connections refused after a backend stops listening, and closes after
+    // a stopping signal, belong to that stop for this long (or until it listens again).
+    uint64_t drain_window_ns = 120ull * 1'000'000'000;
+    // A SIGKILL, a crash or exit != 0 this long after a SIGTERM or SIGINT is the end of a rollout
+    // whose grace period ran out, not a crash.
+    uint64_t stop_signal_memory_ns = 600ull * 1'000'000'000;
+    // The peer closed a connection whose request had waited this long with no response: the LB gave up.
+    uint32_t lb_gave_up_after_ms = 1000;
+
     // From the CLI options: --lb PRESET, --lb-ranges LIST, --lb-idle-timeout SECONDS.
     // Returns nullopt and sets *error on an unknown preset or a bad range list.
     static std::optional<CorrelatorConfig> from_options(std::string_view preset,
                                                         std::optional<std::string_view> ranges = std::nullopt,
                                                         std::optional<uint32_t> idle_timeout_s = std::nullopt,
-                                                        std::string* error = nullptr);
+                                                        std::string* error = nullptr,
+                                                        std::optional<uint32_t> response_timeout_s = std::nullopt);
     // --lb gcp with its ranges and timeout: what `tcpwhy` uses when given no option.
     static CorrelatorConfig defaults();
     // "gcp (130.211.0.0/22,..., idle timeout 600 s)" for headers and logs.
@@ -136,6 +159,10 @@ struct ResetEvidence {
     bool linger_zero_in_force = false;             // SO_LINGER {1,0} on the socket
     std::optional<uint32_t> user_timeout_ms;       // TCP_USER_TIMEOUT in force, when set
     std::optional<std::array<uint32_t, 3>> keepalive_probes;  // TCP_KEEPIDLE s, TCP_KEEPINTVL s, TCP_KEEPCNT
+    uint32_t send_queue_bytes = 0;            // written and unacknowledged when the reset left: what it discarded
+    bool closed_by_exit = false;              // the local close ran as the process exited
+    bool closed_while_draining = false;       // ... ran after the backend stopped listening or got a SIGTERM
+    std::optional<uint32_t> peer_idle_ms;     // reset_received: quiet before the peer's FIN, when it closed first
     bool operator==(const ResetEvidence&) const = default;
 };
 
@@ -221,6 +248,75 @@ struct LbFacts {
     std::string name;             // the --lb preset: "gcp", "aws-alb", "none", ...
     std::string range;            // the LB range the affected peers matched ("" when none, "any" without ranges)
     uint32_t idle_timeout_s = 0;  // 0: no load balancer
+    uint32_t response_timeout_s = 0;  // how long it waits for a response (0: unknown or none)
+};
+
+// ---- the facts of the kinds that are about a backend's life, not one reset ----
+// (docs/correlator.md, "Rollouts, crashes, queues, timeouts")
+
+// rollout_drain: the backend stopped listening while the LB still sent it connections.
+struct DrainFacts {
+    uint64_t stops = 0;                        // listener closes followed by refusals or resets (episodes)
+    uint32_t pid = 0;                          // the process that stopped listening (latest stop)
+    std::string comm;
+    uint64_t listener_close_ts_ns = 0;         // latest stop: the last listener on the port closed
+    uint64_t signal_ts_ns = 0;                 // the stopping signal before it (0: none seen)
+    int signal = 0;                            // SIGTERM, SIGINT, ...
+    std::string signal_sender;                 // "kubelet[1234]"
+    std::optional<uint32_t> signal_to_close_ms;  // stopping signal -> listener close
+    uint64_t last_refused_ts_ns = 0;           // the last refused LB connection (or reset pooled one) of it
+    uint32_t drain_lag_ms = 0;                 // listener close -> that last refusal: how long the LB kept sending
+    uint32_t max_drain_lag_ms = 0;             // over every stop
+    uint64_t refused = 0, refused_lb = 0;      // SYNs answered with a reset after the listener closed
+    uint64_t pooled_resets = 0;                // connections closed while draining that then got a request
+    std::optional<uint32_t> killed_after_ms;   // SIGKILL this long after the stopping signal (grace period ran out)
+    std::optional<uint32_t> relisten_after_ms; // listening again this long after the close (a restart)
+    std::optional<uint16_t> exit_code;         // how the process ended, when its exit closed sockets
+    uint64_t in_flight = 0;                    // connections closed with a request unanswered as it stopped
+};
+
+// process_crash: the process died (fatal signal, OOM kill, exit != 0) with connections open.
+struct CrashFacts {
+    uint64_t crashes = 0;                 // episodes (processes that died) on this backend
+    uint32_t pid = 0;                     // the latest one
+    std::string comm;
+    uint64_t ts_ns = 0;                   // its first close from the exit
+    uint16_t exit_code = 0;               // wait(2) status: the signal, or exit status << 8
+    bool oom_victim = false;              // chosen by the OOM killer
+    uint64_t connections = 0, connections_lb = 0;  // open connections its exit closed
+    uint64_t in_flight = 0;               // of those, with a request read (or unread) and not answered
+    uint64_t mid_response = 0;            // ... with response bytes still unacknowledged
+    uint64_t aborted = 0;                 // closed with a reset (unread data)
+    bool listener_closed = false;         // the exit closed the last listener on the port
+    uint64_t refused = 0, refused_lb = 0; // SYNs refused after that, until it listened again
+    std::optional<uint32_t> refused_for_ms;     // exit -> the last refused SYN
+    std::optional<uint32_t> restarted_after_ms; // exit -> listening again
+};
+
+// accept_queue_overflow: handshakes dropped at a full accept queue.
+struct OverflowFacts {
+    uint64_t drops = 0;               // SYNs or final ACKs dropped (skb:kfree_skb TCP_LISTEN_OVERFLOW)
+    uint64_t synack_retransmits = 0;  // SYN-ACKs sent again with the queue full (an ACK had been dropped)
+    uint64_t lb = 0;                  // of all those, from LB peers
+    uint32_t backlog = 0;             // the listener's backlog in force: min(listen() backlog, net.core.somaxconn)
+    uint32_t max_queue = 0;           // the longest accept queue seen
+    uint32_t peak_per_second = 0;     // the most overflow events in one second
+    uint32_t seconds = 0;             // seconds with at least one
+    // per second with events, oldest first (the last 60): (CLOCK_MONOTONIC of the second, events)
+    std::vector<std::pair<uint64_t, uint32_t>> per_second;
+};
+
+// lb_response_timeout: the LB closed connections on which a request waited for a response.
+struct LbTimeoutFacts {
+    uint64_t connections = 0, by_reset = 0;  // connections the peer gave up on; of those, with a reset (else FIN)
+    IdleStats waited;                        // how long the request had waited then (ms)
+    uint32_t lb_response_timeout_s = 0;      // the configured LB's (0: unknown)
+};
+
+// outbound_pool_race: how long the upstream lets a connection idle before it closes it.
+struct UpstreamIdleFacts {
+    IdleStats upstream_idle_close;    // quiet before the upstream's FIN, on connections it closed
+    uint32_t client_idle_below_ms = 0;  // what to set the client's pool idle timeout below
 };
 
 // A verdict about one backend: what, how often, since when, and the facts that show it.
@@ -238,6 +334,12 @@ struct Finding {
     // kind per backend), newest first, and how many more there were.
     std::vector<ConnectionRecord> connections;
     uint64_t connections_not_kept = 0;
+    // The facts of the kinds about a backend's life (one is set, for its kind).
+    std::optional<DrainFacts> drain;
+    std::optional<CrashFacts> crash;
+    std::optional<OverflowFacts> overflow;
+    std::optional<LbTimeoutFacts> lb_timeout;
+    std::optional<UpstreamIdleFacts> upstream;
 };
 
 // The order findings() lists them in: the more important kind first (kinds.h weight), then the

@@ -14,9 +14,20 @@
 namespace tcpwhy {
 
 // existing: a socket that was already there when tracing started (the daemon's socket
-// iterator); new_state is its state then.
-enum class EventType : uint8_t { state = 1, close = 2, reset_sent = 3, reset_recv = 4, setsockopt = 5, existing = 6 };
-inline constexpr size_t kEventTypeCount = 7;  // arrays indexed by EventType (0 unused)
+// iterator); new_state is its state then. listen_overflow: a full accept queue dropped a
+// handshake or had a SYN-ACK sent again (the listener's cookie and port, the peer's address).
+// signal: a stopping signal to a process that listens (pid/comm: the target).
+enum class EventType : uint8_t {
+    state = 1,
+    close = 2,
+    reset_sent = 3,
+    reset_recv = 4,
+    setsockopt = 5,
+    existing = 6,
+    listen_overflow = 7,
+    signal = 8,
+};
+inline constexpr size_t kEventTypeCount = 9;  // arrays indexed by EventType (0 unused)
 
 std::string_view to_string(EventType type);
 std::optional<EventType> event_type_from_string(std::string_view name);
@@ -81,6 +92,24 @@ enum class ResetReason : uint8_t {
 inline constexpr size_t kResetReasonCount = 27;
 std::string_view to_string(ResetReason reason);  // the kernel's name without SK_RST_REASON_; "" for none
 std::optional<ResetReason> reset_reason_from_string(std::string_view name);
+
+// How a full accept queue showed itself.
+enum class OverflowHow : uint8_t {
+    unknown = 0,
+    drop = 1,               // a SYN or final ACK dropped (skb:kfree_skb, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW)
+    synack_retransmit = 2,  // a SYN-ACK sent again while the queue was full (its final ACK had been dropped)
+};
+std::string_view to_string(OverflowHow how);  // "drop", "synack_retransmit", ""
+std::optional<OverflowHow> overflow_how_from_string(std::string_view name);
+
+// Signal numbers as names ("SIGTERM"), for the signals tcpwhy reports and the wait statuses it decodes.
+std::string_view signal_name(int signal);  // "" for one it has no name for
+std::optional<int> signal_from_name(std::string_view name);
+// A wait(2) status: the signal that ended the process (0 when it exited), and its exit status.
+inline int exit_signal(uint16_t status) { return status & 0x7f; }
+inline int exit_status(uint16_t status) { return (status >> 8) & 0xff; }
+// "SIGKILL", "SIGSEGV (core dumped)", "exit 1", "exit 0".
+std::string exit_code_text(uint16_t status);
 
 // An IPv4 or IPv6 address in network byte order (IPv4 in the first four bytes).
 struct IpAddr {
@@ -155,13 +184,32 @@ struct Event {
     TcpState old_state = TcpState::unknown;
     TcpState new_state = TcpState::unknown;
 
-    // close
-    uint32_t idle_rx_ms = 0;    // since data last arrived (close; also reset_sent/recv on full sockets)
-    uint32_t idle_tx_ms = 0;    // since data was last sent (close)
+    // close; also reset_sent/recv on full sockets, and state ESTABLISHED->CLOSE_WAIT (the peer's FIN)
+    uint32_t idle_rx_ms = 0;    // since data last arrived
+    uint32_t idle_tx_ms = 0;    // since data was last sent (not on reset_recv)
     uint32_t unread_bytes = 0;  // close; reset_sent/recv on full sockets
+    // close; also ESTABLISHED->CLOSE_WAIT and resets of full sockets (there saturating at 4 GiB)
     uint64_t bytes_rx = 0, bytes_tx = 0;
     bool abort = false;         // close went straight to CLOSE (an RST, not a FIN)
     bool rst_received = false;  // the socket had received an RST before this event
+    // close, reset_sent (full sockets), state ->CLOSE: bytes the application wrote that the peer
+    // had not acknowledged (unsent or in flight); a reset discards them
+    uint32_t send_queue_bytes = 0;
+
+    // close, listener close (state LISTEN->CLOSE): run by a task in do_exit(), the process dying
+    bool task_exiting = false;
+    uint16_t exit_code = 0;    // its wait(2) status: signal in the low 7 bits, 0x80 core, exit status << 8
+    bool oom_victim = false;   // the OOM killer had chosen that process
+
+    // state ->LISTEN, LISTEN->CLOSE, existing LISTEN, listen_overflow: the accept queue
+    uint32_t acceptq_len = 0;  // connections waiting for accept()
+    uint32_t acceptq_max = 0;  // the backlog in force: min(listen() backlog, net.core.somaxconn)
+    OverflowHow overflow_how = OverflowHow::unknown;  // listen_overflow
+
+    // signal: the signal, and who sent it (pid/comm above are the target's)
+    int signal = 0;
+    uint32_t sender_pid = 0;
+    std::string sender_comm;
 
     // reset_sent / reset_recv
     ResetReason reason = ResetReason::none;
@@ -169,6 +217,7 @@ struct Event {
     SockKind sk_kind = SockKind::none;
     TcpState sk_state = TcpState::unknown;
     bool has_skb = false;          // a received segment triggered the reset
+    bool syn = false;              // reset_sent: ... and it was a SYN: a connection refused
 
     // setsockopt
     SockOpt opt = SockOpt::so_keepalive;

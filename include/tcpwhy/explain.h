@@ -18,6 +18,8 @@ struct Words {
     std::string summary;
     std::vector<std::string> evidence;
     std::string advice;
+    // How the LB shows it (lb_symptom()), for every kind whose summary does not say so already; "" none.
+    std::string lb_symptom;
 };
 Words words(const Finding& finding);
 
@@ -27,6 +29,12 @@ std::string advice(const Finding& finding);
 
 // Why one connection got its kind: "backend sent FIN after 6004 ms idle; peer data ...".
 std::string evidence(const ResetEvidence& evidence);
+// The mechanism part of that sentence alone (without what the backend's life adds).
+std::string mechanism_evidence(const ResetEvidence& evidence);
+// How the --lb preset in use shows this finding, in its own words ("the load balancer (gcp) shows
+// this as 502, statusDetails failed_to_connect_to_backend"); "" when it has none for the kind.
+// Words::lb_symptom carries it for every finding but the race (whose summary says it).
+std::string lb_symptom(const Finding& finding);
 // "SO_LINGER {1,0}", "TCP_USER_TIMEOUT 5000 ms (was 30000 ms)".
 std::string option_change(const SockOptChange& change);
 // "pod shop/web-1 (process node, port 8080)".

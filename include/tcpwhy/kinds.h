@@ -30,8 +30,14 @@ enum class FindingKind : uint8_t {
     peer_reset = 7,              // the peer reset the connection (reset received)
     other = 8,                   // a reset nothing else explains; the evidence names the kernel reason
     idle_timeout_below_lb = 9,   // no reset yet: the backend closes idle connections sooner than the LB
+    rollout_drain = 10,          // the backend stopped listening (SIGTERM) while the LB still sent it connections
+    process_crash = 11,          // the process died (a fatal signal, an OOM kill, exit != 0) holding connections
+    accept_queue_overflow = 12,  // the listener's accept queue was full: handshakes dropped
+    lb_response_timeout = 13,    // the LB gave up on a request the backend had not answered
+    response_cut_short = 14,     // the backend reset a connection with response bytes still unacknowledged
+    outbound_pool_race = 15,     // the pod's client reused a pooled connection its upstream had closed as idle
 };
-inline constexpr size_t kFindingKindCount = 10;
+inline constexpr size_t kFindingKindCount = 16;
 
 enum class Severity : uint8_t {
     notice = 0,    // worth knowing; nothing failed because of it
@@ -45,7 +51,8 @@ struct KindInfo {
     std::string_view name;        // "idle_close_race": JSON, metrics labels, the trace's live lines
     Severity severity;
     std::string_view colour;      // "#c62828": the HTML report's accent for it
-    bool counts_resets;           // its count is resets (else: idle closes, for idle_timeout_below_lb)
+    bool counts_resets;           // its count is resets (else what its facts say: idle closes for
+                                  // idle_timeout_below_lb, connections, dropped handshakes)
     uint8_t weight;               // findings sort by weight first (lower first), then by count
     std::span<const SockOpt> related_options;  // an option change to these, set before the resets, is evidence
 };

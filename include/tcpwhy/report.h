@@ -28,6 +28,7 @@ struct ReportOptions {
     std::string lb_preset = "gcp";              // --lb gcp|aws-alb|aws-nlb|azure|none
     std::optional<std::string> lb_ranges;       // --lb-ranges CIDR,...
     std::optional<uint32_t> lb_idle_timeout_s;  // --lb-idle-timeout SECONDS
+    std::optional<uint32_t> lb_response_timeout_s;  // --lb-response-timeout SECONDS
     uint32_t idle_threshold_ms = 1000;          // --idle-threshold MS
     std::optional<std::string> html;            // --html FILE: also write the self-contained HTML postmortem
     int progress_fd = -1;                       // a terminal to draw a progress meter on (cmd_report: stderr if it is one)

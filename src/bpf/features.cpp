@@ -127,6 +127,30 @@ std::vector<std::string> reset_reason_names(const btf* vmlinux) {
     return names;
 }
 
+// The tracepoints of the optional hooks: btf_trace_<name> is a typedef of a pointer to the
+// prototype (void *ctx, args...).
+constexpr std::array kOptionalTracepoints = {"kfree_skb", "tcp_retransmit_synack", "signal_generate"};
+
+void find_tracepoints(const btf* vmlinux, std::map<std::string, int>& tracepoints) {
+    for (const char* name : kOptionalTracepoints) {
+        int id = btf__find_by_name_kind(vmlinux, fmt::format("btf_trace_{}", name).c_str(), BTF_KIND_TYPEDEF);
+        if (id <= 0) continue;
+        const btf_type* ptr = btf__type_by_id(vmlinux, btf__type_by_id(vmlinux, id)->type);
+        const btf_type* proto = ptr && btf_is_ptr(ptr) ? btf__type_by_id(vmlinux, ptr->type) : nullptr;
+        tracepoints[name] = proto && btf_is_func_proto(proto) ? btf_vlen(proto) - 1 : -1;
+    }
+}
+
+std::optional<uint32_t> enum_value(const btf* vmlinux, const char* type, std::string_view value_name) {
+    int id = btf__find_by_name_kind(vmlinux, type, BTF_KIND_ENUM);
+    if (id <= 0) return std::nullopt;
+    const btf_type* t = btf__type_by_id(vmlinux, id);
+    const struct btf_enum* values = ::btf_enum(t);
+    for (int i = 0; i < btf_vlen(t); ++i)
+        if (btf__name_by_offset(vmlinux, values[i].name_off) == value_name) return static_cast<uint32_t>(values[i].val);
+    return std::nullopt;
+}
+
 constexpr std::array kHookedFunctions = {"tcp_close", "tcp_send_active_reset", "tcp_v4_send_reset",
                                          "tcp_v6_send_reset"};
 
@@ -190,6 +214,9 @@ KernelFeatures probe_kernel_features() {
     if (vmlinux) {
         f.reset_reason_names = reset_reason_names(vmlinux.get());
         find_functions_in_btf(vmlinux.get(), f.functions);
+        find_tracepoints(vmlinux.get(), f.tracepoints);
+        f.listen_overflow_drop_reason =
+            enum_value(vmlinux.get(), "skb_drop_reason", "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW");
         if (f.can_trace()) {
             f.fentry = probe_fentry(vmlinux.get(), f.fentry_why_not);
             f.socket_cookie_in_tracing = probe_socket_cookie_in_tracing(vmlinux.get(), f.socket_cookie_why_not);

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 #include <fmt/format.h>
 
@@ -52,7 +53,32 @@ struct HookPlan {
 struct Plans {
     HookPlan close, reset_active, reset_reply;
     std::vector<HookPlan*> all() { return {&close, &reset_active, &reset_reply}; }
+    // The hooks for rollouts, crashes and full accept queues: tracepoints that not every kernel has.
+    // Off after a load that failed with them, so tracing itself never depends on them.
+    bool optional_hooks = true;
+    std::string optional_why_not;
 };
+
+// Whether each optional program can load on this kernel, and if not why (for doctor).
+struct OptionalPlan {
+    bool retransmit_synack = false, kfree_skb = false, signal_generate = false;
+    std::string retransmit_why_not, kfree_why_not, signal_why_not;
+};
+
+OptionalPlan plan_optional(const KernelFeatures& f) {
+    OptionalPlan p;
+    p.retransmit_synack = f.tracepoint_args("tcp_retransmit_synack") == 2;
+    if (!p.retransmit_synack) p.retransmit_why_not = "tp_btf/tcp_retransmit_synack: not in kernel BTF";
+    p.signal_generate = f.tracepoint_args("signal_generate") == 5;
+    if (!p.signal_generate) p.signal_why_not = "tp_btf/signal_generate: not in kernel BTF with 5 arguments";
+    if (!f.listen_overflow_drop_reason)
+        p.kfree_why_not = "tp_btf/kfree_skb: this kernel's enum skb_drop_reason has no TCP_LISTEN_OVERFLOW (6.15+)";
+    else if (f.tracepoint_args("kfree_skb") < 4)
+        p.kfree_why_not = "tp_btf/kfree_skb: the tracepoint does not pass the receiving socket (6.12+)";
+    else
+        p.kfree_skb = true;
+    return p;
+}
 
 std::string errno_text(int err) { return strerror(err < 0 ? -err : err); }
 
@@ -154,8 +180,21 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
     bpf_program__set_autoload(progs->kprobe_v4_send_reset, reply == Path::kprobe);
     bpf_program__set_autoload(progs->kprobe_v6_send_reset, reply == Path::kprobe && with_v6_kprobe);
     bpf_program__set_autoload(progs->handle_setsockopt, f.cgroup2_path.has_value());
+    const OptionalPlan optional = plan_optional(f);
+    bpf_program__set_autoload(progs->handle_retransmit_synack, plans.optional_hooks && optional.retransmit_synack);
+    bpf_program__set_autoload(progs->handle_kfree_skb, plans.optional_hooks && optional.kfree_skb);
+    bpf_program__set_autoload(progs->handle_signal_generate, plans.optional_hooks && optional.signal_generate);
+    skel->rodata->listen_overflow_drop_reason = f.listen_overflow_drop_reason.value_or(0);
 
     if (int err = tcpwhy_bpf__load(skel)) {
+        if (plans.optional_hooks && (optional.retransmit_synack || optional.kfree_skb || optional.signal_generate)) {
+            // the optional programs go first: the next attempt tells whether they were to blame
+            plans.optional_hooks = false;
+            plans.optional_why_not = fmt::format("the programs loaded only without them ({})", errno_text(err));
+            *failed = nullptr;
+            why_not = "retry without the optional hooks";
+            return nullptr;
+        }
         if (close != Path::tracepoint || active != Path::tracepoint || reply != Path::tracepoint) {
             *failed = nullptr;
             why_not = fmt::format("load failed: {}", errno_text(err));
@@ -197,6 +236,39 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
                                          {progs->kprobe_v4_send_reset, &links->kprobe_v4_send_reset},
                                          {progs->kprobe_v6_send_reset, &links->kprobe_v6_send_reset}}))
         return nullptr;
+
+    hooks.push_back({"exit", "flag and exit code on closes made in do_exit() (PF_EXITING, exit_code, signal->oom_mm)",
+                     {}, ""});
+    // The optional hooks: each one attaches or says why not; tracing goes on without it.
+    auto attach_optional = [&](bpf_program* prog, bpf_link** link, const char* name, std::vector<std::string>& why) {
+        if (!bpf_program__autoload(prog)) return false;
+        *link = bpf_program__attach(prog);
+        if (*link) return true;
+        why.push_back(fmt::format("{}: attach failed: {}", name, errno_text(errno)));
+        return false;
+    };
+    HookStatus signal{"signal", "", {}, ""};
+    if (!optional.signal_why_not.empty()) signal.passed_over.push_back(optional.signal_why_not);
+    if (!plans.optional_hooks) signal.passed_over.push_back("tp_btf/signal_generate: " + plans.optional_why_not);
+    if (attach_optional(progs->handle_signal_generate, &links->handle_signal_generate, "tp_btf/signal_generate",
+                        signal.passed_over))
+        signal.attached = "tp_btf/signal_generate (SIGTERM, SIGINT, SIGQUIT, SIGKILL to processes that listen)";
+    hooks.push_back(std::move(signal));
+    HookStatus overflow{"overflow", "", {}, ""};
+    std::vector<std::string> overflow_paths;
+    if (!optional.kfree_why_not.empty()) overflow.passed_over.push_back(optional.kfree_why_not);
+    if (!optional.retransmit_why_not.empty()) overflow.passed_over.push_back(optional.retransmit_why_not);
+    if (!plans.optional_hooks) overflow.passed_over.push_back("optional tracepoints: " + plans.optional_why_not);
+    if (attach_optional(progs->handle_kfree_skb, &links->handle_kfree_skb, "tp_btf/kfree_skb", overflow.passed_over))
+        overflow_paths.push_back("tp_btf/kfree_skb (TCP_LISTEN_OVERFLOW)");
+    if (attach_optional(progs->handle_retransmit_synack, &links->handle_retransmit_synack,
+                        "tp_btf/tcp_retransmit_synack", overflow.passed_over))
+        overflow_paths.push_back("tp_btf/tcp_retransmit_synack (queue full)");
+    for (const auto& path : overflow_paths) overflow.attached += (overflow.attached.empty() ? "" : " + ") + path;
+    if (!overflow.attached.empty() && !bpf_program__autoload(progs->handle_kfree_skb))
+        overflow.limitation = "SYNs dropped at a full accept queue are not seen one by one (no drop reason in this "
+                              "kernel): only handshakes whose final ACK was dropped, from the SYN-ACKs sent again";
+    hooks.push_back(std::move(overflow));
 
     HookStatus setsockopt{"setsockopt", "", {}, ""};
     if (f.cgroup2_path) {
@@ -297,6 +369,7 @@ std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options, KernelFeatur
         if (impl) break;
         // the hook whose program failed steps down; when the load failed as a whole, every
         // hook off the tracepoints does (the next attempt tells which one was to blame)
+        if (!failed && why_not == "retry without the optional hooks") continue;
         std::vector<HookPlan*> to_fall_back = failed ? std::vector<HookPlan*>{failed} : plans.all();
         bool stepped = false;
         for (HookPlan* plan : to_fall_back) {
@@ -363,7 +436,23 @@ KernelCounters Tracer::counters() const {
 
 uint64_t Tracer::wakeups() const { return impl_->wakeups; }
 
-ExistingSockets Tracer::list_existing(bool with_owners) { return list_existing_sockets(with_owners); }
+ExistingSockets Tracer::list_existing(bool with_owners) {
+    ExistingSockets existing = list_existing_sockets(with_owners);
+    // A server that listened before tracing began never ran listen(2) under the state program,
+    // so the signal program would not know it listens: its owner, found in /proc, is noted the
+    // same way, so that its SIGTERM at the next rollout is seen.
+    if (with_owners) {
+        timespec now{};
+        clock_gettime(CLOCK_MONOTONIC, &now);  // bpf_ktime_get_ns()'s clock
+        uint64_t at = static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(now.tv_nsec);
+        for (const auto& e : existing.events) {
+            if (e.new_state != TcpState::listen || e.pid == 0) continue;
+            uint32_t tgid = e.pid;
+            bpf_map__update_elem(impl_->skel->maps.listener_owners, &tgid, sizeof(tgid), &at, sizeof(at), BPF_ANY);
+        }
+    }
+    return existing;
+}
 
 std::string Tracer::attach_summary() const {
     auto kind = [this](const std::string& hook) -> std::string {

@@ -44,6 +44,7 @@ Runner add_report(CLI::App& app) {
         opts.lb_preset = lb->preset;
         if (!lb->ranges.empty()) opts.lb_ranges = lb->ranges;
         if (lb->idle_timeout_s) opts.lb_idle_timeout_s = lb->idle_timeout_s;
+        if (lb->response_timeout_s) opts.lb_response_timeout_s = lb->response_timeout_s;
         if (!conn->empty()) opts.conn = *conn;
         if (!html->empty()) opts.html = *html;
         // Progress on a long replay, on the terminal only: never in a pipe or a file.

@@ -19,11 +19,13 @@ inline constexpr int kExitUsage = 2;    // bad input: flags, CIDRs, files, names
 
 using Runner = std::function<int()>;
 
-// --lb, --lb-ranges, --lb-idle-timeout: shared by trace and report so both read traces alike.
+// --lb, --lb-ranges, --lb-idle-timeout, --lb-response-timeout: shared by trace and report so both
+// read traces alike.
 struct LbArgs {
     std::string preset = "gcp";
-    std::string ranges;           // empty: the preset's
-    uint32_t idle_timeout_s = 0;  // 0: the preset's
+    std::string ranges;               // empty: the preset's
+    uint32_t idle_timeout_s = 0;      // 0: the preset's
+    uint32_t response_timeout_s = 0;  // 0: the preset's
 };
 void add_lb_options(CLI::App& sub, LbArgs& lb);
 // The correlator's config from those options; on a bad preset or range list prints the

@@ -70,6 +70,10 @@ void add_lb_options(CLI::App& sub, LbArgs& lb) {
                    "35.191.0.0/16 and Google's IPv6 ranges)");
     sub.add_option("--lb-idle-timeout", lb.idle_timeout_s, "The LB's idle timeout in seconds, replacing the preset's")
         ->check(CLI::PositiveNumber);
+    sub.add_option("--lb-response-timeout", lb.response_timeout_s,
+                   "How long the LB waits for a response, in seconds, replacing the preset's (gcp: the backend\n"
+                   "service timeout, 30 s; aws-alb: 60 s): what lb_response_timeout findings compare against")
+        ->check(CLI::PositiveNumber);
 }
 
 void add_naming_options(CLI::App& sub, NamingArgs& naming) {
@@ -141,7 +145,8 @@ std::optional<tcpwhy::CorrelatorConfig> correlator_config(const LbArgs& lb) {
     std::string error;
     auto config = tcpwhy::CorrelatorConfig::from_options(
         lb.preset, lb.ranges.empty() ? std::nullopt : std::optional<std::string_view>(lb.ranges),
-        lb.idle_timeout_s ? std::optional(lb.idle_timeout_s) : std::nullopt, &error);
+        lb.idle_timeout_s ? std::optional(lb.idle_timeout_s) : std::nullopt, &error,
+        lb.response_timeout_s ? std::optional(lb.response_timeout_s) : std::nullopt);
     if (!config)
         print_error(error, "--lb takes gcp, aws-alb, aws-nlb, azure or none; --lb-ranges comma-separated CIDRs, "
                            "e.g. 130.211.0.0/22,35.191.0.0/16");

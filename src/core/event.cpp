@@ -8,8 +8,22 @@
 namespace tcpwhy {
 namespace {
 
-constexpr std::array<std::string_view, 7> kEventTypeNames = {"", "state", "close", "reset_sent", "reset_recv",
-                                                             "setsockopt", "existing"};
+constexpr std::array<std::string_view, kEventTypeCount> kEventTypeNames = {
+    "", "state", "close", "reset_sent", "reset_recv", "setsockopt", "existing", "listen_overflow", "signal"};
+constexpr std::array<std::string_view, 3> kOverflowHowNames = {"", "drop", "synack_retransmit"};
+
+struct SignalName {
+    int number;
+    std::string_view name;
+};
+// The signals that end or stop servers (and that wait statuses name), x86-64/asm-generic numbering.
+constexpr std::array kSignalNames = {
+    SignalName{1, "SIGHUP"},   SignalName{2, "SIGINT"},   SignalName{3, "SIGQUIT"},  SignalName{4, "SIGILL"},
+    SignalName{5, "SIGTRAP"},  SignalName{6, "SIGABRT"},  SignalName{7, "SIGBUS"},   SignalName{8, "SIGFPE"},
+    SignalName{9, "SIGKILL"},  SignalName{10, "SIGUSR1"}, SignalName{11, "SIGSEGV"}, SignalName{12, "SIGUSR2"},
+    SignalName{13, "SIGPIPE"}, SignalName{14, "SIGALRM"}, SignalName{15, "SIGTERM"}, SignalName{24, "SIGXCPU"},
+    SignalName{25, "SIGXFSZ"}, SignalName{31, "SIGSYS"},
+};
 constexpr std::array<std::string_view, 13> kStateNames = {
     "UNKNOWN",   "ESTABLISHED", "SYN_SENT",   "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",   "TIME_WAIT",
     "CLOSE",     "CLOSE_WAIT",  "LAST_ACK",   "LISTEN",   "CLOSING",   "NEW_SYN_RECV"};
@@ -71,6 +85,30 @@ std::string_view name_at(const std::array<std::string_view, N>& names, size_t i,
 }
 
 }  // namespace
+
+std::string_view to_string(OverflowHow how) { return name_at(kOverflowHowNames, static_cast<size_t>(how), ""); }
+std::optional<OverflowHow> overflow_how_from_string(std::string_view name) {
+    return find_name<OverflowHow>(kOverflowHowNames, name, 1);
+}
+
+std::string_view signal_name(int signal) {
+    for (const auto& s : kSignalNames)
+        if (s.number == signal) return s.name;
+    return "";
+}
+std::optional<int> signal_from_name(std::string_view name) {
+    for (const auto& s : kSignalNames)
+        if (s.name == name) return s.number;
+    return std::nullopt;
+}
+
+std::string exit_code_text(uint16_t status) {
+    int sig = exit_signal(status);
+    if (sig == 0) return "exit " + std::to_string(exit_status(status));
+    std::string name(signal_name(sig));
+    if (name.empty()) name = "signal " + std::to_string(sig);
+    return (status & 0x80) ? name + " (core dumped)" : name;
+}
 
 std::string_view to_string(EventType type) { return name_at(kEventTypeNames, static_cast<size_t>(type), "?"); }
 std::optional<EventType> event_type_from_string(std::string_view name) {

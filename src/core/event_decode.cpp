@@ -7,14 +7,19 @@ namespace tcpwhy {
 
 // The ABI is shared with BPF C: pin the layout so a change on one side fails the build.
 static_assert(sizeof(tcpwhy_sockopts) == 56);
-static_assert(sizeof(tcpwhy_event) == 176);
+static_assert(sizeof(tcpwhy_event) == 184);
 static_assert(offsetof(tcpwhy_event, comm) == 32);
 static_assert(offsetof(tcpwhy_event, laddr) == 48);
 static_assert(offsetof(tcpwhy_event, lport) == 80);
 static_assert(offsetof(tcpwhy_event, type) == 84);
 static_assert(offsetof(tcpwhy_event, state) == 88);
 static_assert(offsetof(tcpwhy_event, existing.sock_ino) == 96);
-static_assert(offsetof(tcpwhy_event, opts) == 120);
+static_assert(offsetof(tcpwhy_event, opts) == 128);
+static_assert(sizeof(tcpwhy_state_data) == 32 && sizeof(tcpwhy_close_data) == 40 && sizeof(tcpwhy_reset_data) == 32);
+static_assert(offsetof(tcpwhy_event, close.exit_code) == 102 && offsetof(tcpwhy_event, close.send_queue_bytes) == 120);
+static_assert(offsetof(tcpwhy_event, state.bytes_rx) == 112 && offsetof(tcpwhy_event, signal.sender_comm) == 96);
+static_assert(sizeof(tcpwhy_state_data) == 32 && offsetof(tcpwhy_event, reset.bytes_tx) == 116);
+static_assert(offsetof(tcpwhy_event, overflow.how) == 96);
 static_assert(offsetof(tcpwhy_event, sockopt.opt) == 112);
 static_assert(static_cast<size_t>(TCPWHY_EV__MAX) == kEventTypeCount);
 static_assert(static_cast<int>(SockOpt::tcp_defer_accept) == TCPWHY_OPT_TCP_DEFER_ACCEPT);
@@ -111,11 +116,25 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
     }
     e.cgroup_id = raw.cgroup_id;  // also outside the owner's context: the socket's own cgroup
     e.rst_received = raw.flags & TCPWHY_F_RST_RECEIVED;
+    e.task_exiting = raw.flags & TCPWHY_F_TASK_EXITING;
+    e.oom_victim = raw.flags & TCPWHY_F_OOM_VICTIM;
     e.opts = decode_opts(raw.opts);
     switch (e.type) {
     case EventType::state:
         e.old_state = state_of(raw.state.old_state);
         e.new_state = state_of(raw.state.new_state);
+        if (e.task_exiting) e.exit_code = raw.state.exit_code;
+        if (e.new_state == TcpState::listen || e.old_state == TcpState::listen) {
+            e.acceptq_len = raw.state.acceptq_len;
+            e.acceptq_max = raw.state.acceptq_max;
+        } else if (e.new_state == TcpState::close) {
+            e.send_queue_bytes = raw.state.send_queue_bytes;
+        } else if (e.old_state == TcpState::established && e.new_state == TcpState::close_wait) {
+            e.idle_rx_ms = raw.state.idle_rx_ms;
+            e.idle_tx_ms = raw.state.idle_tx_ms;
+            e.bytes_rx = raw.state.bytes_rx;
+            e.bytes_tx = raw.state.bytes_tx;
+        }
         break;
     case EventType::close:
         e.old_state = state_of(raw.close.old_state);
@@ -126,6 +145,8 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
         e.bytes_rx = raw.close.bytes_rx;
         e.bytes_tx = raw.close.bytes_tx;
         e.abort = raw.flags & TCPWHY_F_ABORT;
+        e.send_queue_bytes = raw.close.send_queue_bytes;
+        if (e.task_exiting) e.exit_code = raw.close.exit_code;
         break;
     case EventType::reset_sent:
     case EventType::reset_recv:
@@ -135,6 +156,14 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
         // before ESTABLISHED the socket has no receive timestamp yet
         if (e.sk_state != TcpState::syn_sent && e.sk_state != TcpState::syn_recv) e.idle_rx_ms = raw.reset.idle_rx_ms;
         e.has_skb = raw.flags & TCPWHY_F_HAS_SKB;
+        if (e.sk_kind == SockKind::full) {
+            e.send_queue_bytes = raw.reset.send_queue_bytes;
+            e.bytes_rx = raw.reset.bytes_rx;
+            e.bytes_tx = raw.reset.bytes_tx;
+            // as idle_rx: no send timestamp before ESTABLISHED
+            if (e.sk_state != TcpState::syn_sent && e.sk_state != TcpState::syn_recv) e.idle_tx_ms = raw.reset.idle_tx_ms;
+        }
+        e.syn = raw.flags & TCPWHY_F_SYN;
         if (e.type == EventType::reset_sent) {
             auto reason = raw.reset.reason;
             if (reason >= 0 && static_cast<size_t>(reason) < reasons.size() && reasons[reason] != ResetReason::none) {
@@ -149,6 +178,22 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
         e.new_state = state_of(raw.existing.state);
         e.idle_rx_ms = raw.existing.idle_rx_ms;
         e.idle_tx_ms = raw.existing.idle_tx_ms;
+        if (e.new_state == TcpState::listen) {
+            e.acceptq_len = raw.existing.acceptq_len;
+            e.acceptq_max = raw.existing.acceptq_max;
+        }
+        break;
+    case EventType::listen_overflow:
+        e.acceptq_len = raw.overflow.acceptq_len;
+        e.acceptq_max = raw.overflow.acceptq_max;
+        e.overflow_how = raw.overflow.how <= static_cast<uint8_t>(OverflowHow::synack_retransmit)
+                             ? static_cast<OverflowHow>(raw.overflow.how)
+                             : OverflowHow::unknown;
+        break;
+    case EventType::signal:
+        e.signal = raw.signal.signal;
+        e.sender_pid = raw.signal.sender_pid;
+        e.sender_comm.assign(raw.signal.sender_comm, strnlen(raw.signal.sender_comm, sizeof(raw.signal.sender_comm)));
         break;
     case EventType::setsockopt:
         // The kernel emits only the options it watches (TCPWHY_OPT_*); anything else would be a

@@ -21,19 +21,46 @@ std::string format_time(uint64_t wall_ns) {
                        (wall_ns / 1'000'000ull) % 1000);
 }
 
+// " exiting=SIGKILL oom", "" for a live process.
+std::string exit_detail(const Event& e) {
+    if (!e.task_exiting) return "";
+    return fmt::format(" exiting={}{}", exit_code_text(e.exit_code), e.oom_victim ? " oom_victim" : "");
+}
+
+std::string send_queue_detail(const Event& e) {
+    return e.send_queue_bytes ? fmt::format(" sendq={}B", e.send_queue_bytes) : "";
+}
+
+std::string state_detail(const Event& e) {
+    std::string text = fmt::format("{} -> {}", to_string(e.old_state), to_string(e.new_state));
+    if (e.new_state == TcpState::listen || e.old_state == TcpState::listen)
+        text += fmt::format(" queue={}/{}", e.acceptq_len, e.acceptq_max);
+    if (e.old_state == TcpState::established && e.new_state == TcpState::close_wait)
+        text += fmt::format(" idle_rx={}ms idle_tx={}ms rx={}B tx={}B", e.idle_rx_ms, e.idle_tx_ms, e.bytes_rx, e.bytes_tx);
+    return text + send_queue_detail(e) + exit_detail(e);
+}
+
 std::string detail(const Event& e) {
     switch (e.type) {
-    case EventType::state: return fmt::format("{} -> {}", to_string(e.old_state), to_string(e.new_state));
+    case EventType::state: return state_detail(e);
     case EventType::close:
-        return fmt::format("{} -> {} idle_rx={}ms idle_tx={}ms unread={}B rx={}B tx={}B{}", to_string(e.old_state),
+        return fmt::format("{} -> {} idle_rx={}ms idle_tx={}ms unread={}B rx={}B tx={}B{}{}{}", to_string(e.old_state),
                            to_string(e.new_state), e.idle_rx_ms, e.idle_tx_ms, e.unread_bytes, e.bytes_rx, e.bytes_tx,
-                           e.abort ? " ABORT" : "");
+                           send_queue_detail(e), e.abort ? " ABORT" : "", exit_detail(e));
     case EventType::reset_sent:
-        return fmt::format("reason={}{} sk={} state={}{}", to_string(e.reason), e.reason_inferred ? "(inferred)" : "",
+        return fmt::format("reason={}{} sk={} state={}{}{}{}", to_string(e.reason), e.reason_inferred ? "(inferred)" : "",
                            to_string(e.sk_kind), to_string(e.sk_state),
-                           e.sk_kind == SockKind::full ? fmt::format(" unread={}B", e.unread_bytes) : "");
+                           e.sk_kind == SockKind::full ? fmt::format(" unread={}B", e.unread_bytes) : "",
+                           send_queue_detail(e), e.syn ? " SYN" : "");
+    case EventType::listen_overflow:
+        return fmt::format("accept queue full {}/{} ({})", e.acceptq_len, e.acceptq_max, to_string(e.overflow_how));
+    case EventType::signal:
+        return fmt::format("{} from {}[{}]", signal_name(e.signal), terminal_safe(e.sender_comm), e.sender_pid);
     case EventType::reset_recv: return fmt::format("state={} idle_rx={}ms", to_string(e.sk_state), e.idle_rx_ms);
-    case EventType::existing: return fmt::format("{} before tracing started", to_string(e.new_state));
+    case EventType::existing:
+        return fmt::format("{} before tracing started{}", to_string(e.new_state),
+                           e.new_state == TcpState::listen ? fmt::format(" queue={}/{}", e.acceptq_len, e.acceptq_max)
+                                                           : "");
     case EventType::setsockopt:
         if (e.opt == SockOpt::so_linger)
             return fmt::format("{} onoff={} linger={}s", to_string(e.opt), e.value, e.value2);

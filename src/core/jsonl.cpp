@@ -171,8 +171,11 @@ enum class Key : uint8_t {
     old_state, new_state, idle_rx_ms, idle_tx_ms, unread_bytes, bytes_rx, bytes_tx, abort, rst_received,
     reason, reason_inferred, has_skb, sk, sk_state, level, optname, value, value2, opts,
     tool, hostname, boot_id, kernel, clock, mono_start_ns, wall_start_ns, lb_ranges,
+    // the causes beyond the race (closes in exiting tasks, listeners' queues, signals, overflows)
+    send_queue_bytes, acceptq_len, acceptq_max, exiting, exit_code, oom_victim, how, signal, sender_pid,
+    sender_comm, syn,
 };
-constexpr size_t kKeyCount = static_cast<size_t>(Key::lb_ranges) + 1;
+constexpr size_t kKeyCount = static_cast<size_t>(Key::syn) + 1;
 
 constexpr std::array<std::string_view, kKeyCount> kKeyNames = {
     "",           "v",         "ts_ns",     "type",        "cookie",       "netns",        "laddr",
@@ -181,6 +184,8 @@ constexpr std::array<std::string_view, kKeyCount> kKeyNames = {
     "abort",      "rst_received", "reason", "reason_inferred", "has_skb",  "sk",           "sk_state",
     "level",      "optname",   "value",     "value2",      "opts",         "tool",         "hostname",
     "boot_id",    "kernel",    "clock",     "mono_start_ns", "wall_start_ns", "lb_ranges",
+    "send_queue_bytes", "acceptq_len", "acceptq_max", "exiting", "exit_code", "oom_victim", "how",
+    "signal",     "sender_pid", "sender_comm", "syn",
 };
 
 Key key_of(std::string_view k) {
@@ -194,19 +199,21 @@ Key key_of(std::string_view k) {
     switch (k.size()) {
     case 1: return first({Key::v});
     case 2: return first({Key::lb, Key::sk});
-    case 3: return first({Key::pid});
+    case 3: return first({Key::pid, Key::how, Key::syn});
     case 4: return first({Key::type, Key::comm, Key::opts, Key::tool});
     case 5:
         return first({Key::ts_ns, Key::netns, Key::laddr, Key::lport, Key::raddr, Key::rport, Key::abort, Key::value,
                       Key::level, Key::clock});
-    case 6: return first({Key::cookie, Key::reason, Key::value2, Key::kernel});
-    case 7: return first({Key::has_skb, Key::optname, Key::boot_id});
+    case 6: return first({Key::cookie, Key::reason, Key::value2, Key::kernel, Key::signal});
+    case 7: return first({Key::has_skb, Key::optname, Key::boot_id, Key::exiting});
     case 8: return first({Key::bytes_rx, Key::bytes_tx, Key::sk_state, Key::hostname});
-    case 9: return first({Key::old_state, Key::new_state, Key::cgroup_id, Key::lb_ranges});
-    case 10: return first({Key::idle_rx_ms, Key::idle_tx_ms});
+    case 9: return first({Key::old_state, Key::new_state, Key::cgroup_id, Key::lb_ranges, Key::exit_code});
+    case 10: return first({Key::idle_rx_ms, Key::idle_tx_ms, Key::oom_victim, Key::sender_pid});
+    case 11: return first({Key::acceptq_len, Key::acceptq_max, Key::sender_comm});
     case 12: return first({Key::unread_bytes, Key::rst_received});
     case 13: return first({Key::mono_start_ns, Key::wall_start_ns});
     case 15: return first({Key::reason_inferred});
+    case 16: return first({Key::send_queue_bytes});
     default: return Key::unknown;
     }
 }
@@ -623,14 +630,19 @@ std::string to_json_line(const Event& e) {
     w.str("raddr", e.raddr.to_string()).num("rport", e.rport).boolean("lb", e.lb);
     if (e.pid) w.num("pid", e.pid).str("comm", e.comm);
     if (e.cgroup_id) w.num("cgroup_id", e.cgroup_id);
+    auto accept_queue = [&] { w.num("acceptq_len", e.acceptq_len).num("acceptq_max", e.acceptq_max); };
     switch (e.type) {
     case EventType::state:
         w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));
+        if (e.new_state == TcpState::listen || e.old_state == TcpState::listen) accept_queue();
+        if (e.old_state == TcpState::established && e.new_state == TcpState::close_wait)
+            w.num("idle_rx_ms", e.idle_rx_ms).num("idle_tx_ms", e.idle_tx_ms).num("bytes_rx", e.bytes_rx).num("bytes_tx", e.bytes_tx);
         break;
     case EventType::existing:
         w.str("new_state", to_string(e.new_state));
         if (e.new_state == TcpState::established || e.new_state == TcpState::close_wait)
             w.num("idle_rx_ms", e.idle_rx_ms).num("idle_tx_ms", e.idle_tx_ms);
+        if (e.new_state == TcpState::listen) accept_queue();
         break;
     case EventType::close:
         w.str("old_state", to_string(e.old_state)).str("new_state", to_string(e.new_state));
@@ -644,13 +656,29 @@ std::string to_json_line(const Event& e) {
                 .boolean("reason_inferred", e.reason_inferred)
                 .boolean("has_skb", e.has_skb);
         w.str("sk", to_string(e.sk_kind)).str("sk_state", to_string(e.sk_state));
-        if (e.sk_kind == SockKind::full) w.num("unread_bytes", e.unread_bytes).num("idle_rx_ms", e.idle_rx_ms);
+        if (e.sk_kind == SockKind::full)
+            w.num("unread_bytes", e.unread_bytes)
+                .num("idle_rx_ms", e.idle_rx_ms)
+                .num("idle_tx_ms", e.idle_tx_ms)
+                .num("bytes_rx", e.bytes_rx)
+                .num("bytes_tx", e.bytes_tx);
+        if (e.syn) w.boolean("syn", true);
         break;
     case EventType::setsockopt:
         w.str("level", level_name(e.opt)).str("optname", to_string(e.opt)).num("value", e.value);
         if (e.opt == SockOpt::so_linger) w.num("value2", e.value2);
         break;
+    case EventType::listen_overflow:
+        accept_queue();
+        w.str("how", to_string(e.overflow_how));
+        break;
+    case EventType::signal:
+        w.str("signal", signal_name(e.signal)).num("sender_pid", e.sender_pid).str("sender_comm", e.sender_comm);
+        break;
     }
+    if (e.send_queue_bytes) w.num("send_queue_bytes", e.send_queue_bytes);
+    if (e.task_exiting) w.boolean("exiting", true).num("exit_code", e.exit_code);
+    if (e.oom_victim) w.boolean("oom_victim", true);
     if (e.rst_received) w.boolean("rst_received", true);
     if (e.opts.set_mask) w.raw("opts", opts_json(e.opts));
     return w.done();
@@ -907,6 +935,19 @@ void parse_json_line(std::string_view line, ParsedLine& out) {
                     if (in.peek() == '"') in.string(scratch);
                     else in.skip_value();
                     break;
+                case Key::send_queue_bytes: e.send_queue_bytes = in.integer<uint32_t>(key_text); break;
+                case Key::acceptq_len: e.acceptq_len = in.integer<uint32_t>(key_text); break;
+                case Key::acceptq_max: e.acceptq_max = in.integer<uint32_t>(key_text); break;
+                case Key::exiting: e.task_exiting = in.boolean(key_text); break;
+                case Key::exit_code: e.exit_code = in.integer<uint16_t>(key_text); break;
+                case Key::oom_victim: e.oom_victim = in.boolean(key_text); break;
+                case Key::how:
+                    e.overflow_how = overflow_how_from_string(in.string(scratch)).value_or(OverflowHow::unknown);
+                    break;
+                case Key::signal: e.signal = signal_from_name(in.string(scratch)).value_or(0); break;
+                case Key::sender_pid: e.sender_pid = in.integer<uint32_t>(key_text); break;
+                case Key::sender_comm: e.sender_comm = text(); break;
+                case Key::syn: e.syn = in.boolean(key_text); break;
                 case Key::unknown: in.skip_value(); break;
                 }
             } while (in.consume(','));

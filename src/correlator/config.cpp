@@ -9,15 +9,56 @@
 namespace tcpwhy {
 namespace {
 
+using enum FindingKind;
+
+// How each load balancer shows each kind: the words of its own logs and status codes.
+constexpr std::array<LbSymptom, 13> kGcpSymptoms = {{
+    {idle_close_race, "502, statusDetails backend_connection_closed_before_data_sent_to_client"},
+    {idle_timeout_below_lb, "502, statusDetails backend_connection_closed_before_data_sent_to_client (once a request "
+                            "meets a closing connection)"},
+    {close_with_unread_data, "502, statusDetails backend_connection_closed_before_data_sent_to_client"},
+    {timewait_data, "502, statusDetails backend_connection_closed_before_data_sent_to_client"},
+    {linger_abort, "502, statusDetails backend_connection_closed_before_data_sent_to_client"},
+    {no_listener, "502, statusDetails failed_to_connect_to_backend"},
+    {rollout_drain, "502, statusDetails failed_to_connect_to_backend (refused connections) and "
+                    "backend_connection_closed_before_data_sent_to_client (pooled connections)"},
+    {process_crash, "502, statusDetails backend_connection_closed_before_data_sent_to_client (or "
+                    "backend_connection_closed_after_partial_response_sent mid-response), then "
+                    "failed_to_connect_to_backend until the process listens again"},
+    {accept_queue_overflow, "502, statusDetails failed_to_connect_to_backend (timeouts while connecting), or "
+                            "backend_timeout"},
+    {lb_response_timeout, "504/502, statusDetails backend_timeout"},
+    {response_cut_short, "502, statusDetails backend_connection_closed_after_partial_response_sent"},
+    {keepalive_timeout, "502, statusDetails backend_connection_closed_before_data_sent_to_client"},
+    {user_timeout, "502, statusDetails backend_connection_closed_before_data_sent_to_client"},
+}};
+constexpr std::array<LbSymptom, 8> kAlbSymptoms = {{
+    {idle_close_race, "502 Bad Gateway (the target closed the connection)"},
+    {close_with_unread_data, "502 Bad Gateway"},
+    {no_listener, "502 Bad Gateway (the target refused the connection)"},
+    {rollout_drain, "502 Bad Gateway while the target deregisters (refused and reset connections)"},
+    {process_crash, "502 Bad Gateway, then failed health checks"},
+    {accept_queue_overflow, "504 Gateway Timeout (target connect timeout, 10 s)"},
+    {lb_response_timeout, "504 Gateway Timeout (the idle timeout passed with no response)"},
+    {response_cut_short, "502 Bad Gateway (a partial response)"},
+}};
+constexpr std::array<LbSymptom, 5> kLayer4Symptoms = {{
+    {idle_close_race, "clients see the connection reset"},
+    {rollout_drain, "clients see connections refused"},
+    {process_crash, "clients see connections closed or reset, then refused"},
+    {accept_queue_overflow, "clients see connect timeouts"},
+    {response_cut_short, "clients see the connection reset mid-response"},
+}};
 constexpr std::array kLbPresets = {
     LbPreset{"gcp", "Google Cloud HTTP(S) load balancer", kGcpLbRanges, 600,
-             "the LB answers these with 502, backend_connection_closed_before_data_sent_to_client"},
+             "the LB answers these with 502, backend_connection_closed_before_data_sent_to_client", 30, kGcpSymptoms},
     // AWS and Azure load balancers have no fixed public source ranges: their nodes
     // take addresses from your own subnets, hence --lb-ranges.
-    LbPreset{"aws-alb", "AWS Application Load Balancer", "", 60, "the ALB answers these with 502 Bad Gateway"},
-    LbPreset{"aws-nlb", "AWS Network Load Balancer", "", 350, "clients see the connection reset"},
-    LbPreset{"azure", "Azure Load Balancer", "", 240, "clients see the connection reset"},
-    LbPreset{"none", "no load balancer", "", 0, "clients see a reset or an empty reply"},
+    LbPreset{"aws-alb", "AWS Application Load Balancer", "", 60, "the ALB answers these with 502 Bad Gateway", 60,
+             kAlbSymptoms},
+    LbPreset{"aws-nlb", "AWS Network Load Balancer", "", 350, "clients see the connection reset", 0, kLayer4Symptoms},
+    LbPreset{"azure", "Azure Load Balancer", "", 240, "clients see the connection reset", 0, kLayer4Symptoms},
+    LbPreset{"none", "no load balancer", "", 0, "clients see a reset or an empty reply", 0, {}},
 };
 
 template <size_t N>
@@ -35,10 +76,17 @@ const LbPreset* find_lb_preset(std::string_view name) {
     return nullptr;
 }
 
+std::string_view lb_symptom(const LbPreset& preset, FindingKind kind) {
+    for (const auto& symptom : preset.symptoms)
+        if (symptom.kind == kind) return symptom.text;
+    return "";
+}
+
 std::optional<CorrelatorConfig> CorrelatorConfig::from_options(std::string_view preset_name,
                                                                std::optional<std::string_view> ranges,
                                                                std::optional<uint32_t> idle_timeout_s,
-                                                               std::string* error) {
+                                                               std::string* error,
+                                                               std::optional<uint32_t> response_timeout_s) {
     const LbPreset* preset = find_lb_preset(preset_name);
     if (!preset) {
         if (error)
@@ -50,6 +98,7 @@ std::optional<CorrelatorConfig> CorrelatorConfig::from_options(std::string_view 
     config.lb_description = preset->description;
     config.lb_reset_symptom = preset->reset_symptom;
     config.lb_idle_timeout_s = idle_timeout_s.value_or(preset->idle_timeout_s);
+    config.lb_response_timeout_s = response_timeout_s.value_or(preset->response_timeout_s);
     std::string_view range_text = ranges ? *ranges : preset->ranges;
     if (!range_text.empty()) {
         auto parsed = CidrSet::parse_list(range_text, error);

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "tcpwhy/addr.h"
+#include "causes.h"
 #include "address_pool.h"
 #include "classify.h"
 #include "conn_table.h"
@@ -36,6 +37,7 @@ struct LiveConn {
     uint32_t netns = 0;
     uint32_t backend = 0;  // index into Impl::backends
     uint32_t idle_gap_ms = 0, unread_at_close = 0;
+    uint32_t peer_fin_idle_ms = 0;  // quiet before the peer's FIN, when it closed an idle connection
     uint16_t lport = 0, rport = 0;
     uint8_t laddr_family = 0, raddr_family = 0;  // IpAddr::family: 0 (none), 4 or 6
     TcpState state = TcpState::unknown;
@@ -53,7 +55,13 @@ struct LiveConn {
     bool reset_counted : 1 = false;  // one reset verdict per connection
     bool ended : 1 = false;
     bool has_reset_timing : 1 = false;  // an entry in Impl::reset_timing
+    uint8_t cause_bits = 0;  // kClosedByExit, kClosedWhileDraining, kLbGaveUp, kPeerClosedIdle
 };
+// LiveConn::cause_bits: what the connection's close had to do with its backend's life.
+constexpr uint8_t kClosedByExit = 1 << 0;         // closed by its process's exit
+constexpr uint8_t kClosedWhileDraining = 1 << 1;  // closed after a stopping signal or the listener's close
+constexpr uint8_t kLbGaveUp = 1 << 2;             // the LB closed it with a request unanswered
+constexpr uint8_t kPeerClosedIdle = 1 << 3;       // the (upstream) peer closed it as idle
 // The budget is 128 B per live connection, the table's index (at most 11 B: 4-byte entries, at
 // least 3/8 full) included: bench/replay_bench's "memory" rows and bench/ingest.py measure it.
 static_assert(sizeof(LiveConn) <= 112, "live state per connection: 128 B with the table, see bench/README.md");
@@ -101,6 +109,15 @@ struct Backend {
     std::array<ResetTally, kFindingKindCount> resets;
     SockOpts opts;
     std::deque<SockOptChange> opt_changes;
+    uint32_t listeners_open = 0;  // listening sockets on the port now
+    uint32_t listener_pid = 0;    // who last put one into LISTEN
+    uint32_t backlog = 0;         // its backlog in force
+    std::unique_ptr<correlator::BackendCauses> causes;  // rollouts, crashes, queues, timeouts: when one applies
+
+    correlator::BackendCauses& causes_of() {
+        if (!causes) causes = std::make_unique<correlator::BackendCauses>();
+        return *causes;
+    }
 };
 
 // A setsockopt on a socket the correlator cannot place yet (no cookie, e.g.
@@ -182,6 +199,7 @@ struct Correlator::Impl {
     std::shared_ptr<const WorkloadTable> workloads;
     std::shared_ptr<const ServerTable> servers;
     std::deque<UnattributedChange> unattributed_changes;
+    correlator::SignalLog signals;  // stopping signals to processes that listen
     std::optional<std::pair<IpAddr, uint16_t>> watched_peer;
     std::vector<ConnectionRecord> watched_records;
     CorrelatorCounts counts;
@@ -457,6 +475,7 @@ struct Correlator::Impl {
         Event as_received;
         as_received.sk_state = c.state_at_peer_reset;
         auto verdict = classify::classify_reset_received(as_received, c.state_at_peer_reset, c.first_close);
+        refine_reset_received(c, verdict);
         c.reset_counted = true;
         c.reset_kind = verdict.kind;
         if (c.end == EndKind::open || c.end == EndKind::orderly) c.end = EndKind::reset_received;
@@ -470,6 +489,231 @@ struct Correlator::Impl {
             settle_peer_reset(cookie, c);
     }
 
+    // ---- stops, full queues, timeouts (causes.h) ----
+
+    // With a load balancer these kinds are about its peers; without one (--lb none), about every peer.
+    bool lb_only() const { return config.lb_idle_timeout_s > 0; }
+    bool counts_for_lb(bool lb_peer) const { return lb_peer || !lb_only(); }
+
+    // The stop of b that something at ts belongs to: the latest, while it lasts (the drain window,
+    // until the port listens again), of the same process when pid is given.
+    correlator::StopEpisode* current_stop(Backend& b, uint64_t ts, uint32_t pid = 0) {
+        if (!b.causes || b.causes->stops.empty()) return nullptr;
+        correlator::StopEpisode& s = b.causes->stops.back();
+        if (s.relisten_ts_ns && ts >= s.relisten_ts_ns) return nullptr;
+        if (ts < s.start_ts_ns || ts - s.start_ts_ns > config.drain_window_ns) return nullptr;
+        if (pid && s.pid && s.pid != pid) return nullptr;
+        return &s;
+    }
+
+    // The latest stop whose process exited, while its exit is recent: what a connection its exit
+    // closed belongs to, even after the port listens again.
+    correlator::StopEpisode* exit_stop(Backend& b, uint64_t ts) {
+        if (!b.causes) return nullptr;
+        for (auto it = b.causes->stops.rbegin(); it != b.causes->stops.rend(); ++it)
+            if (it->by_exit && ts >= it->exit_ts_ns && ts - it->exit_ts_ns <= config.drain_window_ns) return &*it;
+        return nullptr;
+    }
+
+    correlator::StopEpisode& stop_for(Backend& b, uint64_t ts, uint32_t pid, const std::string& comm) {
+        if (auto* s = current_stop(b, ts, pid)) {
+            if (!s->pid && pid) s->pid = pid, s->comm = comm;
+            return *s;
+        }
+        auto& causes = b.causes_of();
+        correlator::StopEpisode& s = causes.stops.emplace_back();
+        if (causes.stops.size() > correlator::BackendCauses::kMaxStops) causes.stops.pop_front();
+        s.start_ts_ns = ts;
+        s.pid = pid;
+        s.comm = comm;
+        if (const auto* signal = pid ? signals.stop_before(pid, ts, config.stop_signal_memory_ns) : nullptr) {
+            s.signal_ts_ns = signal->ts_ns;
+            s.signal = signal->signal;
+            s.signal_sender = signal->sender;
+        }
+        return s;
+    }
+
+    bool draining(const Backend& b, uint64_t ts) const {
+        uint64_t since = b.causes ? b.causes->draining_since_ns : 0;
+        return since && ts >= since && ts - since <= config.drain_window_ns;
+    }
+
+    void start_draining(Backend& b, uint64_t ts) {
+        auto& causes = b.causes_of();
+        if (!draining(b, ts)) causes.draining_since_ns = ts;
+    }
+
+    // The first close (or listener close) a dying process made: how it died decides rollout or crash.
+    void note_exit(correlator::StopEpisode& s, const Event& e) {
+        if (s.by_exit) return;
+        s.by_exit = true;
+        s.exit_ts_ns = e.ts_ns;
+        s.exit_code = e.exit_code;
+        s.oom_victim = e.oom_victim;
+        if (s.comm.empty()) s.comm = e.comm;
+        s.crash = e.oom_victim || (correlator::abnormal_exit(e.exit_code) && !s.signal_ts_ns);
+        if (s.signal_ts_ns && !s.kill_ts_ns && exit_signal(e.exit_code) == 9 /* SIGKILL */) {
+            const auto* kill = signals.kill_between(s.pid, s.signal_ts_ns, e.ts_ns);
+            s.kill_ts_ns = kill ? kill->ts_ns : e.ts_ns;
+        }
+    }
+
+    void on_signal(const Event& e) {
+        signals.add({e.ts_ns, e.pid, e.signal, signals_sender(e)});
+        for (Backend& b : backends) {
+            if (b.id.outbound || b.id.netns != e.netns || (b.listener_pid != e.pid && b.pid != e.pid)) continue;
+            if (e.signal == 9 /* SIGKILL */) {
+                if (auto* s = current_stop(b, e.ts_ns, e.pid); s && s->signal_ts_ns && !s->kill_ts_ns) s->kill_ts_ns = e.ts_ns;
+                continue;
+            }
+            correlator::StopEpisode& s = stop_for(b, e.ts_ns, e.pid, e.comm);
+            if (!s.signal_ts_ns) {
+                s.signal_ts_ns = e.ts_ns;
+                s.signal = e.signal;
+                s.signal_sender = signals_sender(e);
+            }
+            start_draining(b, e.ts_ns);
+        }
+    }
+
+    static std::string signals_sender(const Event& e) {
+        return e.sender_comm.empty() ? fmt::format("pid {}", e.sender_pid) : fmt::format("{}[{}]", e.sender_comm, e.sender_pid);
+    }
+
+    // The last listener of the port closed: the port refuses connections from now on.
+    void stop_listening(Backend& b, const Event& e) {
+        correlator::StopEpisode& s = stop_for(b, e.ts_ns, e.pid, e.comm);
+        s.listener_close_ts_ns = e.ts_ns;
+        if (e.task_exiting) note_exit(s, e);
+        start_draining(b, e.ts_ns);
+    }
+
+    void on_listen_overflow(const Event& e) {
+        auto it = e.cookie ? listener_backends.find(e.cookie) : listener_backends.end();
+        uint32_t index = it != listener_backends.end() ? it->second : backend_for(e.netns, e.lport, false, e.laddr);
+        Backend& b = backends[index];
+        b.causes_of().add_overflow(e.ts_ns, e.overflow_how == OverflowHow::drop, config.is_lb_peer(e.raddr),
+                                   e.acceptq_len, e.acceptq_max ? e.acceptq_max : b.backlog);
+    }
+
+    // How long a request had waited for a response when the peer closed or reset (0: none waiting).
+    static uint32_t request_waited_ms(const Event& e) {
+        if (e.bytes_rx == 0) return 0;
+        return e.bytes_tx == 0 || e.idle_rx_ms < e.idle_tx_ms ? e.idle_rx_ms : 0;
+    }
+
+    void note_gave_up(uint64_t cookie, LiveConn& c, Backend& b, const Event& e, uint32_t waited_ms, bool by_reset) {
+        auto& k = b.causes_of();
+        c.cause_bits |= kLbGaveUp;
+        ++k.gave_up;
+        if (by_reset) ++k.gave_up_by_reset;
+        if (c.lb_peer) ++k.gave_up_lb;
+        k.gave_up_waited.add(waited_ms);
+        if (!k.gave_up_first_ts_ns) k.gave_up_first_ts_ns = e.ts_ns;
+        k.gave_up_last_ts_ns = e.ts_ns;
+        push_bounded(k.gave_up_recent, record_of(cookie, c), correlator::BackendCauses::kMaxRecent);
+    }
+
+    // The peer's FIN on an open connection: an LB that gave up on a request, or an upstream closing
+    // a connection it let idle (the pod being the client).
+    void on_peer_fin(LiveConn& c, Backend& b, const Event& e) {
+        if (!b.id.outbound) {
+            uint32_t waited = request_waited_ms(e);
+            if (counts_for_lb(c.lb_peer) && waited >= config.lb_gave_up_after_ms)
+                note_gave_up(e.cookie, c, b, e, waited, false);
+            return;
+        }
+        if (e.bytes_rx == 0 && e.bytes_tx == 0) return;
+        // The load balancer's own sockets (traced where it runs on the node): their reset is the
+        // backend's keep-alive race, explained on the backend's side; this side stays a peer_reset.
+        if (config.lb_ranges.contains(laddr_of(c))) return;
+        uint32_t idle = std::min(e.idle_rx_ms, e.idle_tx_ms);
+        if (idle < config.idle_threshold_ms) return;
+        c.cause_bits |= kPeerClosedIdle;
+        c.peer_fin_idle_ms = idle;
+        b.causes_of().upstream_idle.add(idle);
+    }
+
+    // A close the process's exit made, or one made while the backend drains.
+    void note_close_cause(uint64_t cookie, LiveConn& c, Backend& b, const Event& e) {
+        if (b.id.outbound) return;
+        if (!e.task_exiting) {
+            if (draining(b, e.ts_ns)) c.cause_bits |= kClosedWhileDraining;
+            return;
+        }
+        c.cause_bits |= kClosedByExit;
+        correlator::StopEpisode& s = stop_for(b, e.ts_ns, e.pid, e.comm);
+        note_exit(s, e);
+        ++s.exit_closes;
+        if (c.lb_peer) ++s.exit_closes_lb;
+        if (correlator::request_in_flight(e)) {
+            ++s.in_flight;
+            if (c.lb_peer) ++s.in_flight_lb;
+        }
+        if (e.send_queue_bytes) ++s.mid_response;
+        if (e.abort) ++s.aborted;
+        if (s.crash) push_bounded(b.causes->exit_recent, record_of(cookie, c), correlator::BackendCauses::kMaxRecent);
+    }
+
+    // What a reset sent on a connection means once the backend's life is known: the end of a stop
+    // (a rollout or a crash) before any rule about the connection alone; a response cut short.
+    void refine_reset_sent(const LiveConn& c, Backend& b, const Event& e, classify::Verdict& v) {
+        v.evidence.send_queue_bytes = e.send_queue_bytes;
+        const Mechanism m = v.evidence.mechanism;
+        const bool on_connection = m == Mechanism::data_after_fin || m == Mechanism::unread_at_close ||
+                                   m == Mechanism::timewait || m == Mechanism::linger_zero;
+        correlator::StopEpisode* stop = nullptr;
+        if (c.cause_bits & kClosedByExit) {
+            v.evidence.closed_by_exit = true;
+            stop = exit_stop(b, e.ts_ns);
+        } else if ((c.cause_bits & kClosedWhileDraining) && on_connection) {
+            v.evidence.closed_while_draining = true;
+            stop = current_stop(b, e.ts_ns);
+        }
+        if (stop) {
+            v.kind = stop->crash ? FindingKind::process_crash : FindingKind::rollout_drain;
+            if (!stop->crash || !(e.sk_kind == SockKind::full && !e.has_skb)) {  // its own abort is counted at the close
+                ++stop->pooled_resets;
+                if (counts_for_lb(c.lb_peer)) ++stop->pooled_resets_lb;
+                stop->last_refused_ts_ns = std::max(stop->last_refused_ts_ns, e.ts_ns);
+            }
+            return;
+        }
+        bool cut = e.send_queue_bytes > 0 &&
+                   (m == Mechanism::unread_at_close || m == Mechanism::linger_zero || m == Mechanism::data_after_fin);
+        if (cut && v.kind != FindingKind::idle_close_race) v.kind = FindingKind::response_cut_short;
+    }
+
+    // A reset received: the LB giving up on a request, or an upstream's answer to a reused
+    // connection it had closed as idle.
+    void refine_reset_received(const LiveConn& c, classify::Verdict& v) {
+        if (c.cause_bits & kLbGaveUp) {
+            v.kind = FindingKind::lb_response_timeout;
+        } else if ((c.cause_bits & kPeerClosedIdle) && c.first_close == FirstClose::remote) {
+            v.kind = FindingKind::outbound_pool_race;
+            v.evidence.peer_idle_ms = c.peer_fin_idle_ms;
+        }
+    }
+
+    // A SYN refused (or a segment of a forgotten connection reset) while the port does not listen
+    // after a stop: the LB did not know yet.
+    void refine_stateless_reset(Backend& b, const Event& e, bool lb_peer, classify::Verdict& v) {
+        if (v.evidence.mechanism != Mechanism::no_socket || b.id.outbound || b.listeners_open) return;
+        correlator::StopEpisode* s = current_stop(b, e.ts_ns);
+        if (!s || !s->listener_close_ts_ns || e.ts_ns < s->listener_close_ts_ns) return;
+        v.kind = s->crash ? FindingKind::process_crash : FindingKind::rollout_drain;
+        bool counted = counts_for_lb(lb_peer);
+        if (e.syn) {
+            ++s->refused;
+            if (counted) ++s->refused_lb;
+        } else {
+            ++s->pooled_resets;
+            if (counted) ++s->pooled_resets_lb;
+        }
+        s->last_refused_ts_ns = std::max(s->last_refused_ts_ns, e.ts_ns);
+    }
+
     // ---- event handlers ----
 
     void on_state(LiveConn& c, const Event& e) {
@@ -480,6 +724,7 @@ struct Correlator::Impl {
             if (e.old_state == TcpState::established && e.new_state == TcpState::close_wait) {
                 c.first_close = FirstClose::remote;
                 ++b.closed_remote_first;
+                on_peer_fin(c, b, e);
             } else if (e.old_state == TcpState::established && e.new_state == TcpState::fin_wait1) {
                 c.first_close = FirstClose::local;
                 ++b.closed_local_first;
@@ -494,6 +739,7 @@ struct Correlator::Impl {
 
     void on_close(LiveConn& c, const Event& e) {
         Backend& b = backends[c.backend];
+        note_close_cause(e.cookie, c, b, e);
         c.local_close_seen = true;
         c.close_ts_ns = e.ts_ns;
         c.close_from_state = e.old_state;
@@ -508,8 +754,9 @@ struct Correlator::Impl {
             ++(c.first_close == FirstClose::local ? b.closed_local_first : b.closed_remote_first);
         }
         // Only a close of an open connection can be the backend's idle timeout; after
-        // the peer's FIN the peer was the one that gave up.
-        if (e.old_state == TcpState::established) {
+        // the peer's FIN the peer was the one that gave up. A process exiting or stopping
+        // closes connections whatever their idle time: those say nothing of its timeout.
+        if (e.old_state == TcpState::established && !(c.cause_bits & (kClosedByExit | kClosedWhileDraining))) {
             uint32_t bar = classify::idle_bar_ms(config.idle_threshold_ms, b.local_closes);
             c.idle_close = c.idle_gap_ms >= bar;
             b.local_closes.add(c.idle_gap_ms);
@@ -535,9 +782,10 @@ struct Correlator::Impl {
             }
         }
         if (c.reset_counted) return;  // a retransmitted segment earns another RST: one verdict per connection
-        const Backend& b = backends[c.backend];
+        Backend& b = backends[c.backend];
         uint32_t bar = classify::idle_bar_ms(config.idle_threshold_ms, b.local_closes);
         auto verdict = classify::classify_reset_sent(e, close_facts(c), bar);
+        refine_reset_sent(c, b, e, verdict);
         c.reset_counted = true;
         c.reset_kind = verdict.kind;
         c.end = EndKind::reset_sent;
@@ -554,6 +802,11 @@ struct Correlator::Impl {
             return;
         }
         if ((timing && timing->pending_peer_reset_ts_ns) || c.reset_counted) return;
+        Backend& b = backends[c.backend];
+        uint32_t waited = request_waited_ms(e);
+        if (!b.id.outbound && !(c.cause_bits & kLbGaveUp) && counts_for_lb(c.lb_peer) &&
+            waited >= config.lb_gave_up_after_ms && c.first_close == FirstClose::unknown)
+            note_gave_up(e.cookie, c, b, e, waited, true);
         timing_for(c).pending_peer_reset_ts_ns = e.ts_ns;
         settle_queue.emplace_back(e.ts_ns, e.cookie);
         c.state_at_peer_reset = e.sk_state != TcpState::unknown ? e.sk_state : c.state;
@@ -607,18 +860,32 @@ struct Correlator::Impl {
         record.end = EndKind::reset_sent;
         record.reset_reason = e.reason;
         auto verdict = classify::classify_reset_sent(e, {}, config.idle_threshold_ms);
+        refine_stateless_reset(backends[backend], e, record.lb_peer, verdict);
         count_reset(backend, std::move(record), std::move(verdict), range, e.ts_ns);
     }
 
     void on_listener(const Event& e) {
         uint64_t key = listener_key(e.netns, e.lport);
         uint32_t backend = backend_for(e.netns, e.lport, false, e.laddr);
-        note_owner(backends[backend], e);
+        Backend& b = backends[backend];
+        note_owner(b, e);
         if (e.new_state == TcpState::listen) {
             listening_ports.insert(key);
-            if (e.cookie) listener_backends[e.cookie] = backend;
-        } else if (e.cookie) {
-            listener_backends.erase(e.cookie);
+            bool added = !e.cookie || listener_backends.insert_or_assign(e.cookie, backend).second;
+            if (added) ++b.listeners_open;
+            if (e.acceptq_max) b.backlog = e.acceptq_max;
+            if (e.pid) b.listener_pid = e.pid;
+            // Listening again ends the stop: later refusals are something else.
+            if (b.causes) {
+                b.causes->draining_since_ns = 0;
+                auto& stops = b.causes->stops;
+                if (!stops.empty() && !stops.back().relisten_ts_ns && e.ts_ns >= stops.back().start_ts_ns)
+                    stops.back().relisten_ts_ns = e.ts_ns;
+            }
+        } else {
+            bool known = e.cookie && listener_backends.erase(e.cookie);
+            if (known && b.listeners_open) --b.listeners_open;
+            if (b.listeners_open == 0 && e.type == EventType::state) stop_listening(b, e);
         }
     }
 
@@ -660,6 +927,8 @@ struct Correlator::Impl {
         ++counts.events;
         ++counts.events_by_type[std::min<size_t>(static_cast<size_t>(e.type), counts.events_by_type.size() - 1)];
         if (e.type == EventType::setsockopt) return on_setsockopt(e);
+        if (e.type == EventType::signal) return on_signal(e);
+        if (e.type == EventType::listen_overflow) return on_listen_overflow(e);
         if (is_listener_event(e)) return on_listener(e);
         // A child's LISTEN->SYN_RECV that still carries its listener's cookie (6.1 clones it first).
         if (e.type == EventType::state && e.old_state == TcpState::listen && listener_backends.count(e.cookie)) {
@@ -685,6 +954,8 @@ struct Correlator::Impl {
         case EventType::reset_recv: on_reset_recv(c, e); break;
         case EventType::setsockopt: break;
         case EventType::existing: break;  // the connection is known now: its close or reset is not an orphan
+        case EventType::listen_overflow:
+        case EventType::signal: break;  // handled above
         }
         if ((e.type == EventType::close || e.type == EventType::reset_sent) && c.rport &&
             (c.local_close_seen || c.reset_counted))
@@ -824,6 +1095,7 @@ struct Correlator::Impl {
         f.count = count;
         f.lb.name = config.lb_name;
         f.lb.idle_timeout_s = config.lb_idle_timeout_s;
+        f.lb.response_timeout_s = config.lb_response_timeout_s;
         if (b.idle_closes.count()) f.idle_close = idle_stats_of(b.idle_closes);
         if (!info(kind).counts_resets) {
             f.lb.range = config.lb_any_non_loopback_peer ? "any" : config.lb_ranges.to_string();
@@ -837,12 +1109,79 @@ struct Correlator::Impl {
         f.last_ts_ns = t.last_ts_ns;
         f.evidence = t.last_evidence;
         f.linked_change = linked_change(kind, f.backend, t);
+        if (kind == FindingKind::outbound_pool_race && b.causes && b.causes->upstream_idle.count())
+            f.upstream = correlator::upstream_facts(*b.causes);
         // With a load balancer a race is about its peers: the connections listed are theirs.
         bool lb_only = kind == FindingKind::idle_close_race && config.lb_idle_timeout_s > 0;
         for (auto it = t.recent.rbegin(); it != t.recent.rend(); ++it)
             if (!lb_only || it->lb_peer) f.connections.push_back(*it);
         f.connections_not_kept = count > f.connections.size() ? count - f.connections.size() : 0;
         return f;
+    }
+
+    // The connections a finding lists, newest first: the reset ones of its kind and the ones kept
+    // beside them (closed by a crash, given up on by the LB), once each.
+    static void list_connections(Finding& f, const ResetTally& t, const std::deque<ConnectionRecord>& more) {
+        std::vector<ConnectionRecord> all(t.recent.begin(), t.recent.end());
+        for (const auto& r : more)
+            if (std::none_of(all.begin(), all.end(), [&](const auto& x) { return x.cookie && x.cookie == r.cookie; }))
+                all.push_back(r);
+        auto latest = [](const ConnectionRecord& r) { return std::max({r.last_ts_ns, r.reset_ts_ns, r.close_ts_ns}); };
+        std::stable_sort(all.begin(), all.end(), [&](const auto& x, const auto& y) { return latest(x) > latest(y); });
+        f.connections = std::move(all);
+        f.connections_not_kept = f.count > f.connections.size() ? f.count - f.connections.size() : 0;
+    }
+
+    // The kinds about the backend's life, from its causes (causes.h).
+    void add_cause_findings(uint32_t index, const Backend& b, std::vector<std::pair<uint32_t, Finding>>& out) const {
+        const correlator::BackendCauses& k = *b.causes;
+        auto tally = [&](FindingKind kind) -> const ResetTally& { return b.resets[static_cast<size_t>(kind)]; };
+        auto with_tally = [&](Finding& f, FindingKind kind) {
+            const ResetTally& t = tally(kind);
+            f.count_lb = t.lb;
+            f.count_other = t.other;
+            if (t.last_lb_range) f.lb.range = lb_range_text(t.last_lb_range);
+            f.evidence = t.last_evidence;
+        };
+        if (DrainFacts drain = correlator::drain_facts(k.stops, lb_only()); drain.stops) {
+            Finding f = make_finding(FindingKind::rollout_drain, b, 0);
+            f.count = drain.refused + drain.pooled_resets + drain.in_flight;
+            f.first_ts_ns = drain.listener_close_ts_ns ? drain.listener_close_ts_ns : drain.signal_ts_ns;
+            f.last_ts_ns = std::max(drain.last_refused_ts_ns, f.first_ts_ns);
+            list_connections(f, tally(FindingKind::rollout_drain), {});
+            f.drain = std::move(drain);
+            out.emplace_back(index, std::move(f));
+        }
+        if (CrashFacts crash = correlator::crash_facts(k.stops); crash.crashes) {
+            Finding f = make_finding(FindingKind::process_crash, b, 0);
+            with_tally(f, FindingKind::process_crash);
+            f.count = crash.connections + crash.refused;
+            f.first_ts_ns = crash.ts_ns;
+            f.last_ts_ns = crash.ts_ns + uint64_t{crash.refused_for_ms.value_or(0)} * 1'000'000;
+            list_connections(f, tally(FindingKind::process_crash), k.exit_recent);
+            f.crash = std::move(crash);
+            out.emplace_back(index, std::move(f));
+        }
+        if (uint64_t n = k.overflow_drops + k.overflow_synacks) {
+            Finding f = make_finding(FindingKind::accept_queue_overflow, b, n);
+            f.first_ts_ns = k.overflow_first_ts_ns;
+            f.last_ts_ns = k.overflow_last_ts_ns;
+            f.count_lb = k.overflow_lb;
+            f.count_other = n - k.overflow_lb;
+            f.overflow = correlator::overflow_facts(k);
+            if (!f.overflow->backlog) f.overflow->backlog = b.backlog;
+            out.emplace_back(index, std::move(f));
+        }
+        if (k.gave_up) {
+            Finding f = make_finding(FindingKind::lb_response_timeout, b, k.gave_up);
+            f.first_ts_ns = k.gave_up_first_ts_ns;
+            f.last_ts_ns = k.gave_up_last_ts_ns;
+            f.count_lb = k.gave_up_lb;
+            f.count_other = k.gave_up - k.gave_up_lb;
+            list_connections(f, tally(FindingKind::lb_response_timeout), k.gave_up_recent);
+            f.lb_timeout = correlator::lb_timeout_facts(k, config.lb_response_timeout_s);
+            out.emplace_back(index, std::move(f));
+        }
     }
 
     // (backend index, finding) in display order: by the kind's weight (races, then backends
@@ -856,10 +1195,13 @@ struct Correlator::Impl {
             else if (closes_sooner_than_lb(b))
                 out.emplace_back(i, make_finding(FindingKind::idle_timeout_below_lb, b, b.idle_closes.count()));
             for (const KindInfo& row : finding_kinds()) {
-                if (!row.counts_resets || row.kind == FindingKind::idle_close_race) continue;
+                if (!row.counts_resets || row.kind == FindingKind::idle_close_race ||
+                    row.kind == FindingKind::rollout_drain)
+                    continue;
                 const ResetTally& t = b.resets[static_cast<size_t>(row.kind)];
                 if (uint64_t n = t.lb + t.other) out.emplace_back(i, make_finding(row.kind, b, n));
             }
+            if (b.causes) add_cause_findings(i, b, out);
         }
         std::stable_sort(out.begin(), out.end(),
                          [](const auto& x, const auto& y) { return finding_before(x.second, y.second); });

@@ -23,6 +23,12 @@ constexpr std::array<KindInfo, kFindingKindCount> kKinds = {{
     {peer_reset,             "peer_reset",             notice,   "#7a7a7a", true,  2, {}},
     {other,                  "other",                  notice,   "#3b75af", true,  2, {}},
     {idle_timeout_below_lb,  "idle_timeout_below_lb",  warning,  "#e8a33d", false, 1, {}},
+    {rollout_drain,          "rollout_drain",          critical, "#a23b72", true,  0, {}},
+    {process_crash,          "process_crash",          critical, "#7b1fa2", false, 0, {}},
+    {accept_queue_overflow,  "accept_queue_overflow",  critical, "#c2185b", false, 0, {}},
+    {lb_response_timeout,    "lb_response_timeout",    warning,  "#ef6c00", false, 1, {}},
+    {response_cut_short,     "response_cut_short",     warning,  "#8d6e63", true,  1, kLingerOptions},
+    {outbound_pool_race,     "outbound_pool_race",     critical, "#d84315", true,  0, {}},
 }};
 
 constexpr bool rows_in_order() {

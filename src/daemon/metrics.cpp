@@ -252,8 +252,10 @@ std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
         findings[fmt::format("{},kind=\"{}\"", fold(resolve.of_backend(f.backend.id)).labels(), to_string(f.kind))] +=
             f.count;
     out.samples("tcpwhy_findings", "gauge",
-                "Current findings per backend and kind; the value is the finding's count (resets, or idle closes for "
-                "idle_timeout_below_lb).",
+                "Current findings per backend and kind; the value is the finding's count (resets; idle closes for "
+                "idle_timeout_below_lb; for the kinds about a backend's life what docs/report-json.md says: refused "
+                "connections for rollout_drain, closed connections for process_crash, dropped handshakes for "
+                "accept_queue_overflow, abandoned requests for lb_response_timeout).",
                 findings);
 
     // Which server each backend runs (an info metric: join it on namespace, pod, port). Bounded like

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "causes.h"
+
 namespace tcpwhy::explain {
 namespace {
 
@@ -318,7 +320,20 @@ std::string four_tuple(const ConnectionRecord& c) {
     return format_endpoint(c.raddr, c.rport) + "->" + format_endpoint(c.laddr, c.lport);
 }
 
-std::string evidence(const ResetEvidence& ev) {
+std::string evidence(const ResetEvidence& ev) { return causes::connection_context(ev) + mechanism_evidence(ev); }
+
+std::string lb_symptom(const Finding& f) {
+    if (f.kind == FindingKind::outbound_pool_race)
+        return "the pod's own client sees it, not the LB: Envoy/Istio 503 UC "
+               "(upstream_reset_before_response_started{connection_termination}), Node.js ECONNRESET (socket hang up), "
+               "Go `connection reset by peer`, Python `ConnectionResetError`";
+    const LbPreset* preset = find_lb_preset(f.lb.name);
+    std::string_view words = preset ? tcpwhy::lb_symptom(*preset, f.kind) : std::string_view();
+    if (words.empty()) return "";
+    return fmt::format("the load balancer ({}) shows this as {}", f.lb.name, words);
+}
+
+std::string mechanism_evidence(const ResetEvidence& ev) {
     switch (ev.mechanism) {
     case Mechanism::no_socket:
         return fmt::format(
@@ -383,12 +398,14 @@ std::string summary(const Finding& f) {
             who, f.idle_close ? idle_profile_text(*f.idle_close) : "closes idle connections", lb_keeps_text(f.lb));
     default: break;
     }
+    if (auto words = causes::summary(f, who)) return *words;
     return fmt::format("{}: {} {} {}", who, f.count, to_string(f.kind), plural(f.count, "reset", "resets"));
 }
 
 std::vector<std::string> evidence(const Finding& f) {
     std::vector<std::string> lines;
-    if (f.evidence) lines.push_back(evidence(*f.evidence));
+    if (auto own = causes::evidence(f)) lines = std::move(*own);
+    else if (f.evidence) lines.push_back(evidence(*f.evidence));
     if (f.linked_change) lines.push_back(linked_change_text(f));
     return lines;
 }
@@ -398,6 +415,7 @@ uint32_t recommended_idle_timeout_s(uint32_t lb_idle_timeout_s) {
 }
 
 std::string advice(const Finding& f) {
+    if (auto words = causes::advice(f)) return *words;
     switch (f.kind) {
     case FindingKind::idle_close_race:
     case FindingKind::idle_timeout_below_lb: return idle_timeout_advice(f);
@@ -431,11 +449,21 @@ std::string advice(const Finding& f) {
         return "the peer reset the connection: look at the peer's logs (for an LB, its backend error logs) for why" +
                client_pool_hint(f.backend);
     case FindingKind::other: break;
+    case FindingKind::rollout_drain:
+    case FindingKind::process_crash:
+    case FindingKind::accept_queue_overflow:
+    case FindingKind::lb_response_timeout:
+    case FindingKind::response_cut_short:
+    case FindingKind::outbound_pool_race: break;  // causes::advice() words them when their facts are set
     }
     return "see the kernel reason in the evidence";
 }
 
-Words words(const Finding& f) { return {summary(f), evidence(f), advice(f)}; }
+Words words(const Finding& f) {
+    // The race's summary already names what the LB answers.
+    std::string symptom = f.kind == FindingKind::idle_close_race ? "" : lb_symptom(f);
+    return {summary(f), evidence(f), advice(f), std::move(symptom)};
+}
 
 std::string server_name(const BackendProfile& b) {
     if (!b.server || b.server->kind == ServerKind::unknown) return "";

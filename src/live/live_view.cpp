@@ -91,6 +91,8 @@ SnapshotFinding finding_of(const Finding& f) {
     std::vector<std::string> connections;
     for (size_t i = 0; i < f.connections.size() && i < kConnectionsShown; ++i)
         connections.push_back(explain::four_tuple(f.connections[i]));
+    // The drill-down shows what the LB logs for it among the evidence lines.
+    if (!words.lb_symptom.empty()) words.evidence.push_back("load balancer: " + words.lb_symptom);
     return {f.kind, f.count, std::move(words.summary), std::move(words.evidence), std::move(words.advice),
             std::move(connections)};
 }

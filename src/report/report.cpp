@@ -108,7 +108,8 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
     if (options.inputs.empty()) return fail(kReportInputError, "no trace file given (use - for stdin)");
     std::string error;
     auto ranges = options.lb_ranges ? std::optional<std::string_view>(*options.lb_ranges) : std::nullopt;
-    auto config = CorrelatorConfig::from_options(options.lb_preset, ranges, options.lb_idle_timeout_s, &error);
+    auto config = CorrelatorConfig::from_options(options.lb_preset, ranges, options.lb_idle_timeout_s, &error,
+                                                 options.lb_response_timeout_s);
     if (!config) return fail(kReportInputError, error);
     config->idle_threshold_ms = options.idle_threshold_ms;
     if (options.html && options.conn)

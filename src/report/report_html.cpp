@@ -119,6 +119,8 @@ void render_findings(const std::vector<NodeFinding>& findings, std::ostream& out
             out << fmt::format("<p class=\"server\">server: {}</p>\n", escape(server));
         for (const auto& line : words.evidence)
             out << fmt::format("<p class=\"evidence\">evidence: {}</p>\n", escape(line));
+        if (!words.lb_symptom.empty())
+            out << fmt::format("<p class=\"evidence symptom\">load balancer: {}</p>\n", escape(words.lb_symptom));
         if (!f.connections.empty()) {
             size_t shown = std::min(f.connections.size(), kConnectionsPerFinding);
             std::string list;

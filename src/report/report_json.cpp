@@ -90,7 +90,11 @@ ordered_json evidence_json(const ResetEvidence& ev) {
                       {"unread_bytes", ev.unread_bytes},
                       {"first_close", to_string(ev.first_close)},
                       {"linger_zero_in_force", ev.linger_zero_in_force},
-                      {"user_timeout_ms", or_null(ev.user_timeout_ms)}};
+                      {"user_timeout_ms", or_null(ev.user_timeout_ms)},
+                      {"send_queue_bytes", ev.send_queue_bytes},
+                      {"closed_by_exit", ev.closed_by_exit},
+                      {"closed_while_draining", ev.closed_while_draining},
+                      {"peer_idle_ms", or_null(ev.peer_idle_ms)}};
     if (ev.keepalive_probes)
         j["keepalive"] = {{"idle_s", (*ev.keepalive_probes)[0]},
                           {"interval_s", (*ev.keepalive_probes)[1]},
@@ -138,6 +142,81 @@ ordered_json connection_json(const ConnectionRecord& r, const report::TraceClock
     return j;
 }
 
+ordered_json ts_json(uint64_t ts_ns) { return ts_ns ? ordered_json(ts_ns) : ordered_json(nullptr); }
+
+// The facts of the kinds about a backend's life (docs/report-json.md, `facts`); null for the others.
+ordered_json facts_json(const Finding& f, const report::TraceClock& clock) {
+    if (f.drain) {
+        const DrainFacts& d = *f.drain;
+        return {{"stops", d.stops},
+                {"pid", d.pid},
+                {"comm", d.comm},
+                {"listener_close_ts_ns", ts_json(d.listener_close_ts_ns)},
+                {"listener_close_time", or_null(clock.rfc3339(d.listener_close_ts_ns))},
+                {"signal", d.signal ? ordered_json(std::string(signal_name(d.signal))) : nullptr},
+                {"signal_sender", or_null(d.signal_sender)},
+                {"signal_ts_ns", ts_json(d.signal_ts_ns)},
+                {"signal_to_close_ms", or_null(d.signal_to_close_ms)},
+                {"last_refused_ts_ns", ts_json(d.last_refused_ts_ns)},
+                {"drain_lag_ms", d.drain_lag_ms},
+                {"max_drain_lag_ms", d.max_drain_lag_ms},
+                {"refused", d.refused},
+                {"refused_lb", d.refused_lb},
+                {"pooled_resets", d.pooled_resets},
+                {"in_flight", d.in_flight},
+                {"killed_after_ms", or_null(d.killed_after_ms)},
+                {"relisten_after_ms", or_null(d.relisten_after_ms)},
+                {"exit", d.exit_code ? ordered_json(exit_code_text(*d.exit_code)) : nullptr}};
+    }
+    if (f.crash) {
+        const CrashFacts& c = *f.crash;
+        int sig = exit_signal(c.exit_code);
+        return {{"crashes", c.crashes},
+                {"pid", c.pid},
+                {"comm", c.comm},
+                {"ts_ns", c.ts_ns},
+                {"time", or_null(clock.rfc3339(c.ts_ns))},
+                {"exit", exit_code_text(c.exit_code)},
+                {"signal", sig ? ordered_json(std::string(signal_name(sig))) : nullptr},
+                {"exit_status", sig ? nullptr : ordered_json(exit_status(c.exit_code))},
+                {"oom_victim", c.oom_victim},
+                {"connections", c.connections},
+                {"connections_lb", c.connections_lb},
+                {"in_flight", c.in_flight},
+                {"mid_response", c.mid_response},
+                {"aborted", c.aborted},
+                {"listener_closed", c.listener_closed},
+                {"refused", c.refused},
+                {"refused_lb", c.refused_lb},
+                {"refused_for_ms", or_null(c.refused_for_ms)},
+                {"restarted_after_ms", or_null(c.restarted_after_ms)}};
+    }
+    if (f.overflow) {
+        const OverflowFacts& o = *f.overflow;
+        ordered_json seconds = ordered_json::array();
+        for (auto [ts, n] : o.per_second) seconds.push_back({ts, n});
+        return {{"drops", o.drops},
+                {"synack_retransmits", o.synack_retransmits},
+                {"lb", o.lb},
+                {"backlog", o.backlog},
+                {"max_queue", o.max_queue},
+                {"peak_per_second", o.peak_per_second},
+                {"seconds", o.seconds},
+                {"per_second", std::move(seconds)}};
+    }
+    if (f.lb_timeout) {
+        const LbTimeoutFacts& t = *f.lb_timeout;
+        return {{"connections", t.connections},
+                {"by_reset", t.by_reset},
+                {"waited", idle_json(t.waited)},
+                {"lb_response_timeout_s", t.lb_response_timeout_s}};
+    }
+    if (f.upstream)
+        return {{"upstream_idle_close", idle_json(f.upstream->upstream_idle_close)},
+                {"client_idle_below_ms", f.upstream->client_idle_below_ms}};
+    return nullptr;
+}
+
 ordered_json finding_json(const Finding& f, const report::TraceClock& clock, const std::string& node) {
     const KindInfo& kind = info(f.kind);
     explain::Words words = explain::words(f);
@@ -160,6 +239,8 @@ ordered_json finding_json(const Finding& f, const report::TraceClock& clock, con
             {"summary", words.summary},
             {"evidence_text", words.evidence},
             {"advice", words.advice},
+            {"lb_symptom", or_null(words.lb_symptom)},
+            {"facts", facts_json(f, clock)},
             {"connections", std::move(connections)},
             {"connections_not_kept", f.connections_not_kept}};
 }
@@ -286,7 +367,8 @@ void render_json_report(std::span<const ReportNode> nodes, std::ostream& out) {
           {"description", config.lb_description},
           {"ranges", config.lb_ranges.to_string()},
           {"any_non_loopback_peer", config.lb_any_non_loopback_peer},
-          {"idle_timeout_s", config.lb_idle_timeout_s}}},
+          {"idle_timeout_s", config.lb_idle_timeout_s},
+          {"response_timeout_s", config.lb_response_timeout_s}}},
         {"findings", std::move(finding_list)},
         {"backends", std::move(backends)},
         {"counts", counts_json(report::total_counts(nodes), bad.count, bad.first)},

@@ -54,6 +54,7 @@ void render_finding(const Finding& f, int number, std::string_view node, std::os
     if (std::string server = explain::server_line(f.backend); !server.empty())
         out << fmt::format("   server: {}\n", server);
     for (const auto& line : words.evidence) out << fmt::format("   evidence: {}\n", line);
+    if (!words.lb_symptom.empty()) out << fmt::format("   lb: {}\n", words.lb_symptom);
     if (!f.connections.empty()) {
         size_t shown = std::min(f.connections.size(), kTextConnectionsPerFinding);
         std::string list;
@@ -172,19 +173,33 @@ void render_counts(std::span<const ReportNode> nodes, std::ostream& out) {
 
 std::string owner(const Event& e) { return e.pid ? fmt::format(" by {}[{}]", e.comm, e.pid) : ""; }
 
+// ", as the process exited (SIGKILL, OOM kill)", or "".
+std::string exiting(const Event& e) {
+    if (!e.task_exiting) return "";
+    return fmt::format(", as the process exited ({}{})", exit_code_text(e.exit_code), e.oom_victim ? ", OOM kill" : "");
+}
+
 std::string describe_event(const Event& e) {
     switch (e.type) {
-    case EventType::state: return fmt::format("{} -> {}", to_string(e.old_state), to_string(e.new_state));
+    case EventType::state:
+        return fmt::format("{} -> {}{}", to_string(e.old_state), to_string(e.new_state), exiting(e));
     case EventType::close:
-        return fmt::format("{} -> {}{}, idle rx {} ms / tx {} ms, unread {} B, rx {} B, tx {} B{}",
+        return fmt::format("{} -> {}{}, idle rx {} ms / tx {} ms, unread {} B, rx {} B, tx {} B{}{}{}",
                            to_string(e.old_state), to_string(e.new_state), e.abort ? " (abort)" : "", e.idle_rx_ms,
-                           e.idle_tx_ms, e.unread_bytes, e.bytes_rx, e.bytes_tx, owner(e));
+                           e.idle_tx_ms, e.unread_bytes, e.bytes_rx, e.bytes_tx,
+                           e.send_queue_bytes ? fmt::format(", {} B unacknowledged", e.send_queue_bytes) : "",
+                           owner(e), exiting(e));
     case EventType::reset_sent:
         return fmt::format("{}{}, socket {} in {}{}",
                            e.reason == ResetReason::none ? "no reason" : to_string(e.reason),
                            e.reason_inferred ? " (inferred)" : "", to_string(e.sk_kind), to_string(e.sk_state),
                            e.has_skb ? ", triggered by a received segment" : "");
     case EventType::reset_recv: return fmt::format("in {}", to_string(e.sk_state));
+    case EventType::listen_overflow:
+        return fmt::format("accept queue full ({} waiting, backlog {}): {}", e.acceptq_len, e.acceptq_max,
+                           e.overflow_how == OverflowHow::drop ? "handshake dropped" : "SYN-ACK sent again");
+    case EventType::signal:
+        return fmt::format("{} to {}[{}] from {}[{}]", signal_name(e.signal), e.comm, e.pid, e.sender_comm, e.sender_pid);
     case EventType::existing: return fmt::format("already {} when tracing started{}", to_string(e.new_state), owner(e));
     case EventType::setsockopt:
         return fmt::format("{} {} = {}{}{}", level_name(e.opt), to_string(e.opt), e.value,

@@ -92,6 +92,20 @@ TEST_CASE("doctor reports the attach path of every hook") {
               std::string::npos);
     }
     CHECK(r.out.find("setsockopt   cgroup/setsockopt") != std::string::npos);
+    // The hooks for rollouts, crashes and full accept queues: each one's path, or what is missing.
+    CHECK(r.out.find("exit         flag and exit code on closes made in do_exit()") != std::string::npos);
+    if (f.tracepoint_args("signal_generate") == 5)
+        CHECK(r.out.find("signal       tp_btf/signal_generate") != std::string::npos);
+    else
+        CHECK(r.out.find("passed over: tp_btf/signal_generate") != std::string::npos);
+    if (f.listen_overflow_drop_reason && f.tracepoint_args("kfree_skb") >= 4) {
+        CHECK(r.out.find("overflow     tp_btf/kfree_skb (TCP_LISTEN_OVERFLOW) + tp_btf/tcp_retransmit_synack") !=
+              std::string::npos);
+    } else {
+        CHECK(r.out.find("overflow     tp_btf/tcp_retransmit_synack (queue full)") != std::string::npos);
+        CHECK(r.out.find("passed over: tp_btf/kfree_skb: ") != std::string::npos);
+        CHECK(r.out.find("limited: SYNs dropped at a full accept queue") != std::string::npos);
+    }
     CHECK(r.out.find("result: OK") != std::string::npos);
 }
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -23,6 +24,22 @@ using namespace tcpwhy::test;
 namespace {
 
 using Scenario = std::function<std::vector<Event>()>;
+
+// The HTML report escapes what it prints; the words it must show, as they appear there.
+std::string html_escaped(std::string_view text) {
+    std::string out;
+    for (char c : text) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
 
 // The events that make each kind, as the kernel reports them (the correlator tests cover
 // their near misses).
@@ -88,6 +105,61 @@ const std::map<FindingKind, Scenario>& scenarios() {
                  accepted(s, sec(1)),
                  reset_sent(s, sec(2), "TCP_INVALID_ACK_SEQUENCE", SockKind::full, TcpState::syn_recv, true)};
          }},
+        {FindingKind::rollout_drain,
+         [] {
+             // SIGTERM, the listener closes 20 ms later, the LB keeps connecting for 3 s.
+             Sock listener{.cookie = 500};
+             Sock lb1{.rport = 40001}, lb2{.rport = 40002};
+             return std::vector<Event>{listen_on(listener, sec(1)), signal_to(listener, sec(10), 15),
+                                       unlisten(listener, sec(10) + ms(20)), refused_syn(lb1, sec(11)),
+                                       refused_syn(lb2, sec(13) + ms(20))};
+         }},
+        {FindingKind::process_crash,
+         [] {
+             // The OOM killer: the request in flight is closed by the exit, then the port refuses.
+             Sock listener{.cookie = 500};
+             Sock s;
+             Sock lb{.rport = 40009};
+             return std::vector<Event>{
+                 listen_on(listener, sec(1)), accepted(s, sec(2)),
+                 close(s, sec(5), {.idle_rx_ms = 300, .idle_tx_ms = 3000, .exit_code = 9, .oom_victim = true}),
+                 unlisten(listener, sec(5) + ms(1), 9, true), refused_syn(lb, sec(6))};
+         }},
+        {FindingKind::accept_queue_overflow,
+         [] {
+             Sock listener{.cookie = 500};
+             std::vector<Event> events{listen_on(listener, sec(1), 2)};
+             for (uint16_t i = 0; i < 5; ++i)
+                 events.push_back(overflow(Sock{.rport = static_cast<uint16_t>(41000 + i)}, sec(2) + ms(10 * i), 3, 2,
+                                           OverflowHow::drop, 500));
+             return events;
+         }},
+        {FindingKind::lb_response_timeout,
+         [] {
+             // A request waited 30 s with no response byte when the LB closed the connection.
+             Sock s;
+             return std::vector<Event>{accepted(s, sec(1)), peer_fin(s, sec(31), 30000, 30040, 250, 0)};
+         }},
+        {FindingKind::response_cut_short,
+         [] {
+             // Closed with a request body unread: the reset threw away 64 KiB of response.
+             Sock s;
+             Event rst = reset_sent(s, sec(2) + ms(1), "TCP_ABORT_ON_CLOSE", SockKind::full, TcpState::close, false);
+             rst.send_queue_bytes = 65536;
+             return std::vector<Event>{
+                 accepted(s, sec(1)),
+                 close(s, sec(2), {.to = TcpState::close, .idle_rx_ms = 4, .idle_tx_ms = 0, .unread = 4096,
+                                   .abort = true, .send_queue = 65536}),
+                 rst};
+         }},
+        {FindingKind::outbound_pool_race,
+         [] {
+             // The pod's client reuses a connection its upstream closed after 5 s idle.
+             Sock s{.laddr = "10.56.5.6", .lport = 41234, .raddr = "10.60.0.9", .rport = 8080};
+             return std::vector<Event>{connected(s, sec(1)), peer_fin(s, sec(6), 5000, 5000),
+                                       reset_recv(s, sec(7), TcpState::close_wait),
+                                       state(s, sec(7), TcpState::close_wait, TcpState::close)};
+         }},
         {FindingKind::idle_timeout_below_lb,
          [] {
              std::vector<Event> events;
@@ -140,6 +212,7 @@ TEST_CASE("kinds: every kind through every renderer") {
             // explain has words for it.
             explain::Words words = explain::words(f);
             CHECK_FALSE(words.summary.empty());
+            if (row.kind >= FindingKind::rollout_drain) CHECK_FALSE(words.lb_symptom.empty());
             CHECK_FALSE(words.advice.empty());
             if (row.counts_resets) CHECK_FALSE(words.evidence.empty());
 
@@ -156,6 +229,14 @@ TEST_CASE("kinds: every kind through every renderer") {
             CHECK(j["findings"][0]["advice"] == words.advice);
             render_html_report(correlator, stats, {}, 0, html);
             CHECK(contains(html.str(), fmt::format("style=\"--k:{}\" data-kind=\"{}\"", row.colour, row.name)));
+            // What the LB logs for it: every renderer names it (the race says it in its summary).
+            if (!words.lb_symptom.empty()) {
+                CHECK(contains(text.str(), "   lb: " + words.lb_symptom));
+                CHECK(j["findings"][0]["lb_symptom"] == words.lb_symptom);
+                CHECK(contains(html.str(), "load balancer: " + html_escaped(words.lb_symptom)));
+            } else {
+                CHECK(j["findings"][0]["lb_symptom"].is_null());
+            }
 
             // top: the snapshot (the daemon's wire format, round-tripped), the row and the drill-down.
             std::string error;
@@ -169,6 +250,10 @@ TEST_CASE("kinds: every kind through every renderer") {
             CHECK(with_finding->verdict == row.kind);
             CHECK(with_finding->findings[0].kind == row.kind);
             CHECK(with_finding->findings[0].advice == words.advice);
+            if (!words.lb_symptom.empty()) {
+                const auto& lines = with_finding->findings[0].evidence;
+                CHECK(std::find(lines.begin(), lines.end(), "load balancer: " + words.lb_symptom) != lines.end());
+            }
             CHECK(top::verdict_rank(with_finding->verdict) == 1 + static_cast<int>(row.severity));
             auto lines = top::detail_lines(*with_finding, snapshot->header, top::Glyphs::ascii(), 200);
             bool styled = std::any_of(lines.begin(), lines.end(), [&](const top::DetailLine& l) {

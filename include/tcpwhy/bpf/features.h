@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,10 +37,21 @@ struct KernelFeatures {
     std::vector<std::string> reset_reason_names;
     // tcp_close, tcp_send_active_reset, tcp_v4_send_reset, tcp_v6_send_reset, by name.
     std::map<std::string, FunctionTarget> functions;
+    // The tracepoints tcpwhy's optional hooks use, found in BTF (btf_trace_<name>), with their
+    // argument count: kfree_skb, tcp_retransmit_synack, signal_generate.
+    std::map<std::string, int> tracepoints;
+    // The value of SKB_DROP_REASON_TCP_LISTEN_OVERFLOW in this kernel's enum skb_drop_reason
+    // (6.16+); unset where a full accept queue drops without naming a reason.
+    std::optional<uint32_t> listen_overflow_drop_reason;
 
     // The reasons and the tracepoint that fires for every reset (timewait, no socket) came
     // together in 6.10; before, tp_btf/tcp_send_reset sees only resets of full sockets.
     bool reset_tracepoint_complete() const { return !reset_reason_names.empty(); }
+    // The tracepoint's argument count (its BTF prototype's, the context pointer aside), -1 when absent.
+    int tracepoint_args(const std::string& name) const {
+        auto it = tracepoints.find(name);
+        return it == tracepoints.end() ? -1 : it->second;
+    }
     FunctionTarget function(const std::string& name) const {
         auto it = functions.find(name);
         return it == functions.end() ? FunctionTarget{} : it->second;
