@@ -16,6 +16,7 @@ packages=(
   strace  # tests/kernel/mounts_test.py: what the daemon opens on the node
   libclang-rt-dev  # libFuzzer and the sanitizer runtimes (tests/fuzz, build-asan)
   wrk bpftrace  # bench/overhead.py, bench/ingest.py: the load, a peer tool
+  libsimdjson-dev  # bench/replay_bench: simdjson's On-Demand reader measured beside tcpwhy's own
   buildah podman runc  # tests/image: the node image, built and run without a Docker daemon
   prometheus  # tests/monitoring: a real Prometheus scraping the daemon, and promtool for the rules
   gunicorn python3-uvicorn python3-aiohttp golang-go apache2 caddy  # server detection: real servers behind nginx, Go builds, Go binaries

@@ -389,6 +389,12 @@ public:
     Correlator& operator=(const Correlator&) = delete;
 
     void on_event(const Event& event);
+    // Hints, for a caller that knows the next events ahead (replay): start bringing into the
+    // cache what on_event(event) will look up, so it finds it there. prefetch() first, then,
+    // an event or so later, prefetch_more() (what the first fetched says where to find). They
+    // change nothing.
+    void prefetch(const Event& event) const;
+    void prefetch_more(const Event& event) const;
     // Settles what time alone decides (pending reset_recv, retention, stale state)
     // as of now_ns (CLOCK_MONOTONIC). Call about once a second live, or every few
     // thousand events on replay.

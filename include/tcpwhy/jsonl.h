@@ -48,5 +48,9 @@ struct ParsedLine {
 // Parses one line. Unknown fields are ignored; a missing or wrong-typed required
 // field, or text that is not a JSON object, is `bad`.
 ParsedLine parse_json_line(std::string_view line);
+// The same into `out`, reusing its storage (a replay parses millions of lines): kind, error
+// and the member for the line's kind are set as above; the other kinds' members keep whatever
+// an earlier line left there.
+void parse_json_line(std::string_view line, ParsedLine& out);
 
 }  // namespace tcpwhy

@@ -31,6 +31,7 @@ struct ReportOptions {
     std::optional<uint32_t> lb_response_timeout_s;  // --lb-response-timeout SECONDS
     uint32_t idle_threshold_ms = 1000;          // --idle-threshold MS
     std::optional<std::string> html;            // --html FILE: also write the self-contained HTML postmortem
+    int progress_fd = -1;                       // a terminal to draw a progress meter on (cmd_report: stderr if it is one)
 };
 
 // Runs the report; writes results to out and warnings/errors to err.
@@ -51,19 +52,33 @@ public:
     TraceReader& operator=(const TraceReader&) = delete;
 
     // Next non-empty line (without the newline), or nullopt at end of file or on a
-    // read error (see error()). The view is valid until the next call.
+    // read error (see error()). The view is valid until the next call, and at least
+    // kLinePadding readable bytes follow it (what SIMD parsers read past a line's end).
     std::optional<std::string_view> next_line();
     uint64_t line_number() const { return line_number_; }
     const std::string& error() const { return error_; }
     const std::string& name() const { return name_; }
 
+    // For progress: bytes of the file consumed so far and its size when it has one (a regular
+    // file; 0 for a pipe). Both count the file as stored: compressed bytes for gzip.
+    uint64_t bytes_read() const;
+    uint64_t file_size() const { return file_size_; }
+
+    static constexpr size_t kLinePadding = 64;
+
 private:
-    TraceReader(void* gz, std::string name);
+    TraceReader(void* gz, std::string name, uint64_t file_size);
+    bool fill();  // reads more into buf_ after what is pending; false at end of file or on error
+    std::optional<std::string_view> overlong_line();
     void* gz_;  // gzFile; void* keeps zlib.h out of this header
     std::string name_;
-    std::string line_;
+    std::unique_ptr<char[]> buf_;  // lines are returned as views into it
+    size_t begin_ = 0, end_ = 0;   // pending bytes: buf_[begin_, end_)
+    bool eof_ = false;
+    std::string line_;  // only a line longer than the buffer is copied here
     std::string error_;
     uint64_t line_number_ = 0;
+    uint64_t file_size_ = 0;
 };
 
 struct ReplayStats {
@@ -77,12 +92,28 @@ struct ReplayStats {
     std::shared_ptr<const ServerTable> servers;      // servers from the traces' `server` lines
 };
 
+// How far a replay is, for a progress meter.
+struct ReplayProgress {
+    uint64_t bytes_read = 0;   // of all inputs, as stored (compressed bytes for gzip)
+    uint64_t bytes_total = 0;  // the inputs' sizes; 0: unknown (stdin)
+    uint64_t events = 0;
+    size_t file_index = 0;  // the input being read, from 0
+    size_t files = 0;
+};
+using ReplayProgressFn = std::function<void(const ReplayProgress&)>;
+
+// What the progress meter of `report` shows (on a terminal only): bytes read of the total (as
+// stored: compressed for gzip), the file when there are several, events/s, time left.
+std::string replay_progress_line(const ReplayProgress& progress, double elapsed_s);
+
 // Replays the inputs into on_event (and correlator expiry). Returns kReportOk, or an
 // error code with *error set: a file that does not start like a tcpwhy trace, or a
-// schema version this tcpwhy does not read, is kReportInputError.
+// schema version this tcpwhy does not read, is kReportInputError. `progress`, when set,
+// is called as each input opens and ends and every few thousand lines in between.
 // Every event goes to the one correlator: for traces of one node (replay_nodes() for several).
 int replay_traces(const std::vector<std::string>& inputs, Correlator& correlator,
-                  const std::function<void(const Event&)>& also, ReplayStats& stats, std::string* error);
+                  const std::function<void(const Event&)>& also, ReplayStats& stats, std::string* error,
+                  const ReplayProgressFn& progress = {});
 
 // ---- several nodes -------------------------------------------------------------
 
@@ -116,7 +147,8 @@ struct ReplayHooks {
 // with the node before it; lines before any header at all go to an unnamed node). Nodes in the
 // order they first appear, named once all are known. Errors as replay_traces().
 int replay_nodes(const std::vector<std::string>& inputs, const CorrelatorConfig& config, const ReplayHooks& hooks,
-                 std::vector<std::unique_ptr<NodeReplay>>& nodes, std::string* error);
+                 std::vector<std::unique_ptr<NodeReplay>>& nodes, std::string* error,
+                 const ReplayProgressFn& progress = {});
 
 // "130.211.0.143:51234" or "[2600:2d00:1:b029::5]:51234".
 std::optional<std::pair<IpAddr, uint16_t>> parse_peer(std::string_view text);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cerrno>
 #include <cstring>
@@ -14,9 +15,11 @@
 
 #include "commands.h"
 #include "tcpwhy/log.h"
+#include "tcpwhy/daemon/export.h"
 #include "tcpwhy/daemon/server.h"
 #include "tcpwhy/daemon/units.h"
 #include "tcpwhy/jsonl.h"
+#include "tcpwhy/progress.h"
 
 namespace tcpwhy::cli {
 namespace {
@@ -96,6 +99,22 @@ private:
     bool failed_ = false;
 };
 
+// "export: 12.0 MiB of 40.0 MiB (30%), 450 k events/s, 0:12 left, segment 3 of 12": the
+// archive's bytes as stored (gzip), like `report`'s meter.
+std::string export_progress_text(const daemon::ExportProgress& p, double elapsed_s) {
+    std::string line = fmt::format("export: {} of {}", byte_size_text(p.bytes_read), byte_size_text(p.bytes_total));
+    if (p.bytes_total)
+        line += fmt::format(" ({:.0f}%)", 100.0 * static_cast<double>(std::min(p.bytes_read, p.bytes_total)) /
+                                              static_cast<double>(p.bytes_total));
+    if (elapsed_s > 0) line += fmt::format(", {} events/s", count_text(static_cast<double>(p.events) / elapsed_s));
+    if (p.bytes_total && p.bytes_read > 0 && p.bytes_read < p.bytes_total && elapsed_s >= 1) {
+        double left = static_cast<double>(p.bytes_total - p.bytes_read) * elapsed_s / static_cast<double>(p.bytes_read);
+        line += fmt::format(", {} left", clock_text(left));
+    }
+    if (p.segments > 1) line += fmt::format(", segment {} of {}", std::min(p.segment + 1, p.segments), p.segments);
+    return line;
+}
+
 int run_export(const ExportArgs& args) {
     auto since_s = daemon::parse_duration_s(args.since);
     if (!since_s) {
@@ -122,7 +141,12 @@ int run_export(const ExportArgs& args) {
         print_error(error, "is `tcpwhy daemon` running? give its --socket PATH (and run as root: the socket is 0600)");
         return kExitFailure;
     }
-    std::string request = nlohmann::json{{"cmd", "export"}, {"since_s", *since_s}}.dump() + "\n";
+    // On a terminal (stderr), a progress meter: the daemon says how far through the archive's
+    // segments it is, in lines of its own between the trace's, only when asked (a pipe gets none).
+    ProgressMeter meter(STDERR_FILENO);
+    nlohmann::json ask = {{"cmd", "export"}, {"since_s", *since_s}};
+    if (meter.active()) ask["progress"] = true;
+    std::string request = ask.dump() + "\n";
     if (send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
         print_error(fmt::format("cannot send to {}: {}", args.socket, strerror(errno)));
         return kExitFailure;
@@ -134,6 +158,8 @@ int run_export(const ExportArgs& args) {
     bool first = true;
     char buf[65536];
     ssize_t n;
+    daemon::ExportProgress where;
+    auto progress_line = [&] { return export_progress_text(where, meter.elapsed_s()); };
     while ((n = recv(fd.get(), buf, sizeof(buf), 0)) > 0 || (n < 0 && errno == EINTR)) {
         if (n < 0) continue;
         pending.append(buf, static_cast<size_t>(n));
@@ -149,9 +175,14 @@ int run_export(const ExportArgs& args) {
                     std::string message = answer.is_object() && answer.contains("error") && answer["error"].is_string()
                                               ? answer["error"].get<std::string>()
                                               : "the daemon did not answer with a trace";
+                    meter.finish();
                     print_error(fmt::format("export failed: {}", message));
                     return kExitFailure;
                 }
+            } else if (auto p = daemon::parse_export_progress_line(line)) {
+                where = *p;
+                meter.update(progress_line);
+                continue;  // the daemon's word to us, not part of the trace
             } else {
                 ++events;
             }
@@ -161,6 +192,7 @@ int run_export(const ExportArgs& args) {
         pending.erase(0, start);
         if (out->failed()) break;  // said below
     }
+    meter.finish();  // before anything else is printed
     if (n < 0) {
         print_error(fmt::format("reading from {}: {}", args.socket, strerror(errno)));
         return kExitFailure;
@@ -192,7 +224,9 @@ Runner add_export(CLI::App& app) {
         "Examples:\n"
         "  kubectl -n tcpwhy exec POD -- tcpwhy export --since 30m --gzip > incident.jsonl.gz\n"
         "  tcpwhy report incident.jsonl.gz\n"
-        "  tcpwhy export --since 2h -o /var/tmp/t.jsonl.gz   # gzip: the name ends in .gz");
+        "  tcpwhy export --since 2h -o /var/tmp/t.jsonl.gz   # gzip: the name ends in .gz\n\n"
+        "On a terminal, stderr shows the progress (archive bytes read of the total, events/s,\n"
+        "time left); piped or redirected, nothing.");
     auto args = std::make_shared<ExportArgs>();
     sub->add_option("--since", args->since, "How far back: 90s, 30m, 12h, 7d")->capture_default_str();
     sub->add_option("-o,--output", args->output, "Trace file to write ('-': stdout; a name ending in .gz: gzip)")

@@ -1,4 +1,6 @@
 // `tcpwhy report`: replay recorded traces through the correlator and explain the resets.
+#include <unistd.h>
+
 #include <iostream>
 #include <sstream>
 
@@ -18,7 +20,9 @@ Runner add_report(CLI::App& app) {
         "  tcpwhy report --json trace.jsonl.gz\n"
         "  tcpwhy report --conn 130.211.0.143:51234 trace.jsonl   # one connection's timeline\n"
         "  tcpwhy report --html postmortem.html trace.jsonl       # and a page to share (opens offline)\n"
-        "  tcpwhy report --lb aws-alb --lb-ranges 10.0.0.0/16 trace.jsonl");
+        "  tcpwhy report --lb aws-alb --lb-ranges 10.0.0.0/16 trace.jsonl\n\n"
+        "On a terminal, a long replay shows its progress on stderr (bytes read of the total,\n"
+        "events/s, time left); piped or redirected, nothing.");
     auto options = std::make_shared<ReportOptions>();
     auto lb = std::make_shared<LbArgs>();
     auto conn = std::make_shared<std::string>();
@@ -43,6 +47,8 @@ Runner add_report(CLI::App& app) {
         if (lb->response_timeout_s) opts.lb_response_timeout_s = lb->response_timeout_s;
         if (!conn->empty()) opts.conn = *conn;
         if (!html->empty()) opts.html = *html;
+        // Progress on a long replay, on the terminal only: never in a pipe or a file.
+        if (isatty(STDERR_FILENO)) opts.progress_fd = STDERR_FILENO;
         // The report quotes names (and, on a bad line, text) from the trace, which other
         // processes chose: rendered first, then printed with no control left in it.
         std::ostringstream out, err;

@@ -4,6 +4,8 @@
 // JSON type, are skipped.
 #include "tcpwhy/jsonl.h"
 
+#include <array>
+#include <bit>
 #include <cctype>
 #include <charconv>
 #include <cstring>
@@ -162,18 +164,236 @@ struct ParseError {
     std::string message;
 };
 
+// The keys tcpwhy reads (plus `level`, read and ignored, since every setsockopt line has it).
+// The field loop runs for every field of every line: it is the parser's hottest code.
+enum class Key : uint8_t {
+    unknown, v, ts_ns, type, cookie, netns, laddr, raddr, lport, rport, lb, pid, comm, cgroup_id,
+    old_state, new_state, idle_rx_ms, idle_tx_ms, unread_bytes, bytes_rx, bytes_tx, abort, rst_received,
+    reason, reason_inferred, has_skb, sk, sk_state, level, optname, value, value2, opts,
+    tool, hostname, boot_id, kernel, clock, mono_start_ns, wall_start_ns, lb_ranges,
+    // the causes beyond the race (closes in exiting tasks, listeners' queues, signals, overflows)
+    send_queue_bytes, acceptq_len, acceptq_max, exiting, exit_code, oom_victim, how, signal, sender_pid,
+    sender_comm, syn,
+    // a backend's ordinary connections counted in the kernel (tally lines; the header's flag)
+    opened, closed_local_first, closed_remote_first, local_idle_ms, outbound, tally,
+};
+constexpr size_t kKeyCount = static_cast<size_t>(Key::tally) + 1;
+
+constexpr std::array<std::string_view, kKeyCount> kKeyNames = {
+    "",           "v",         "ts_ns",     "type",        "cookie",       "netns",        "laddr",
+    "raddr",      "lport",     "rport",     "lb",          "pid",          "comm",         "cgroup_id",
+    "old_state",  "new_state", "idle_rx_ms", "idle_tx_ms", "unread_bytes", "bytes_rx",     "bytes_tx",
+    "abort",      "rst_received", "reason", "reason_inferred", "has_skb",  "sk",           "sk_state",
+    "level",      "optname",   "value",     "value2",      "opts",         "tool",         "hostname",
+    "boot_id",    "kernel",    "clock",     "mono_start_ns", "wall_start_ns", "lb_ranges",
+    "send_queue_bytes", "acceptq_len", "acceptq_max", "exiting", "exit_code", "oom_victim", "how",
+    "signal",     "sender_pid", "sender_comm", "syn",
+    "opened",     "closed_local_first", "closed_remote_first", "local_idle_ms", "outbound", "tally",
+};
+
+Key key_of(std::string_view k) {
+    // By length, then by content: a few integer compares instead of a search.
+    auto is = [&](Key key) { return k == kKeyNames[static_cast<size_t>(key)]; };
+    auto first = [&](std::initializer_list<Key> keys) {
+        for (Key key : keys)
+            if (is(key)) return key;
+        return Key::unknown;
+    };
+    switch (k.size()) {
+    case 1: return first({Key::v});
+    case 2: return first({Key::lb, Key::sk});
+    case 3: return first({Key::pid, Key::how, Key::syn});
+    case 4: return first({Key::type, Key::comm, Key::opts, Key::tool});
+    case 5:
+        return first({Key::ts_ns, Key::netns, Key::laddr, Key::lport, Key::raddr, Key::rport, Key::abort, Key::value,
+                      Key::level, Key::clock, Key::tally});
+    case 6: return first({Key::cookie, Key::reason, Key::value2, Key::kernel, Key::signal, Key::opened});
+    case 7: return first({Key::has_skb, Key::optname, Key::boot_id, Key::exiting});
+    case 8: return first({Key::bytes_rx, Key::bytes_tx, Key::sk_state, Key::hostname, Key::outbound});
+    case 9: return first({Key::old_state, Key::new_state, Key::cgroup_id, Key::lb_ranges, Key::exit_code});
+    case 10: return first({Key::idle_rx_ms, Key::idle_tx_ms, Key::oom_victim, Key::sender_pid});
+    case 11: return first({Key::acceptq_len, Key::acceptq_max, Key::sender_comm});
+    case 12: return first({Key::unread_bytes, Key::rst_received});
+    case 13: return first({Key::mono_start_ns, Key::wall_start_ns, Key::local_idle_ms});
+    case 15: return first({Key::reason_inferred});
+    case 16: return first({Key::send_queue_bytes});
+    case 18: return first({Key::closed_local_first});
+    case 19: return first({Key::closed_remote_first});
+    default: return Key::unknown;
+    }
+}
+
+// tcpwhy writes an event's keys in one order (to_json_line below), some of them only on some
+// events. The reader first checks whether the bytes ahead are `"key":` for the key that usually
+// comes next, then for the one that comes next when the usual one is absent (a masked compare
+// of 16 bytes each), and reads any other key, order or spacing the general way.
+struct NextKeys {
+    Key usual = Key::unknown, otherwise = Key::unknown;
+};
+
+constexpr std::array<NextKeys, kKeyCount> next_keys() {
+    std::array<NextKeys, kKeyCount> next{};
+    auto after = [&](Key key, Key usual, Key otherwise = Key::unknown) {
+        next[static_cast<size_t>(key)] = {usual, otherwise};
+    };
+    after(Key::v, Key::ts_ns);
+    after(Key::ts_ns, Key::type);
+    after(Key::type, Key::cookie);
+    after(Key::cookie, Key::netns);
+    after(Key::netns, Key::laddr);
+    after(Key::laddr, Key::lport);
+    after(Key::lport, Key::raddr);
+    after(Key::raddr, Key::rport);
+    after(Key::rport, Key::lb);
+    after(Key::lb, Key::pid, Key::cgroup_id);  // pid: only in the owner's context
+    after(Key::pid, Key::comm);
+    after(Key::comm, Key::cgroup_id, Key::old_state);
+    after(Key::cgroup_id, Key::old_state, Key::reason);
+    after(Key::old_state, Key::new_state);
+    after(Key::new_state, Key::idle_rx_ms, Key::rst_received);
+    after(Key::idle_rx_ms, Key::idle_tx_ms);
+    after(Key::idle_tx_ms, Key::unread_bytes);
+    after(Key::unread_bytes, Key::bytes_rx, Key::idle_rx_ms);
+    after(Key::bytes_rx, Key::bytes_tx);
+    after(Key::bytes_tx, Key::abort);
+    after(Key::abort, Key::opts, Key::rst_received);
+    after(Key::rst_received, Key::opts);
+    after(Key::reason, Key::reason_inferred);
+    after(Key::reason_inferred, Key::has_skb);
+    after(Key::has_skb, Key::sk);
+    after(Key::sk, Key::sk_state);
+    after(Key::sk_state, Key::unread_bytes, Key::rst_received);
+    after(Key::level, Key::optname);
+    after(Key::optname, Key::value);
+    after(Key::value, Key::value2);
+    return next;
+}
+constexpr std::array<NextKeys, kKeyCount> kNextKey = next_keys();
+
+// `"key":` as two little-endian words and the masks of its bytes (keys up to 13 characters).
+struct KeyPattern {
+    uint64_t word[2] = {0, 0};
+    uint64_t mask[2] = {0, 0};
+    uint8_t length = 0;  // 0: too long to predict
+};
+
+constexpr std::array<KeyPattern, kKeyCount> key_patterns() {
+    std::array<KeyPattern, kKeyCount> patterns{};
+    for (size_t k = 1; k < kKeyCount; ++k) {
+        std::string_view name = kKeyNames[k];
+        if (name.size() + 3 > 16) continue;
+        KeyPattern& p = patterns[k];
+        p.length = static_cast<uint8_t>(name.size() + 3);
+        for (size_t i = 0; i < p.length; ++i) {
+            char c = i == 0 || i == name.size() + 1 ? '"' : i == name.size() + 2 ? ':' : name[i - 1];
+            p.word[i / 8] |= uint64_t{static_cast<unsigned char>(c)} << (8 * (i % 8));
+            p.mask[i / 8] |= uint64_t{0xff} << (8 * (i % 8));
+        }
+    }
+    return patterns;
+}
+constexpr std::array<KeyPattern, kKeyCount> kKeyPatterns = key_patterns();
+
+[[gnu::always_inline]] inline uint64_t load_le64(const char* p) {
+    uint64_t v;
+    std::memcpy(&v, p, sizeof(v));
+    if constexpr (std::endian::native == std::endian::big) v = __builtin_bswap64(v);
+    return v;
+}
+
+// Bit 7 of each byte of w that equals c (above the lowest match, bits may be wrong: only the
+// lowest is used).
+[[gnu::always_inline]] inline uint64_t bytes_equal(uint64_t w, unsigned char c) {
+    constexpr uint64_t ones = 0x0101010101010101ull;
+    uint64_t x = w ^ (ones * c);
+    return (x - ones) & ~x & (ones * 0x80);
+}
+
+// s equals the literal: a compare of constant size, which the compiler turns into a few loads.
+template <size_t N>
+[[gnu::always_inline]] inline bool eq(std::string_view s, const char (&literal)[N]) {
+    return s.size() == N - 1 && std::memcmp(s.data(), literal, N - 1) == 0;
+}
+
+// Names as the writer spells them (the tables in src/core/event.cpp), matched by length and a
+// letter or two with constant-size compares: an event line has two or three of them. Anything
+// else is looked up in those tables, so what is accepted does not change.
+std::optional<TcpState> state_of(std::string_view s) {
+    switch (s.size()) {
+    case 5: if (eq(s, "CLOSE")) return TcpState::close; break;
+    case 6: if (eq(s, "LISTEN")) return TcpState::listen; break;
+    case 8:
+        if (eq(s, "SYN_RECV")) return TcpState::syn_recv;
+        if (eq(s, "SYN_SENT")) return TcpState::syn_sent;
+        if (eq(s, "LAST_ACK")) return TcpState::last_ack;
+        break;
+    case 9:
+        if (eq(s, "FIN_WAIT1")) return TcpState::fin_wait1;
+        if (eq(s, "FIN_WAIT2")) return TcpState::fin_wait2;
+        if (eq(s, "TIME_WAIT")) return TcpState::time_wait;
+        break;
+    case 10: if (eq(s, "CLOSE_WAIT")) return TcpState::close_wait; break;
+    case 11: if (eq(s, "ESTABLISHED")) return TcpState::established; break;
+    }
+    return tcp_state_from_string(s);
+}
+
+std::optional<EventType> event_type_of(std::string_view s) {
+    if (eq(s, "state")) return EventType::state;
+    if (eq(s, "close")) return EventType::close;
+    if (eq(s, "setsockopt")) return EventType::setsockopt;
+    return event_type_from_string(s);
+}
+
+std::optional<SockOpt> sock_opt_of(std::string_view s) {
+    switch (s.size()) {
+    case 12:
+        if (eq(s, "SO_KEEPALIVE")) return SockOpt::so_keepalive;
+        if (eq(s, "TCP_KEEPIDLE")) return SockOpt::tcp_keepidle;
+        break;
+    case 11: if (eq(s, "TCP_KEEPCNT")) return SockOpt::tcp_keepcnt; break;
+    case 13: if (eq(s, "TCP_KEEPINTVL")) return SockOpt::tcp_keepintvl; break;
+    case 16: if (eq(s, "TCP_USER_TIMEOUT")) return SockOpt::tcp_user_timeout; break;
+    }
+    return sock_opt_from_string(s);
+}
+
+// A dotted quad as IpAddr::parse reads it (no leading zeros, each part at most 255), without its
+// general path: two addresses per event line.
+bool parse_dotted_quad(std::string_view text, IpAddr& out) {
+    out.bytes = {};
+    const char* p = text.data();
+    const char* end = p + text.size();
+    for (int part = 0; part < 4; ++part) {
+        if (p == end || static_cast<unsigned>(*p - '0') > 9) return false;
+        unsigned value = static_cast<unsigned>(*p++ - '0');
+        int digits = 1;
+        while (p < end && static_cast<unsigned>(*p - '0') <= 9) {
+            if (++digits > 3 || value == 0) return false;
+            value = value * 10 + static_cast<unsigned>(*p++ - '0');
+        }
+        if (value > 255) return false;
+        out.bytes[part] = static_cast<uint8_t>(value);
+        if (part < 3 && (p == end || *p++ != '.')) return false;
+    }
+    if (p != end) return false;
+    out.family = 4;
+    return true;
+}
+
 class Cursor {
 public:
     explicit Cursor(std::string_view text) : p_(text.data()), end_(text.data() + text.size()) {}
 
-    void skip_ws() {
-        while (p_ < end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\r' || *p_ == '\n')) ++p_;
+    [[gnu::always_inline]] void skip_ws() {
+        while (p_ < end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\r' || *p_ == '\n')) [[unlikely]]
+            ++p_;
     }
     bool at_end() {
         skip_ws();
         return p_ == end_;
     }
-    bool consume(char c) {
+    [[gnu::always_inline]] bool consume(char c) {
         skip_ws();
         if (p_ < end_ && *p_ == c) {
             ++p_;
@@ -181,70 +401,69 @@ public:
         }
         return false;
     }
-    void expect(char c, const char* what) {
-        if (!consume(c)) throw ParseError{fmt::format("expected {}", what)};
+    [[gnu::always_inline]] void expect(char c, const char* what) {
+        if (!consume(c)) [[unlikely]]
+            fail_expected(what);
     }
     char peek() {
         skip_ws();
         return p_ < end_ ? *p_ : '\0';
     }
 
-    // A string's contents, unescaped into scratch when it has escapes.
-    std::string_view string(std::string& scratch) {
+    // A string's contents: a view into the line, or into scratch when it has escapes.
+    [[gnu::always_inline]] std::string_view string(std::string& scratch) {
         expect('"', "a string");
         const char* start = p_;
-        while (p_ < end_ && *p_ != '"' && *p_ != '\\') ++p_;
-        if (p_ < end_ && *p_ == '"') return {start, static_cast<size_t>(p_++ - start)};
-        scratch.assign(start, p_);
-        while (p_ < end_ && *p_ != '"') {
-            if (*p_ != '\\') {
-                scratch += *p_++;
-                continue;
+        // Eight bytes at a time to the closing quote or a backslash, then byte by byte near the end.
+        while (end_ - p_ >= 8) {
+            uint64_t w = load_le64(p_);
+            if (uint64_t hit = bytes_equal(w, '"') | bytes_equal(w, '\\')) {
+                p_ += std::countr_zero(hit) / 8;
+                goto found;
             }
-            if (++p_ == end_) break;
-            char esc = *p_++;
-            switch (esc) {
-            case '"': case '\\': case '/': scratch += esc; break;
-            case 'b': scratch += '\b'; break;
-            case 'f': scratch += '\f'; break;
-            case 'n': scratch += '\n'; break;
-            case 'r': scratch += '\r'; break;
-            case 't': scratch += '\t'; break;
-            case 'u': append_utf8(scratch, unicode_escape()); break;
-            default: throw ParseError{"invalid escape in string"};
-            }
+            p_ += 8;
         }
-        if (p_ == end_) throw ParseError{"unterminated string"};
-        ++p_;
-        return scratch;
+        while (p_ < end_ && *p_ != '"' && *p_ != '\\') ++p_;
+    found:
+        if (p_ < end_ && *p_ == '"') [[likely]]
+            return {start, static_cast<size_t>(p_++ - start)};
+        return escaped_string(start, scratch);
+    }
+
+    // Consumes `"key":` when it is next, exactly so (see kNextKey).
+    [[gnu::always_inline]] bool next_is(const KeyPattern& key) {
+        skip_ws();
+        if (key.length == 0 || end_ - p_ < 16) return false;
+        if (((load_le64(p_) ^ key.word[0]) & key.mask[0]) | ((load_le64(p_ + 8) ^ key.word[1]) & key.mask[1]))
+            return false;
+        p_ += key.length;
+        return true;
     }
 
     // An integer; anything else (a fraction, an exponent, a string) is an error naming the field.
     template <typename T>
-    T integer(std::string_view field) {
+    [[gnu::always_inline]] T integer(std::string_view field) {
         skip_ws();
-        const char* start = p_;
-        bool negative = p_ < end_ && *p_ == '-';
-        T value{};
-        auto [ptr, ec] = std::from_chars(p_, end_, value);
-        if (ec == std::errc::result_out_of_range || (ec != std::errc{} && negative && std::is_unsigned_v<T>)) {
-            skip_number();
-            throw ParseError{fmt::format("field {} is out of range", field)};
+        // Plain digits that fit: most numbers in a trace. Everything else takes the exact path.
+        const char* q = p_;
+        uint64_t value = 0;
+        while (q < end_ && q - p_ < 19 && static_cast<unsigned>(*q - '0') < 10) value = value * 10 + (*q++ - '0');
+        if (q > p_ && q - p_ < 19 && (q == end_ || !continues_number(*q)) &&
+            value <= static_cast<uint64_t>(std::numeric_limits<T>::max())) [[likely]] {
+            p_ = q;
+            return static_cast<T>(value);
         }
-        if (ec != std::errc{} || ptr == start || (ptr < end_ && (*ptr == '.' || *ptr == 'e' || *ptr == 'E')))
-            throw ParseError{fmt::format("field {} is not an integer", field)};
-        p_ = ptr;
-        return value;
+        return integer_exact<T>(field);
     }
 
-    bool boolean(std::string_view field) {
+    [[gnu::always_inline]] bool boolean(std::string_view field) {
         skip_ws();
         if (literal("true")) return true;
         if (literal("false")) return false;
         throw ParseError{fmt::format("field {} is not a boolean", field)};
     }
 
-    bool null() {
+    [[gnu::always_inline]] bool null() {
         skip_ws();
         return literal("null");
     }
@@ -282,13 +501,61 @@ public:
     }
 
 private:
-    bool literal(std::string_view word) {
+    [[noreturn, gnu::noinline]] static void fail_expected(const char* what) {
+        throw ParseError{fmt::format("expected {}", what)};
+    }
+    [[gnu::always_inline]] static bool continues_number(char c) {
+        return static_cast<unsigned>(c - '0') < 10 || c == '.' || c == 'e' || c == 'E';
+    }
+    [[gnu::always_inline]] bool literal(std::string_view word) {
         if (static_cast<size_t>(end_ - p_) >= word.size() && std::memcmp(p_, word.data(), word.size()) == 0) {
             p_ += word.size();
             return true;
         }
         return false;
     }
+
+    template <typename T>
+    [[gnu::noinline]] T integer_exact(std::string_view field) {
+        const char* start = p_;
+        bool negative = p_ < end_ && *p_ == '-';
+        T value{};
+        auto [ptr, ec] = std::from_chars(p_, end_, value);
+        if (ec == std::errc::result_out_of_range || (ec != std::errc{} && negative && std::is_unsigned_v<T>)) {
+            skip_number();
+            throw ParseError{fmt::format("field {} is out of range", field)};
+        }
+        if (ec != std::errc{} || ptr == start || (ptr < end_ && (*ptr == '.' || *ptr == 'e' || *ptr == 'E')))
+            throw ParseError{fmt::format("field {} is not an integer", field)};
+        p_ = ptr;
+        return value;
+    }
+
+    [[gnu::noinline]] std::string_view escaped_string(const char* start, std::string& scratch) {
+        scratch.assign(start, p_);
+        while (p_ < end_ && *p_ != '"') {
+            if (*p_ != '\\') {
+                scratch += *p_++;
+                continue;
+            }
+            if (++p_ == end_) break;
+            char esc = *p_++;
+            switch (esc) {
+            case '"': case '\\': case '/': scratch += esc; break;
+            case 'b': scratch += '\b'; break;
+            case 'f': scratch += '\f'; break;
+            case 'n': scratch += '\n'; break;
+            case 'r': scratch += '\r'; break;
+            case 't': scratch += '\t'; break;
+            case 'u': append_utf8(scratch, unicode_escape()); break;
+            default: throw ParseError{"invalid escape in string"};
+            }
+        }
+        if (p_ == end_) throw ParseError{"unterminated string"};
+        ++p_;
+        return scratch;
+    }
+
     bool skip_number() {
         const char* start = p_;
         while (p_ < end_ && (std::isdigit(static_cast<unsigned char>(*p_)) || *p_ == '-' || *p_ == '+' || *p_ == '.' ||
@@ -336,13 +603,6 @@ private:
     const char* end_;
 };
 
-// Key comparison against a literal: a constant-size compare the compiler inlines, since the
-// field dispatch below runs for every field of every line.
-template <size_t N>
-bool is(std::string_view key, const char (&name)[N]) {
-    return key.size() == N - 1 && std::memcmp(key.data(), name, N - 1) == 0;
-}
-
 SockOpts parse_opts(Cursor& in) {
     SockOpts opts;
     std::string key_scratch;
@@ -351,7 +611,7 @@ SockOpts parse_opts(Cursor& in) {
     do {
         std::string_view key = in.string(key_scratch);
         in.expect(':', "':'");
-        auto opt = sock_opt_from_string(key);
+        auto opt = sock_opt_of(key);
         if (opt && in.peek() != '"' && in.peek() != '{' && in.peek() != '[') {
             opts.set(*opt, in.integer<int64_t>(key));
         } else {
@@ -360,6 +620,10 @@ SockOpts parse_opts(Cursor& in) {
     } while (in.consume(','));
     in.expect('}', "'}' after opts");
     return opts;
+}
+
+[[gnu::always_inline]] inline void read_address(std::string_view text, IpAddr& out) {
+    if (!parse_dotted_quad(text, out)) out = canonical(IpAddr::parse(text).value_or(IpAddr{}));
 }
 
 }  // namespace
@@ -564,90 +828,145 @@ ParsedLine parse_workload_line(std::string_view line) {
 
 ParsedLine parse_json_line(std::string_view line) {
     ParsedLine out;
+    parse_json_line(line, out);
+    return out;
+}
+
+void parse_json_line(std::string_view line, ParsedLine& out) {
+    out.kind = LineKind::bad;
+    out.error.clear();
     Event& e = out.event;
-    TraceHeader& h = out.header;
+    e = Event{};
+    // The header is reset only when the line has a header field: event lines never touch it.
+    TraceHeader* header = nullptr;
+    auto h = [&]() -> TraceHeader& {
+        if (!header) {
+            out.header = TraceHeader{};
+            header = &out.header;
+        }
+        return *header;
+    };
+    enum class Type : uint8_t { none, event, header, workload, server, unknown };
+    Type type = Type::none;
+    EventType event_type = EventType::state;
+    std::string unknown_type;
     std::optional<int64_t> version;
-    std::string type_name;
     bool has_ts = false;
     std::string scratch, key_scratch;
     std::optional<SockOpt> opt;
     std::string unknown_optname;
+    NextKeys next{Key::v, Key::unknown};  // the keys expected next; v is the first tcpwhy writes
     try {
         Cursor in(line);
         if (!in.consume('{')) throw ParseError{"not a JSON object"};
         if (!in.consume('}')) {
             do {
-                // points into the line, or into key_scratch when escaped; compared before any value is read
-                std::string_view key = in.string(key_scratch);
-                in.expect(':', "':'");
+                Key key;
+                std::string_view key_text;  // names the field in errors
+                if (in.next_is(kKeyPatterns[static_cast<size_t>(next.usual)])) [[likely]] {
+                    key = next.usual;
+                    key_text = kKeyNames[static_cast<size_t>(key)];
+                } else if (in.next_is(kKeyPatterns[static_cast<size_t>(next.otherwise)])) {
+                    key = next.otherwise;
+                    key_text = kKeyNames[static_cast<size_t>(key)];
+                } else {
+                    // points into the line, or into key_scratch when escaped; resolved before any value is read
+                    key_text = in.string(key_scratch);
+                    key = key_of(key_text);
+                    in.expect(':', "':'");
+                }
+                next = kNextKey[static_cast<size_t>(key)];
                 if (in.null()) continue;  // null is as good as absent
                 auto text = [&] { return std::string(in.string(scratch)); };
-                auto state = [&] { return tcp_state_from_string(in.string(scratch)).value_or(TcpState::unknown); };
-                // Keys by frequency: state events dominate a trace.
-                if (is(key, "v")) version = in.integer<int64_t>(key);
-                else if (is(key, "ts_ns")) e.ts_ns = in.integer<uint64_t>(key), has_ts = true;
-                else if (is(key, "type")) type_name = text();
-                else if (is(key, "cookie")) e.cookie = in.integer<uint64_t>(key);
-                else if (is(key, "netns")) e.netns = in.integer<uint32_t>(key);
-                else if (is(key, "laddr")) e.laddr = canonical(IpAddr::parse(in.string(scratch)).value_or(IpAddr{}));
-                else if (is(key, "raddr")) e.raddr = canonical(IpAddr::parse(in.string(scratch)).value_or(IpAddr{}));
-                else if (is(key, "lport")) e.lport = in.integer<uint16_t>(key);
-                else if (is(key, "rport")) e.rport = in.integer<uint16_t>(key);
-                else if (is(key, "lb")) e.lb = in.boolean(key);
-                else if (is(key, "pid")) e.pid = in.integer<uint32_t>(key);
-                else if (is(key, "comm")) e.comm = text();
-                else if (is(key, "cgroup_id")) e.cgroup_id = in.integer<uint64_t>(key);
-                else if (is(key, "old_state")) e.old_state = state();
-                else if (is(key, "new_state")) e.new_state = state();
-                else if (is(key, "idle_rx_ms")) e.idle_rx_ms = in.integer<uint32_t>(key);
-                else if (is(key, "idle_tx_ms")) e.idle_tx_ms = in.integer<uint32_t>(key);
-                else if (is(key, "unread_bytes")) e.unread_bytes = in.integer<uint32_t>(key);
-                else if (is(key, "bytes_rx")) e.bytes_rx = in.integer<uint64_t>(key);
-                else if (is(key, "bytes_tx")) e.bytes_tx = in.integer<uint64_t>(key);
-                else if (is(key, "abort")) e.abort = in.boolean(key);
-                else if (is(key, "rst_received")) e.rst_received = in.boolean(key);
-                else if (is(key, "reason")) {
+                auto state = [&] { return state_of(in.string(scratch)).value_or(TcpState::unknown); };
+                switch (key) {
+                case Key::v: version = in.integer<int64_t>(key_text); break;
+                case Key::ts_ns: e.ts_ns = in.integer<uint64_t>(key_text), has_ts = true; break;
+                case Key::type: {
                     std::string_view name = in.string(scratch);
-                    e.reason = reset_reason_from_string(name).value_or(ResetReason::unrecognised);
+                    if (auto t = event_type_of(name)) {
+                        type = Type::event;
+                        event_type = *t;
+                    } else if (name == "header") {
+                        type = Type::header;
+                    } else if (name == "workload") {
+                        type = Type::workload;
+                    } else if (name == "server") {
+                        type = Type::server;
+                    } else {
+                        type = name.empty() ? Type::none : Type::unknown;
+                        unknown_type = name;
+                    }
+                    break;
                 }
-                else if (is(key, "reason_inferred")) e.reason_inferred = in.boolean(key);
-                else if (is(key, "has_skb")) e.has_skb = in.boolean(key);
-                else if (is(key, "sk")) e.sk_kind = sock_kind_from_string(in.string(scratch)).value_or(SockKind::none);
-                else if (is(key, "sk_state")) e.sk_state = state();
-                else if (is(key, "optname")) {
+                case Key::cookie: e.cookie = in.integer<uint64_t>(key_text); break;
+                case Key::netns: e.netns = in.integer<uint32_t>(key_text); break;
+                case Key::laddr: read_address(in.string(scratch), e.laddr); break;
+                case Key::raddr: read_address(in.string(scratch), e.raddr); break;
+                case Key::lport: e.lport = in.integer<uint16_t>(key_text); break;
+                case Key::rport: e.rport = in.integer<uint16_t>(key_text); break;
+                case Key::lb: e.lb = in.boolean(key_text); break;
+                case Key::pid: e.pid = in.integer<uint32_t>(key_text); break;
+                case Key::comm: e.comm = in.string(scratch); break;
+                case Key::cgroup_id: e.cgroup_id = in.integer<uint64_t>(key_text); break;
+                case Key::old_state: e.old_state = state(); break;
+                case Key::new_state: e.new_state = state(); break;
+                case Key::idle_rx_ms: e.idle_rx_ms = in.integer<uint32_t>(key_text); break;
+                case Key::idle_tx_ms: e.idle_tx_ms = in.integer<uint32_t>(key_text); break;
+                case Key::unread_bytes: e.unread_bytes = in.integer<uint32_t>(key_text); break;
+                case Key::bytes_rx: e.bytes_rx = in.integer<uint64_t>(key_text); break;
+                case Key::bytes_tx: e.bytes_tx = in.integer<uint64_t>(key_text); break;
+                case Key::abort: e.abort = in.boolean(key_text); break;
+                case Key::rst_received: e.rst_received = in.boolean(key_text); break;
+                case Key::reason:
+                    e.reason = reset_reason_from_string(in.string(scratch)).value_or(ResetReason::unrecognised);
+                    break;
+                case Key::reason_inferred: e.reason_inferred = in.boolean(key_text); break;
+                case Key::has_skb: e.has_skb = in.boolean(key_text); break;
+                case Key::sk: e.sk_kind = sock_kind_from_string(in.string(scratch)).value_or(SockKind::none); break;
+                case Key::sk_state: e.sk_state = state(); break;
+                case Key::optname: {
                     std::string_view name = in.string(scratch);
-                    opt = sock_opt_from_string(name);
+                    opt = sock_opt_of(name);
                     if (!opt) unknown_optname = name;
+                    break;
                 }
-                else if (is(key, "value")) e.value = in.integer<int64_t>(key);
-                else if (is(key, "value2")) e.value2 = in.integer<int64_t>(key);
-                else if (is(key, "opts")) e.opts = parse_opts(in);
-                else if (is(key, "tool")) h.tool = text();
-                else if (is(key, "hostname")) h.hostname = text();
-                else if (is(key, "boot_id")) h.boot_id = text();
-                else if (is(key, "kernel")) h.kernel = text();
-                else if (is(key, "clock")) h.clock = text();
-                else if (is(key, "mono_start_ns")) h.mono_start_ns = in.integer<uint64_t>(key);
-                else if (is(key, "wall_start_ns")) h.wall_start_ns = in.integer<uint64_t>(key);
-                else if (is(key, "lb_ranges")) h.lb_ranges = text();
-                else if (is(key, "send_queue_bytes")) e.send_queue_bytes = in.integer<uint32_t>(key);
-                else if (is(key, "acceptq_len")) e.acceptq_len = in.integer<uint32_t>(key);
-                else if (is(key, "acceptq_max")) e.acceptq_max = in.integer<uint32_t>(key);
-                else if (is(key, "exiting")) e.task_exiting = in.boolean(key);
-                else if (is(key, "exit_code")) e.exit_code = in.integer<uint16_t>(key);
-                else if (is(key, "oom_victim")) e.oom_victim = in.boolean(key);
-                else if (is(key, "how")) e.overflow_how = overflow_how_from_string(in.string(scratch)).value_or(OverflowHow::unknown);
-                else if (is(key, "signal")) e.signal = signal_from_name(in.string(scratch)).value_or(0);
-                else if (is(key, "sender_pid")) e.sender_pid = in.integer<uint32_t>(key);
-                else if (is(key, "sender_comm")) e.sender_comm = text();
-                else if (is(key, "syn")) e.syn = in.boolean(key);
-                else if (is(key, "opened")) e.tally.opened = in.integer<uint64_t>(key);
-                else if (is(key, "closed_local_first")) e.tally.closed_local_first = in.integer<uint64_t>(key);
-                else if (is(key, "closed_remote_first")) e.tally.closed_remote_first = in.integer<uint64_t>(key);
-                else if (is(key, "local_idle_ms")) e.tally.local_idle_ms = in.integer<uint64_t>(key);
-                else if (is(key, "outbound")) e.tally.outbound = in.boolean(key);
-                else if (is(key, "tally")) h.tally = in.boolean(key);
-                else in.skip_value();
+                case Key::value: e.value = in.integer<int64_t>(key_text); break;
+                case Key::value2: e.value2 = in.integer<int64_t>(key_text); break;
+                case Key::opts: e.opts = parse_opts(in); break;
+                case Key::tool: h().tool = text(); break;
+                case Key::hostname: h().hostname = text(); break;
+                case Key::boot_id: h().boot_id = text(); break;
+                case Key::kernel: h().kernel = text(); break;
+                case Key::clock: h().clock = text(); break;
+                case Key::mono_start_ns: h().mono_start_ns = in.integer<uint64_t>(key_text); break;
+                case Key::wall_start_ns: h().wall_start_ns = in.integer<uint64_t>(key_text); break;
+                case Key::lb_ranges: h().lb_ranges = text(); break;
+                case Key::level:  // implied by optname; like an unknown field, any value
+                    if (in.peek() == '"') in.string(scratch);
+                    else in.skip_value();
+                    break;
+                case Key::send_queue_bytes: e.send_queue_bytes = in.integer<uint32_t>(key_text); break;
+                case Key::acceptq_len: e.acceptq_len = in.integer<uint32_t>(key_text); break;
+                case Key::acceptq_max: e.acceptq_max = in.integer<uint32_t>(key_text); break;
+                case Key::exiting: e.task_exiting = in.boolean(key_text); break;
+                case Key::exit_code: e.exit_code = in.integer<uint16_t>(key_text); break;
+                case Key::oom_victim: e.oom_victim = in.boolean(key_text); break;
+                case Key::how:
+                    e.overflow_how = overflow_how_from_string(in.string(scratch)).value_or(OverflowHow::unknown);
+                    break;
+                case Key::signal: e.signal = signal_from_name(in.string(scratch)).value_or(0); break;
+                case Key::sender_pid: e.sender_pid = in.integer<uint32_t>(key_text); break;
+                case Key::sender_comm: e.sender_comm = text(); break;
+                case Key::syn: e.syn = in.boolean(key_text); break;
+                case Key::opened: e.tally.opened = in.integer<uint64_t>(key_text); break;
+                case Key::closed_local_first: e.tally.closed_local_first = in.integer<uint64_t>(key_text); break;
+                case Key::closed_remote_first: e.tally.closed_remote_first = in.integer<uint64_t>(key_text); break;
+                case Key::local_idle_ms: e.tally.local_idle_ms = in.integer<uint64_t>(key_text); break;
+                case Key::outbound: e.tally.outbound = in.boolean(key_text); break;
+                case Key::tally: h().tally = in.boolean(key_text); break;
+                case Key::unknown: in.skip_value(); break;
+                }
             } while (in.consume(','));
             in.expect('}', "'}' or ','");
         }
@@ -655,45 +974,55 @@ ParsedLine parse_json_line(std::string_view line) {
     } catch (const ParseError& error) {
         out.kind = LineKind::bad;
         out.error = error.message;
-        return out;
+        return;
     }
 
     if (!version) {
         out.error = "no schema version field \"v\"";
-        return out;
+        return;
     }
     if (*version != kTraceVersion) {
         out.kind = LineKind::unsupported_version;
         out.error = fmt::format("trace schema version {} (this tcpwhy reads version {})", *version, kTraceVersion);
-        return out;
+        return;
     }
-    if (type_name == "header") {
-        h.v = kTraceVersion;
+    switch (type) {
+    case Type::header:
+        h().v = kTraceVersion;
         out.kind = LineKind::header;
-        return out;
+        return;
+    case Type::workload: {
+        ParsedLine workload = parse_workload_line(line);
+        out.kind = workload.kind;
+        out.workload = std::move(workload.workload);
+        out.error = std::move(workload.error);
+        return;
     }
-    if (type_name == "workload") return parse_workload_line(line);
-    if (type_name == "server") return parse_server_line(line);
-    auto type = event_type_from_string(type_name);
-    if (!type) {
-        out.error = type_name.empty() ? "no type field" : fmt::format("unknown event type '{}'", type_name);
-        return out;
+    case Type::server: {  // one per process: the general reader is fast enough
+        ParsedLine server = parse_server_line(line);
+        out.kind = server.kind;
+        out.server = std::move(server.server);
+        out.error = std::move(server.error);
+        return;
+    }
+    case Type::none: out.error = "no type field"; return;
+    case Type::unknown: out.error = fmt::format("unknown event type '{}'", unknown_type); return;
+    case Type::event: break;
     }
     if (!has_ts) {
         out.error = "no ts_ns field";
-        return out;
+        return;
     }
-    e.type = *type;
+    e.type = event_type;
     if (e.type == EventType::setsockopt) {
         if (!opt) {
             out.error = unknown_optname.empty() ? "setsockopt without optname"
                                                 : fmt::format("unknown optname '{}'", unknown_optname);
-            return out;
+            return;
         }
         e.opt = *opt;
     }
     out.kind = LineKind::event;
-    return out;
 }
 
 }  // namespace tcpwhy

@@ -10,7 +10,9 @@
 
 #include "tcpwhy/addr.h"
 #include "causes.h"
+#include "address_pool.h"
 #include "classify.h"
+#include "conn_table.h"
 #include "tuple_index.h"
 
 namespace tcpwhy {
@@ -23,19 +25,21 @@ constexpr uint64_t kEndedGraceNs = 2'000'000'000;  // late events of a connectio
 constexpr uint8_t kLbRangeUnknown = UINT8_MAX;     // an LB peer in range index >= 255
 constexpr size_t kMaxWatchedRecords = 1000;        // watch_peer(): a port reused that often is enough
 
-// Everything the correlator keeps per connection while it lives. The cookie is the
-// map key. Fixed-size, no heap: strings (evidence) exist only for reset ones.
+// Everything the correlator keeps per connection while it lives: fixed-size, no heap (strings,
+// evidence, exist only for reset connections). Held by the hundred thousand, so packed: an
+// IPv4 address in place and an IPv6 one as an index into Impl::ipv6 (laddr_of(), raddr_of()),
+// flags in bits, and the two timestamps only a reset needs beside it (Impl::reset_timing).
 struct LiveConn {
+    uint64_t cookie = 0;  // the table's key; 0 marks a free slot
     uint64_t first_ts_ns = 0, last_ts_ns = 0, close_ts_ns = 0, end_ts_ns = 0;
-    uint64_t pending_peer_reset_ts_ns = 0;  // a reset_recv waiting to be told apart from our own abort
-    uint64_t local_abort_ts_ns = 0;         // when we reset it on data after our FIN
     uint64_t bytes_rx = 0, bytes_tx = 0;
-    IpAddr laddr, raddr;
+    uint32_t laddr = 0, raddr = 0;  // by laddr_family/raddr_family: 4: the address; 6: an AddressPool index
     uint32_t netns = 0;
     uint32_t backend = 0;  // index into Impl::backends
     uint32_t idle_gap_ms = 0, unread_at_close = 0;
     uint32_t peer_fin_idle_ms = 0;  // quiet before the peer's FIN, when it closed an idle connection
     uint16_t lport = 0, rport = 0;
+    uint8_t laddr_family = 0, raddr_family = 0;  // IpAddr::family: 0 (none), 4 or 6
     TcpState state = TcpState::unknown;
     TcpState state_at_peer_reset = TcpState::unknown;
     TcpState close_from_state = TcpState::unknown;
@@ -44,21 +48,31 @@ struct LiveConn {
     EndKind end = EndKind::open;
     FindingKind reset_kind = FindingKind::other;
     uint8_t lb_range = 0;  // 1 + index of the LB range holding raddr; 0: none matched
-    bool lb_peer = false;
-    bool local_close_seen = false;
-    bool idle_close = false;
-    bool aborted = false;
-    bool reset_counted = false;  // one reset verdict per connection
-    bool ended = false;
+    bool lb_peer : 1 = false;
+    bool local_close_seen : 1 = false;
+    bool idle_close : 1 = false;
+    bool aborted : 1 = false;
+    bool reset_counted : 1 = false;  // one reset verdict per connection
+    bool ended : 1 = false;
+    bool has_reset_timing : 1 = false;  // an entry in Impl::reset_timing
+    bool open_tallied : 1 = false;  // its open was in a tally: it counts in the backend's tallied live count
     uint8_t cause_bits = 0;  // kClosedByExit, kClosedWhileDraining, kLbGaveUp, kPeerClosedIdle
-    bool open_tallied = false;  // its open was in a tally: it counts in the backend's tallied live count
 };
 // LiveConn::cause_bits: what the connection's close had to do with its backend's life.
 constexpr uint8_t kClosedByExit = 1 << 0;         // closed by its process's exit
 constexpr uint8_t kClosedWhileDraining = 1 << 1;  // closed after a stopping signal or the listener's close
 constexpr uint8_t kLbGaveUp = 1 << 2;             // the LB closed it with a request unanswered
 constexpr uint8_t kPeerClosedIdle = 1 << 3;       // the (upstream) peer closed it as idle
-static_assert(sizeof(LiveConn) <= 256, "live state per connection must stay within 256 bytes");
+// The budget is 128 B per live connection, the table's index (at most 11 B: 4-byte entries, at
+// least 3/8 full) included: bench/replay_bench's "memory" rows and bench/ingest.py measure it.
+static_assert(sizeof(LiveConn) <= 112, "live state per connection: 128 B with the table, see bench/README.md");
+
+// When a reset received is ours and when our abort-on-data reset was sent: kept only for
+// connections that had either.
+struct ResetTiming {
+    uint64_t pending_peer_reset_ts_ns = 0;  // a reset_recv waiting to be told apart from our own abort
+    uint64_t local_abort_ts_ns = 0;         // when we reset it on data after our FIN
+};
 
 struct BackendKey {
     uint32_t netns = 0;
@@ -168,9 +182,10 @@ void push_bounded(auto& ring, auto&& item, size_t bound) {
 
 struct Correlator::Impl {
     CorrelatorConfig config;
-    std::unordered_map<uint64_t, LiveConn> conns;  // by socket cookie
-    using LiveConnIterator = std::unordered_map<uint64_t, LiveConn>::iterator;
-    std::deque<Backend> backends;                  // stable addresses; indices in LiveConn
+    correlator::CookieTable<LiveConn> conns;  // by socket cookie; elements stay put
+    correlator::AddressPool ipv6;             // the IPv6 addresses of conns
+    std::unordered_map<uint64_t, ResetTiming> reset_timing;  // by cookie: conns with has_reset_timing
+    std::deque<Backend> backends;             // stable addresses; indices in LiveConn
     std::unordered_map<BackendKey, uint32_t, BackendKeyHash> backend_index;
     std::optional<uint32_t> overflow_backend;
     std::unordered_set<uint64_t> listening_ports;              // listener_key(netns, port)
@@ -200,7 +215,47 @@ struct Correlator::Impl {
     };
     std::unordered_map<uint64_t, Announcement> announced;  // (backend << 8 | finding kind)
 
-    explicit Impl(CorrelatorConfig c) : config(std::move(c)), opens_tallied(config.opens_tallied) {}
+    explicit Impl(CorrelatorConfig c) : config(std::move(c)), opens_tallied(config.opens_tallied) {
+        config.max_live_connections = std::min(config.max_live_connections, decltype(conns)::kMaxSize - 1);
+    }
+
+    // ---- a connection's addresses ----
+
+    IpAddr address_of(uint32_t value, uint8_t family) const {
+        IpAddr a;
+        a.family = family;
+        if (family == 4) std::memcpy(a.bytes.data(), &value, 4);
+        else if (family != 0) a.bytes = ipv6.at(value);
+        return a;
+    }
+    IpAddr laddr_of(const LiveConn& c) const { return address_of(c.laddr, c.laddr_family); }
+    IpAddr raddr_of(const LiveConn& c) const { return address_of(c.raddr, c.raddr_family); }
+
+    void hold_address(uint32_t& value, uint8_t& family, const IpAddr& a) {
+        release_address(value, family);
+        family = a.family;
+        if (family == 4) std::memcpy(&value, a.bytes.data(), 4);
+        else if (family != 0) value = ipv6.hold(a.bytes);
+    }
+    void release_address(uint32_t& value, uint8_t& family) {
+        if (family != 0 && family != 4) ipv6.release(value);
+        value = 0;
+        family = 0;
+    }
+
+    uint64_t tuple_key_of(const LiveConn& c) const {
+        return tuple_key(c.netns, laddr_of(c), c.lport, raddr_of(c), c.rport);
+    }
+
+    // ---- reset timing, beside the connection ----
+
+    ResetTiming* timing_of(const LiveConn& c) {
+        return c.has_reset_timing ? &reset_timing.find(c.cookie)->second : nullptr;
+    }
+    ResetTiming& timing_for(LiveConn& c) {
+        c.has_reset_timing = true;
+        return reset_timing[c.cookie];
+    }
 
     // ---- peers and backends ----
 
@@ -276,8 +331,8 @@ struct Correlator::Impl {
     // ---- connections ----
 
     LiveConn& connection_for(uint64_t cookie, const Event& e) {
-        auto [it, inserted] = conns.try_emplace(cookie);
-        LiveConn& c = it->second;
+        auto [element, inserted] = conns.try_emplace(cookie);
+        LiveConn& c = *element;
         if (!inserted) {
             fill_missing_addresses(c, e);
             return c;
@@ -286,8 +341,8 @@ struct Correlator::Impl {
         c.open_tallied = opens_tallied && !open_not_tallied(e);
         c.first_ts_ns = e.ts_ns;
         c.netns = e.netns;
-        c.laddr = e.laddr;
-        c.raddr = e.raddr;
+        hold_address(c.laddr, c.laddr_family, e.laddr);
+        hold_address(c.raddr, c.raddr_family, e.raddr);
         c.lport = e.lport;
         c.rport = e.rport;
         c.opened = opened_by(e);
@@ -304,7 +359,7 @@ struct Correlator::Impl {
             ++(c.lb_peer ? b.connections_lb : b.connections_other);
             ++b.live;
         }
-        // Element references survive both rehashing and erasing other elements.
+        // Elements stay put while others are added or erased: c is still c after eviction.
         if (conns.size() > config.max_live_connections) evict_least_recent(cookie);
         return c;
     }
@@ -312,11 +367,11 @@ struct Correlator::Impl {
     // SO_LINGER {1,0} zeroes the remote port before some events: keep what we knew. And
     // connect() changes the state to SYN_SENT before it picks the local port: take it
     // from the events that follow.
-    static void fill_missing_addresses(LiveConn& c, const Event& e) {
+    void fill_missing_addresses(LiveConn& c, const Event& e) {
         if (c.rport == 0 && e.rport != 0) c.rport = e.rport;
-        if (c.raddr.family == 0 && e.raddr.family != 0) c.raddr = e.raddr;
+        if (c.raddr_family == 0 && e.raddr.family != 0) hold_address(c.raddr, c.raddr_family, e.raddr);
         if (c.lport == 0 && e.lport != 0) c.lport = e.lport;
-        if (c.laddr.family == 0 && e.laddr.family != 0) c.laddr = e.laddr;
+        if (c.laddr_family == 0 && e.laddr.family != 0) hold_address(c.laddr, c.laddr_family, e.laddr);
     }
 
     void mark_ended(uint64_t cookie, LiveConn& c, uint64_t ts_ns) {
@@ -365,14 +420,15 @@ struct Correlator::Impl {
             b.local_closes.add(static_cast<uint32_t>(std::min<uint64_t>(e.tally.local_idle_ms / n, UINT32_MAX)), n);
     }
 
-    void drop(std::unordered_map<uint64_t, LiveConn>::iterator it) {
-        LiveConn& c = it->second;
-        settle_peer_reset(it->first, c);
+    void drop(LiveConn& c) {
+        const uint64_t cookie = c.cookie;
+        settle_peer_reset(cookie, c);
         if (!c.ended) end_live(c);
-        if (c.local_close_seen || c.reset_counted) {
-            closed_by_tuple.erase_if(tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport), it->first);
-        }
-        conns.erase(it);
+        if (c.local_close_seen || c.reset_counted) closed_by_tuple.erase_if(tuple_key_of(c), cookie);
+        release_address(c.laddr, c.laddr_family);
+        release_address(c.raddr, c.raddr_family);
+        if (c.has_reset_timing) reset_timing.erase(cookie);
+        conns.erase(cookie);
     }
 
     // Past the cap, drop the least recently active eighth (amortised: one sort per
@@ -383,28 +439,30 @@ struct Correlator::Impl {
         // while an open one, however idle, can still be the next race.
         for (auto* queue : {&retained_queue, &ended_queue}) {
             while (conns.size() > target && !queue->empty()) {
+                prefetch_ahead(*queue);
                 auto [end_ts, cookie] = queue->front();
                 queue->pop_front();
-                auto it = ended_entry(end_ts, cookie);
-                if (it == conns.end()) continue;
+                LiveConn* c = ended_entry(end_ts, cookie);
+                if (!c) continue;
                 if (cookie == keep_cookie) {  // the caller holds it: leave it queued
                     queue->emplace_front(end_ts, cookie);
                     break;
                 }
-                drop(it);
+                drop(*c);
                 ++counts.evicted_over_cap;
             }
         }
         if (conns.size() <= target) return;
         std::vector<std::pair<uint64_t, uint64_t>> by_age;  // (last_ts, cookie)
         by_age.reserve(conns.size());
-        for (const auto& [cookie, c] : conns)
-            if (cookie != keep_cookie) by_age.emplace_back(std::max(c.last_ts_ns, c.first_ts_ns), cookie);
+        conns.for_each([&](const LiveConn& c) {
+            if (c.cookie != keep_cookie) by_age.emplace_back(std::max(c.last_ts_ns, c.first_ts_ns), c.cookie);
+        });
         size_t excess = conns.size() > target ? conns.size() - target : 0;
         excess = std::min(excess, by_age.size());
         std::nth_element(by_age.begin(), by_age.begin() + static_cast<std::ptrdiff_t>(excess), by_age.end());
         for (size_t i = 0; i < excess; ++i) {
-            drop(conns.find(by_age[i].second));
+            drop(*conns.find(by_age[i].second));
             ++counts.evicted_over_cap;
         }
     }
@@ -413,8 +471,8 @@ struct Correlator::Impl {
         ConnectionRecord r;
         r.cookie = cookie;
         r.netns = c.netns;
-        r.laddr = c.laddr;
-        r.raddr = c.raddr;
+        r.laddr = laddr_of(c);
+        r.raddr = raddr_of(c);
         r.lport = c.lport;
         r.rport = c.rport;
         r.lb_peer = c.lb_peer;
@@ -458,9 +516,10 @@ struct Correlator::Impl {
     }
 
     void settle_peer_reset(uint64_t cookie, LiveConn& c) {
-        if (c.pending_peer_reset_ts_ns == 0) return;
-        uint64_t ts = c.pending_peer_reset_ts_ns;
-        c.pending_peer_reset_ts_ns = 0;
+        ResetTiming* timing = timing_of(c);
+        if (!timing || timing->pending_peer_reset_ts_ns == 0) return;
+        uint64_t ts = timing->pending_peer_reset_ts_ns;
+        timing->pending_peer_reset_ts_ns = 0;
         if (c.reset_counted) return;  // we had reset it ourselves
         Event as_received;
         as_received.sk_state = c.state_at_peer_reset;
@@ -473,7 +532,9 @@ struct Correlator::Impl {
     }
 
     void settle_if_due(uint64_t cookie, LiveConn& c, uint64_t now_ns) {
-        if (c.pending_peer_reset_ts_ns && now_ns > c.pending_peer_reset_ts_ns + config.local_abort_window_ns)
+        if (!c.has_reset_timing) return;  // most connections: nothing pending
+        if (ResetTiming* t = timing_of(c);
+            t->pending_peer_reset_ts_ns && now_ns > t->pending_peer_reset_ts_ns + config.local_abort_window_ns)
             settle_peer_reset(cookie, c);
     }
 
@@ -615,7 +676,7 @@ struct Correlator::Impl {
         if (e.bytes_rx == 0 && e.bytes_tx == 0) return;
         // The load balancer's own sockets (traced where it runs on the node): their reset is the
         // backend's keep-alive race, explained on the backend's side; this side stays a peer_reset.
-        if (config.lb_ranges.contains(c.laddr)) return;
+        if (config.lb_ranges.contains(laddr_of(c))) return;
         uint32_t idle = std::min(e.idle_rx_ms, e.idle_tx_ms);
         if (idle < config.idle_threshold_ms) return;
         c.cause_bits |= kPeerClosedIdle;
@@ -761,10 +822,11 @@ struct Correlator::Impl {
 
     void on_reset_sent(uint64_t cookie, LiveConn& c, const Event& e) {
         if (classify::is_abort_on_data(e)) {
-            c.local_abort_ts_ns = e.ts_ns;
-            if (c.pending_peer_reset_ts_ns &&
-                abs_diff(c.pending_peer_reset_ts_ns, e.ts_ns) <= config.local_abort_window_ns) {
-                c.pending_peer_reset_ts_ns = 0;
+            ResetTiming& timing = timing_for(c);
+            timing.local_abort_ts_ns = e.ts_ns;
+            if (timing.pending_peer_reset_ts_ns &&
+                abs_diff(timing.pending_peer_reset_ts_ns, e.ts_ns) <= config.local_abort_window_ns) {
+                timing.pending_peer_reset_ts_ns = 0;
                 ++counts.local_reset_recv;
             }
         }
@@ -782,17 +844,19 @@ struct Correlator::Impl {
     }
 
     void on_reset_recv(LiveConn& c, const Event& e) {
-        if (c.local_abort_ts_ns && abs_diff(c.local_abort_ts_ns, e.ts_ns) <= config.local_abort_window_ns) {
+        ResetTiming* timing = timing_of(c);
+        if (timing && timing->local_abort_ts_ns &&
+            abs_diff(timing->local_abort_ts_ns, e.ts_ns) <= config.local_abort_window_ns) {
             ++counts.local_reset_recv;
             return;
         }
-        if (c.pending_peer_reset_ts_ns || c.reset_counted) return;
+        if ((timing && timing->pending_peer_reset_ts_ns) || c.reset_counted) return;
         Backend& b = backends[c.backend];
         uint32_t waited = request_waited_ms(e);
         if (!b.id.outbound && !(c.cause_bits & kLbGaveUp) && counts_for_lb(c.lb_peer) &&
             waited >= config.lb_gave_up_after_ms && c.first_close == FirstClose::unknown)
             note_gave_up(e.cookie, c, b, e, waited, true);
-        c.pending_peer_reset_ts_ns = e.ts_ns;
+        timing_for(c).pending_peer_reset_ts_ns = e.ts_ns;
         settle_queue.emplace_back(e.ts_ns, e.cookie);
         c.state_at_peer_reset = e.sk_state != TcpState::unknown ? e.sk_state : c.state;
     }
@@ -806,26 +870,25 @@ struct Correlator::Impl {
     }
 
     // The connection this host just closed or reset on the segment's tuple, if any.
-    std::unordered_map<uint64_t, LiveConn>::const_iterator closed_connection_of(const Event& e) const {
-        if (!e.rport) return conns.end();  // only connections with a peer port are indexed
+    const LiveConn* closed_connection_of(const Event& e) const {
+        if (!e.rport) return nullptr;  // only connections with a peer port are indexed
         auto cookie = closed_by_tuple.get(tuple_key(e.netns, e.laddr, e.lport, e.raddr, e.rport));
-        return cookie ? conns.find(*cookie) : conns.end();
+        return cookie ? conns.find(*cookie) : nullptr;
     }
 
     // A segment reset whose tuple belongs to a connection this host just closed or reset is
     // that connection's reset (or the tail of one already counted: the peer's segments that
     // were in flight), not a new one.
     bool attach_segment_reset(const Event& e) {
-        auto found = closed_connection_of(e);
-        if (found == conns.end()) return false;
-        auto it = conns.find(found->first);
-        LiveConn& c = it->second;
+        const LiveConn* found = closed_connection_of(e);
+        if (!found) return false;
+        LiveConn& c = *conns.find(found->cookie);
         if (c.reset_counted) {
             ++counts.follow_up_resets;
             return true;
         }
         c.last_ts_ns = std::max(c.last_ts_ns, e.ts_ns);
-        on_reset_sent(it->first, c, e);
+        on_reset_sent(c.cookie, c, e);
         return true;
     }
 
@@ -877,7 +940,7 @@ struct Correlator::Impl {
 
     std::optional<uint32_t> backend_of_cookie(uint64_t cookie) const {
         if (cookie == 0) return std::nullopt;
-        if (auto it = conns.find(cookie); it != conns.end()) return it->second.backend;
+        if (const LiveConn* c = conns.find(cookie)) return c->backend;
         if (auto it = listener_backends.find(cookie); it != listener_backends.end()) return it->second;
         return std::nullopt;
     }
@@ -947,34 +1010,43 @@ struct Correlator::Impl {
         }
         if ((e.type == EventType::close || e.type == EventType::reset_sent) && c.rport &&
             (c.local_close_seen || c.reset_counted))
-            closed_by_tuple.set(tuple_key(c.netns, c.laddr, c.lport, c.raddr, c.rport), e.cookie);
+            closed_by_tuple.set(tuple_key_of(c), e.cookie);
     }
 
     // The connection a queue entry names, if it is still the one the entry was made for.
-    LiveConnIterator ended_entry(uint64_t end_ts_ns, uint64_t cookie) {
-        auto it = conns.find(cookie);
-        if (it == conns.end() || !it->second.ended || it->second.end_ts_ns != end_ts_ns) return conns.end();
-        return it;
+    LiveConn* ended_entry(uint64_t end_ts_ns, uint64_t cookie) {
+        LiveConn* c = conns.find(cookie);
+        return c && c->ended && c->end_ts_ns == end_ts_ns ? c : nullptr;
+    }
+
+    // The queues name connections in time order, each a lookup in a table much larger than the
+    // cache: while one entry is handled, fetch those a few entries ahead.
+    void prefetch_ahead(const std::deque<std::pair<uint64_t, uint64_t>>& queue) const {
+        constexpr size_t kIndexAhead = 16, kElementAhead = 8;
+        if (queue.size() > kIndexAhead) conns.prefetch(queue[kIndexAhead].second);
+        if (queue.size() > kElementAhead) conns.prefetch_element(queue[kElementAhead].second);
     }
 
     void expire(uint64_t now_ns) {
         while (!settle_queue.empty() && now_ns > settle_queue.front().first + config.local_abort_window_ns) {
             uint64_t cookie = settle_queue.front().second;
             settle_queue.pop_front();
-            if (auto it = conns.find(cookie); it != conns.end()) settle_if_due(cookie, it->second, now_ns);
+            if (LiveConn* c = conns.find(cookie)) settle_if_due(cookie, *c, now_ns);
         }
         while (!ended_queue.empty() && now_ns > ended_queue.front().first + kEndedGraceNs) {
+            prefetch_ahead(ended_queue);
             auto [end_ts, cookie] = ended_queue.front();
             ended_queue.pop_front();
-            auto it = ended_entry(end_ts, cookie);
-            if (it == conns.end()) continue;
-            if (now_ns > end_ts + retention_of(it->second)) drop(it);
+            LiveConn* c = ended_entry(end_ts, cookie);
+            if (!c) continue;
+            if (now_ns > end_ts + retention_of(*c)) drop(*c);
             else retained_queue.emplace_back(end_ts, cookie);
         }
         while (!retained_queue.empty() && now_ns > retained_queue.front().first + config.closed_retention_ns) {
+            prefetch_ahead(retained_queue);
             auto [end_ts, cookie] = retained_queue.front();
             retained_queue.pop_front();
-            if (auto it = ended_entry(end_ts, cookie); it != conns.end()) drop(it);
+            if (LiveConn* c = ended_entry(end_ts, cookie)) drop(*c);
         }
         if (now_ns >= next_stale_scan_ns) expire_stale(now_ns);
     }
@@ -983,23 +1055,17 @@ struct Correlator::Impl {
     // scan nothing can go stale before the earliest deadline it saw: the next scan waits for it.
     void expire_stale(uint64_t now_ns) {
         uint64_t next = now_ns + config.stale_after_ns;
-        for (auto it = conns.begin(); it != conns.end();) {
-            LiveConn& c = it->second;
-            if (c.ended) {
-                ++it;
-                continue;
-            }
+        conns.for_each([&](LiveConn& c) {  // drop() erases c only: the walk goes on
+            if (c.ended) return;
             uint64_t deadline = stale_deadline(c);
             if (now_ns > deadline) {
                 c.end = EndKind::expired;
                 ++counts.expired_stale;
-                auto victim = it++;
-                drop(victim);
-                continue;
+                drop(c);
+                return;
             }
             next = std::min(next, deadline);
-            ++it;
-        }
+        });
         next_stale_scan_ns = next;
     }
 
@@ -1207,10 +1273,22 @@ Correlator::Correlator(Correlator&&) noexcept = default;
 Correlator& Correlator::operator=(Correlator&&) noexcept = default;
 
 void Correlator::on_event(const Event& event) { impl_->on_event(event); }
+
+void Correlator::prefetch(const Event& event) const {
+    const Impl& impl = *impl_;
+    impl.conns.prefetch(event.cookie);
+    // A close or reset writes (or reads) its four-tuple's entry: a miss per connection otherwise.
+    if ((event.type == EventType::close || event.type == EventType::reset_sent) && event.rport)
+        impl.closed_by_tuple.prefetch(tuple_key(event.netns, event.laddr, event.lport, event.raddr, event.rport));
+}
+
+void Correlator::prefetch_more(const Event& event) const { impl_->conns.prefetch_element(event.cookie); }
 void Correlator::expire(uint64_t now_ns) { impl_->expire(now_ns); }
 
 void Correlator::finish() {
-    for (auto& [cookie, c] : impl_->conns) impl_->settle_peer_reset(cookie, c);
+    // In the order the resets arrived: each pending one has its entry in the settle queue.
+    for (const auto& [ts, cookie] : impl_->settle_queue)
+        if (LiveConn* c = impl_->conns.find(cookie)) impl_->settle_peer_reset(cookie, *c);
 }
 
 std::vector<Finding> Correlator::findings() const {
@@ -1238,9 +1316,10 @@ std::vector<ConnectionRecord> Correlator::connections_with_peer(const IpAddr& pe
         for (const auto& tally : b.resets)
             for (const auto& r : tally.recent)
                 if (addr::same_endpoint(r.raddr, r.rport, peer, rport) && !seen(r.cookie)) out.push_back(r);
-    for (const auto& [cookie, c] : impl_->conns)
-        if (addr::same_endpoint(c.raddr, c.rport, peer, rport) && !seen(cookie))
-            out.push_back(impl_->record_of(cookie, c));
+    impl_->conns.for_each([&](const LiveConn& c) {
+        if (addr::same_endpoint(impl_->raddr_of(c), c.rport, peer, rport) && !seen(c.cookie))
+            out.push_back(impl_->record_of(c.cookie, c));
+    });
     std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.first_ts_ns < y.first_ts_ns; });
     return out;
 }
@@ -1287,7 +1366,7 @@ BackendId Correlator::backend_of(const Event& e) const {
     const Impl& impl = *impl_;
     std::optional<uint32_t> index;
     if (impl.is_segment_reset(e)) {
-        if (auto c = impl.closed_connection_of(e); c != impl.conns.end()) index = c->second.backend;
+        if (const LiveConn* c = impl.closed_connection_of(e)) index = c->backend;
     } else {
         index = impl.backend_of_cookie(e.cookie);
     }
@@ -1306,13 +1385,13 @@ std::vector<BackendActivity> Correlator::backend_activity(size_t max_recent) con
     using Candidate = std::pair<uint64_t, uint64_t>;
     std::vector<std::vector<Candidate>> newest(out.size());
     auto newer_first = [](const Candidate& x, const Candidate& y) { return x.first > y.first; };
-    for (const auto& [cookie, c] : impl.conns) {
+    impl.conns.for_each([&](const LiveConn& c) {
         BackendActivity& activity = out[c.backend];
         // a tallied open is in the backend's tallied live count until it ends
         if (!c.ended && !c.open_tallied) ++(c.lb_peer ? activity.live_lb : activity.live_other);
-        if (max_recent == 0) continue;
+        if (max_recent == 0) return;
         auto& heap = newest[c.backend];
-        Candidate candidate{std::max(c.last_ts_ns, c.first_ts_ns), cookie};
+        Candidate candidate{std::max(c.last_ts_ns, c.first_ts_ns), c.cookie};
         if (heap.size() < max_recent) {
             heap.push_back(candidate);
             std::push_heap(heap.begin(), heap.end(), newer_first);
@@ -1321,7 +1400,7 @@ std::vector<BackendActivity> Correlator::backend_activity(size_t max_recent) con
             heap.back() = candidate;
             std::push_heap(heap.begin(), heap.end(), newer_first);
         }
-    }
+    });
     for (size_t i = 0; i < out.size(); ++i) {
         out[i].live_lb += static_cast<uint64_t>(std::max<int64_t>(0, impl.backends[i].tally_live_lb));
         out[i].live_other += static_cast<uint64_t>(std::max<int64_t>(0, impl.backends[i].tally_live_other));
@@ -1333,7 +1412,7 @@ std::vector<BackendActivity> Correlator::backend_activity(size_t max_recent) con
             recent.insert(recent.end(), tally.recent.begin(), tally.recent.end());
         for (const auto& entry : newest[i]) {
             const uint64_t cookie = entry.second;  // a plain name: clang 14 cannot capture structured bindings
-            ConnectionRecord live = impl.record_of(cookie, impl.conns.at(cookie));
+            ConnectionRecord live = impl.record_of(cookie, *impl.conns.find(cookie));
             auto reset = std::find_if(recent.begin(), recent.end(), [&](const auto& r) { return r.cookie == cookie; });
             if (reset == recent.end()) {
                 recent.push_back(std::move(live));

@@ -25,6 +25,11 @@ public:
         slots_[i] = {key, cookie};
     }
 
+    // Starts loading the slot set(key) and get(key) read first (a hint).
+    void prefetch(uint64_t key) const {
+        if (!slots_.empty()) __builtin_prefetch(&slots_[home(key)]);
+    }
+
     std::optional<uint64_t> get(uint64_t key) const {
         if (slots_.empty()) return std::nullopt;
         for (size_t i = home(key); slots_[i].cookie != 0; i = next(i))

@@ -4,7 +4,9 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <ctime>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -133,21 +135,25 @@ struct Daemon::Impl {
         return snap;
     }
 
-    std::optional<std::string> start_export(uint64_t since_s, Fd& client) {
+    std::optional<std::string> start_export(uint64_t since_s, bool progress, Fd& client) {
         uint64_t now_ns = WallClock::now().wall_ns;
         uint64_t cutoff_ns = since_s >= now_ns / 1'000'000'000ull ? 0 : now_ns - since_s * 1'000'000'000ull;
         archive->rotate();  // what was written up to now becomes a closed segment, read whole
         auto segments = archive->segments_since(static_cast<time_t>(cutoff_ns / 1'000'000'000ull));
         auto owned = std::make_shared<Fd>(std::move(client));
         bool started_export =
-            exports->start([this, owned, segments, cutoff_ns] { stream_export(owned->get(), segments, cutoff_ns); });
+            exports->start([this, owned, segments, cutoff_ns, progress] {
+                stream_export(owned->get(), segments, cutoff_ns, progress);
+            });
         if (started_export) return std::nullopt;
         client = std::move(*owned);
         return error_json(fmt::format("{} exports are running already; try again shortly", kMaxConcurrentExports));
     }
 
     // On an export thread: the segments as one JSONL stream, in blocking writes of up to 256 KiB.
-    void stream_export(int fd, const std::vector<ArchiveSegment>& segments, uint64_t cutoff_ns) {
+    // With `progress` (the client draws a meter), a progress line between trace lines a few times
+    // a second.
+    void stream_export(int fd, const std::vector<ArchiveSegment>& segments, uint64_t cutoff_ns, bool progress) {
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
         std::string buffer;
         auto flush = [&] {
@@ -161,12 +167,27 @@ struct Daemon::Impl {
             buffer.clear();
             return true;
         };
-        export_segments(segments, cutoff_ns, header_line, [&](std::string_view line) {
-            if (stopping.load()) return false;
-            buffer.append(line);
-            buffer += '\n';
-            return buffer.size() < (256 << 10) || flush();
-        });
+        auto next_progress = std::chrono::steady_clock::time_point{};
+        std::function<void(const ExportProgress&)> on_progress;
+        if (progress) {
+            on_progress = [&](const ExportProgress& p) {
+                auto now = std::chrono::steady_clock::now();
+                if (now < next_progress && p.segment < p.segments) return;
+                next_progress = now + std::chrono::milliseconds(250);
+                buffer += export_progress_line(p);
+                buffer += '\n';
+                flush();  // now, so the meter moves while a slow segment is read
+            };
+        }
+        export_segments(
+            segments, cutoff_ns, header_line,
+            [&](std::string_view line) {
+                if (stopping.load()) return false;
+                buffer.append(line);
+                buffer += '\n';
+                return buffer.size() < (256 << 10) || flush();
+            },
+            on_progress);
         flush();
     }
 };
@@ -272,7 +293,9 @@ std::optional<std::string> Daemon::control(const std::string& line, Fd& client) 
     if (!impl_->archive) return error_json("this daemon keeps no archive (--archive none)");
     auto since = request.value("since_s", nlohmann::json(1800));
     if (!since.is_number_unsigned()) return error_json("since_s must be a non-negative number of seconds");
-    return impl_->start_export(since.get<uint64_t>(), client);
+    // "progress": true asks for progress lines between the trace's (tcpwhy export on a terminal).
+    bool progress = request.value("progress", nlohmann::json(false)).is_boolean() && request.value("progress", false);
+    return impl_->start_export(since.get<uint64_t>(), progress, client);
 }
 
 }  // namespace tcpwhy::daemon

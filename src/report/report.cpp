@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "tcpwhy/addr.h"
+#include "tcpwhy/progress.h"
 #include "tcpwhy/report.h"
 
 namespace tcpwhy {
@@ -56,6 +57,26 @@ std::vector<ReportNode> report_nodes(const std::vector<std::unique_ptr<NodeRepla
     std::vector<ReportNode> view;
     for (const auto& node : nodes) view.push_back({node->name, node->key, &node->correlator, &node->stats});
     return view;
+}
+
+std::string replay_progress_line(const ReplayProgress& p, double elapsed_s) {
+    // Short enough for an 80-column terminal; what matters most first, since a narrower one cuts the end.
+    std::string line = "report: ";
+    if (p.bytes_total) {
+        line += fmt::format("{} of {} ({:.0f}%)", byte_size_text(p.bytes_read), byte_size_text(p.bytes_total),
+                            100.0 * static_cast<double>(std::min(p.bytes_read, p.bytes_total)) /
+                                static_cast<double>(p.bytes_total));
+    } else {
+        line += fmt::format("{} read", byte_size_text(p.bytes_read));
+    }
+    if (elapsed_s > 0) line += fmt::format(", {} events/s", count_text(static_cast<double>(p.events) / elapsed_s));
+    // Time left at the pace so far; once there is a pace to go by.
+    if (p.bytes_total && p.bytes_read > 0 && p.bytes_read < p.bytes_total && elapsed_s >= 1) {
+        double left = static_cast<double>(p.bytes_total - p.bytes_read) * elapsed_s / static_cast<double>(p.bytes_read);
+        line += fmt::format(", {} left", clock_text(left));
+    }
+    if (p.files > 1) line += fmt::format(", file {} of {}", std::min(p.file_index + 1, p.files), p.files);
+    return line;
 }
 
 std::optional<std::pair<IpAddr, uint16_t>> parse_peer(std::string_view text) {
@@ -140,8 +161,13 @@ int run_report(const ReportOptions& options, std::ostream& out, std::ostream& er
                 ++dropped_marks;
         };
     }
-    if (int code = replay_nodes(options.inputs, *config, hooks, nodes, &error); code != kReportOk)
-        return fail(code, error);
+    ProgressMeter meter(options.progress_fd);
+    ReplayProgressFn progress;
+    if (meter.active())
+        progress = [&meter](const ReplayProgress& p) { meter.update([&] { return replay_progress_line(p, meter.elapsed_s()); }); };
+    int code = replay_nodes(options.inputs, *config, hooks, nodes, &error, progress);
+    meter.finish();  // before anything else is printed
+    if (code != kReportOk) return fail(code, error);
 
     uint64_t bad_lines = 0;
     std::string first_bad;

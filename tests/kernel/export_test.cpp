@@ -62,3 +62,49 @@ TEST_CASE("export: streams the trace to stdout, gzip on request, and refuses a t
     CHECK(tty.second.find("is a terminal") != std::string::npos);
     CHECK(daemon.stop(SIGTERM) == 0);
 }
+
+TEST_CASE("export: progress on a terminal's stderr, stripped from the trace, and nothing when stderr is piped") {
+    TCPWHY_REQUIRE_ROOT();
+    Netns ns("exportp");
+    TempDir dir;
+    DaemonProcess daemon(dir.path);
+    INFO(daemon.stderr_text());
+    const uint16_t port = unique_port();
+    ns.enter([port] {
+        Fd listener = tcp_listen_v4("127.0.0.1", port);
+        for (int i = 0; i < 20; ++i) {
+            Fd client = tcp_connect_v4("127.0.0.1", port);
+            accept_one(listener).reset();
+        }
+        return 0;
+    });
+    sleep_ms(300);
+    const std::string socket = daemon.socket.string();
+
+    // stderr on the terminal `script` makes, stdout into a file: the daemon is asked for progress
+    // lines, the client draws them (no first-frame delay here) and writes none into the trace.
+    auto on_tty = dir.path / "tty.jsonl";
+    auto tty = shell(fmt::format("script -qec 'TCPWHY_PROGRESS_DELAY_MS=0 {} export --since 5m --socket {} >{}' /dev/null",
+                                 TCPWHY_BINARY, socket, on_tty.string()));
+    INFO(tty.second);
+    CHECK(tty.first == 0);
+    CHECK(tty.second.find("export: ") != std::string::npos);
+    CHECK(tty.second.find(" events/s") != std::string::npos);
+    CHECK(tty.second.find("%)") != std::string::npos);  // archive bytes read of the total
+    std::string traced = slurp(on_tty);
+    CHECK(traced.find("export_progress") == std::string::npos);
+    CHECK(traced.find(fmt::format("\"lport\":{}", port)) != std::string::npos);
+    CHECK(shell(fmt::format("{} report {}", TCPWHY_BINARY, on_tty.string())).first == 0);
+
+    // Piped: not a byte of it on stderr, and the same trace (the daemon was not asked).
+    auto piped = dir.path / "piped.jsonl";
+    auto piped_err = dir.path / "piped.err";
+    CHECK(sh(fmt::format("TCPWHY_PROGRESS_DELAY_MS=0 {} export --since 5m --socket {} >{} 2>{}", TCPWHY_BINARY, socket,
+                         piped.string(), piped_err.string())) == 0);
+    std::string err = slurp(piped_err);
+    INFO(err);
+    CHECK(err.find('\r') == std::string::npos);
+    CHECK(err.find("export: ") == std::string::npos);
+    CHECK(slurp(piped).find("export_progress") == std::string::npos);
+    CHECK(daemon.stop(SIGTERM) == 0);
+}
