@@ -29,6 +29,15 @@ const volatile __u32 ordinary_idle_max_ms = 100;
 const volatile bool lb_any_non_loopback = false;
 /* after a stopping signal to a process listening in a namespace, its closes are events this long */
 const volatile __u64 drain_window_ns = 120ULL * 1000000000ULL;
+/* the session's LB ranges when they are few (the presets have 2-4): compared here, no trie walk */
+const volatile __u32 lb_inline_count = 0;
+const volatile struct tcpwhy_lb_range lb_inline[TCPWHY_LB_INLINE_MAX] = {};
+/* more ranges than that: every one is in the lb_ranges trie */
+const volatile bool lb_in_trie = false;
+
+/* When the last stopping signal was noted (0: none this session): until a window has passed
+ * since, ends look their namespace up in draining_netns; otherwise they need not. */
+__u64 last_drain_ns = 0;
 
 /* Written here at opens and ordinary ends; read (summed over CPUs) by userspace once a tick.
  * Allocated per backend as it first appears; full: the connection's records are sent instead. */
@@ -86,14 +95,55 @@ static __always_inline void note_draining(__u32 netns)
 {
 	__u64 now = bpf_ktime_get_ns();
 
-	if (tally_ordinary)
+	if (tally_ordinary) {
 		bpf_map_update_elem(&draining_netns, &netns, &now, BPF_ANY);
+		last_drain_ns = now;
+	}
+}
+
+/* Whether netns had a stopping signal within the drain window. The map is looked at only
+ * within a window of the last signal anywhere: most ends need no lookup. */
+static __always_inline bool netns_draining(__u32 netns)
+{
+	__u64 last = last_drain_ns, now, *since;
+
+	if (!last)
+		return false;
+	now = bpf_ktime_get_ns();
+	if (now - last >= drain_window_ns)
+		return false;
+	since = bpf_map_lookup_elem(&draining_netns, &netns);
+	return since && now - *since < drain_window_ns;
+}
+
+/* The inline ranges against a peer address in network order (IPv4: words[0] only). */
+static __always_inline bool in_inline_ranges(const __u32 *words, __u32 family)
+{
+	__u32 i;
+
+#pragma unroll
+	for (i = 0; i < TCPWHY_LB_INLINE_MAX; i++) {
+		if (i >= lb_inline_count)
+			break;
+		if (lb_inline[i].family != family)
+			continue;
+		if ((words[0] & lb_inline[i].mask[0]) != lb_inline[i].net[0])
+			continue;
+		if (family == 4)
+			return true;
+		if ((words[1] & lb_inline[i].mask[1]) == lb_inline[i].net[1] &&
+		    (words[2] & lb_inline[i].mask[2]) == lb_inline[i].net[2] &&
+		    (words[3] & lb_inline[i].mask[3]) == lb_inline[i].net[3])
+			return true;
+	}
+	return false;
 }
 
 /* The correlator's rule (CorrelatorConfig::is_lb_peer) on the socket's peer. */
 static __always_inline __u8 peer_is_lb(const struct sock_common *c)
 {
 	struct tcpwhy_lb_key key = {};
+	__u32 words[4] = {};
 	__u32 w0, w1, w2, v4;
 
 	if (c->skc_family == AF_INET) {
@@ -105,20 +155,35 @@ static __always_inline __u8 peer_is_lb(const struct sock_common *c)
 		v4 = c->skc_v6_daddr.in6_u.u6_addr32[3];
 		if (!(w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff))) {
 			/* a plain IPv6 peer */
-			key.prefixlen = 8 + 128;
-			key.family = 6;
-			__builtin_memcpy(key.addr, &c->skc_v6_daddr, 16);
-			if (bpf_map_lookup_elem(&lb_ranges, &key))
-				return 1;
+			if (lb_in_trie) {
+				key.prefixlen = 8 + 128;
+				key.family = 6;
+				__builtin_memcpy(key.addr, &c->skc_v6_daddr, 16);
+				if (bpf_map_lookup_elem(&lb_ranges, &key))
+					return 1;
+			} else {
+				words[0] = w0;
+				words[1] = w1;
+				words[2] = w2;
+				words[3] = v4;
+				if (in_inline_ranges(words, 6))
+					return 1;
+			}
 			return lb_any_non_loopback && !(w0 == 0 && w1 == 0 && w2 == 0 && v4 == bpf_htonl(1));
 		}
 	}
 	/* IPv4, or IPv4-mapped on a dual-stack socket */
-	key.prefixlen = 8 + 32;
-	key.family = 4;
-	__builtin_memcpy(key.addr, &v4, 4);
-	if (bpf_map_lookup_elem(&lb_ranges, &key))
-		return 1;
+	if (lb_in_trie) {
+		key.prefixlen = 8 + 32;
+		key.family = 4;
+		__builtin_memcpy(key.addr, &v4, 4);
+		if (bpf_map_lookup_elem(&lb_ranges, &key))
+			return 1;
+	} else {
+		words[0] = v4;
+		if (in_inline_ranges(words, 4))
+			return 1;
+	}
 	return lb_any_non_loopback && (bpf_ntohl(v4) >> 24) != 127;
 }
 
@@ -210,7 +275,6 @@ static __always_inline bool tally_end(const struct tcp_sock *tp, int oldstate)
 	struct tcpwhy_tally_value *v;
 	__u32 now = jiffies_now(), idle_rx, idle_tx, gap;
 	__u64 bytes_tx = tp->bytes_acked;
-	__u64 *since;
 	__s32 *listening;
 	__u32 pid;
 
@@ -226,8 +290,7 @@ static __always_inline bool tally_end(const struct tcp_sock *tp, int oldstate)
 		return false;
 
 	k.netns = c->skc_net.net->ns.inum;
-	since = bpf_map_lookup_elem(&draining_netns, &k.netns);
-	if (since && bpf_ktime_get_ns() - *since < drain_window_ns)
+	if (netns_draining(k.netns))
 		return false;
 	lk.netns = k.netns;
 	lk.port = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
@@ -279,7 +342,6 @@ static __always_inline bool close_will_be_tallied(const struct sock *sk, int sta
 	__u32 now = jiffies_now(), idle_rx, idle_tx, gap;
 	struct tcpwhy_listener_key lk = {};
 	struct task_struct *task;
-	__u64 *since;
 	__s32 *listening;
 	__u32 netns;
 
@@ -299,8 +361,7 @@ static __always_inline bool close_will_be_tallied(const struct sock *sk, int sta
 	if (gap >= ordinary_idle_max_ms)
 		return false;
 	netns = sk_netns(sk);
-	since = bpf_map_lookup_elem(&draining_netns, &netns);
-	if (since && bpf_ktime_get_ns() - *since < drain_window_ns)
+	if (netns_draining(netns))
 		return false;
 	lk.netns = netns;
 	lk.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));

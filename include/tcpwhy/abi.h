@@ -238,6 +238,18 @@ struct tcpwhy_listener_key {
 	__u16 pad;
 };
 
+/* Up to this many load-balancer ranges are compared inline (rodata, a masked compare each); a
+ * session with more puts them all in the lb_ranges LPM trie instead, which costs a trie walk. */
+#define TCPWHY_LB_INLINE_MAX 8
+
+/* One inline range: the peer matches when (addr & mask) == net, word by word, network order;
+ * IPv4 uses word 0 only. family 0: unused slot. */
+struct tcpwhy_lb_range {
+	__u32 net[4];
+	__u32 mask[4];
+	__u32 family; /* 4 or 6 */
+};
+
 /* A load-balancer range in the lb_ranges LPM trie: prefixlen counts the family byte (8 + prefix). */
 struct tcpwhy_lb_key {
 	__u32 prefixlen;

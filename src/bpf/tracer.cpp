@@ -3,10 +3,12 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -15,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "tcpwhy/fd.h"
+#include "tcpwhy/abi.h"  // the types the skeleton names
 #include "tcpwhy.skel.h"
 #include "tcpwhy/decode.h"
 
@@ -203,6 +206,29 @@ struct Tracer::Impl {
 
 namespace {
 
+// The LB ranges the programs compare inline (lb/tally.bpf.h) when there are few of them; more go
+// to the lb_ranges trie, filled after load. The masks keep network byte order, as the addresses.
+void set_inline_lb_ranges(tcpwhy_bpf& skel, const CidrSet& lb_ranges) {
+    const auto& ranges = lb_ranges.ranges();
+    skel.rodata->lb_in_trie = ranges.size() > TCPWHY_LB_INLINE_MAX;
+    if (skel.rodata->lb_in_trie) return;
+    skel.rodata->lb_inline_count = static_cast<uint32_t>(ranges.size());
+    for (size_t i = 0; i < ranges.size(); ++i) {
+        const Cidr& range = ranges[i];
+        auto& slot = skel.rodata->lb_inline[i];
+        slot.family = range.network.family;
+        const int words = range.network.family == 4 ? 1 : 4;
+        for (int w = 0; w < words; ++w) {
+            const int bits = std::clamp(range.prefix - 32 * w, 0, 32);
+            const uint32_t host_mask = bits == 0 ? 0 : ~uint32_t{0} << (32 - bits);
+            uint32_t net = 0;
+            std::memcpy(&net, range.network.bytes.data() + 4 * w, 4);
+            slot.mask[w] = htonl(host_mask);
+            slot.net[w] = net & slot.mask[w];
+        }
+    }
+}
+
 // One attempt at loading and attaching with the paths the plans currently choose. Returns
 // nullptr when a fentry/kprobe program fails (the hook to blame in *failed, or nullptr when the
 // load failed as a whole), so the caller can fall back; throws when the tracepoint paths fail.
@@ -238,6 +264,7 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
     skel->rodata->ordinary_idle_max_ms = options.ordinary_idle_max_ms;
     skel->rodata->lb_any_non_loopback = options.lb_any_non_loopback_peer;
     skel->rodata->drain_window_ns = options.drain_window_ns;
+    set_inline_lb_ranges(*skel, options.lb_ranges);
     impl->tally = skel->rodata->tally_ordinary;
     bpf_map__set_max_entries(skel->maps.events, static_cast<uint32_t>(options.ring_bytes));
     bpf_program__set_autoload(progs->fentry_tcp_close, close == Path::fentry);

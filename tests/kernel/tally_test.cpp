@@ -2,6 +2,9 @@
 // resets and idle-close races keep every event, and the backend's counts are the same.
 #include "harness.h"
 
+#include <map>
+
+#include "tcpwhy/abi.h"
 #include "tcpwhy/jsonl.h"
 
 using namespace tcpwhy;
@@ -145,4 +148,83 @@ TEST_CASE("tally: --all-states (all_state_changes) tallies nothing") {
     CHECK(closes.size() == 1);
     sleep_ms(1200);
     CHECK(events.matching(of_type(EventType::tally)).empty());
+}
+
+namespace {
+
+Fd tcp_listen_v6_loopback(uint16_t port) {
+    Fd fd(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in6 sa{};
+    sa.sin6_family = AF_INET6;
+    sa.sin6_port = htons(port);
+    sa.sin6_addr = in6addr_loopback;
+    REQUIRE(bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+    REQUIRE(listen(fd.get(), 64) == 0);
+    return fd;
+}
+
+Fd tcp_connect_v6_loopback(uint16_t port) {
+    Fd fd(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in6 sa{};
+    sa.sin6_family = AF_INET6;
+    sa.sin6_port = htons(port);
+    sa.sin6_addr = in6addr_loopback;
+    REQUIRE(connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+    return fd;
+}
+
+// Ordinary request and close on an already connected pair: the server closes first.
+void serve_and_close(Fd& client, Fd server) {
+    send_all(client, "GET / HTTP/1.1\r\n\r\n");
+    REQUIRE(!recv_some(server).empty());
+    send_all(server, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+    server.reset();
+    while (!recv_some(client).empty()) {
+    }
+}
+
+}  // namespace
+
+// The kernel applies the correlator's LB rule itself when it tallies: a few ranges are compared
+// inline, more than TCPWHY_LB_INLINE_MAX go to the LPM trie. Both must agree with the correlator.
+TEST_CASE("tally: the LB flag of a tally follows the session's ranges, compared inline or in the trie") {
+    TCPWHY_REQUIRE_ROOT();
+    constexpr uint16_t kV6Port = 8081, kPlainPort = 8082;
+    std::string inline_ranges = std::string(kGcpLbRanges) + ",::1/128";
+    std::string trie_ranges = inline_ranges;
+    for (int i = 0; i < TCPWHY_LB_INLINE_MAX; ++i) trie_ranges += fmt::format(",10.250.{}.0/24", i);
+    for (const std::string& ranges : {inline_ranges, trie_ranges}) {
+        const size_t count = CidrSet::parse_list(ranges)->ranges().size();
+        INFO(count << " LB ranges");
+        LbAndPod net;
+        const uint32_t pod = net.pod.inode();
+        TracerOptions options = tallying();
+        options.lb_ranges = *CidrSet::parse_list(ranges);
+        EventCollector events([&](const Event& e) { return e.netns == pod; }, options);
+        REQUIRE(events.tracer().tallies());
+        Fd listener = net.pod.enter([] { return tcp_listen_v4(LbAndPod::kPodAddr, kPort); });
+        Fd listener6 = net.pod.enter([&] { return tcp_listen_v6_loopback(kV6Port); });
+        Fd plain = net.pod.enter([&] { return tcp_listen_v4("127.0.0.1", kPlainPort); });
+        constexpr int kEach = 3;
+        for (int i = 0; i < kEach; ++i) {
+            ordinary_request(net, listener);  // from 130.211.0.143: in a v4 range
+            Fd client6 = net.pod.enter([&] { return tcp_connect_v6_loopback(kV6Port); });
+            serve_and_close(client6, accept_one(listener6));  // from ::1: in the v6 range
+            Fd client = net.pod.enter([&] { return tcp_connect_v4("127.0.0.1", kPlainPort); });
+            serve_and_close(client, accept_one(plain));  // from 127.0.0.1: in none
+        }
+        sleep_ms(1500);  // a tally read after the last end
+        std::map<std::pair<uint16_t, bool>, uint64_t> opened;  // (port, lb) of inbound tallies
+        for (const Event& e : events.matching(of_type(EventType::tally)))
+            if (!e.tally.outbound) opened[{e.lport, e.lb}] += e.tally.opened;
+        INFO(events.dump());
+        CHECK(opened[{kPort, true}] == kEach);
+        CHECK(opened[{kPort, false}] == 0);
+        CHECK(opened[{kV6Port, true}] == kEach);
+        CHECK(opened[{kV6Port, false}] == 0);
+        CHECK(opened[{kPlainPort, false}] == kEach);
+        CHECK(opened[{kPlainPort, true}] == 0);
+    }
 }
