@@ -92,6 +92,7 @@ TEST_CASE("doctor reports the attach path of every hook") {
               std::string::npos);
     }
     CHECK(r.out.find("setsockopt   cgroup/setsockopt") != std::string::npos);
+    CHECK(r.out.find("tally        ordinary connections counted per backend in the kernel") != std::string::npos);
     // The hooks for rollouts, crashes and full accept queues: each one's path, or what is missing.
     CHECK(r.out.find("exit         flag and exit code on closes made in do_exit()") != std::string::npos);
     if (f.tracepoint_args("signal_generate") == 5)
