@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -164,6 +165,13 @@ inline void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::millisec
 // n / 500 * 150 ms.
 inline void churn_quiet(const Fd& listener, const char* addr, uint16_t port, int n) {
     constexpr int kBatch = 500;
+    // A batch holds 1000 descriptors beside what the test holds (the hostile-neighbour test: 800
+    // more); the soft limit is 1024 where the shell or the test VM's init leaves it.
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &files);
+    }
     for (int done = 0; done < n;) {
         std::vector<std::pair<Fd, Fd>> open;
         for (; done < n && static_cast<int>(open.size()) < kBatch; ++done) {
