@@ -8,10 +8,11 @@
          sockets would allocate, with tcpwhy minus without), the memory of tcpwhy's BPF maps, and
          tcpwhy's own RSS per live connection (the correlator's table). Both ends are traced
          sockets, so 2N of each.
-  flood  the highest connection rate for --flood-seconds (default 60) with tcpwhy attached: its RSS
-         each 5 s (must stay bounded), then again with a 1 MiB ring and a consumer that stalls for a
-         third of the run (so the kernel must drop), checking received == submitted and that every
-         event the kernel could not submit was counted.
+  flood  the highest connection rate for --flood-seconds (default 60) with tcpwhy attached, as it
+         runs and with --all-states (every state change sent: the most the ring carries): its RSS
+         each 5 s (must stay bounded); then --all-states with a 1 MiB ring and a consumer that stalls
+         for a third of the run (so the kernel must drop), checking that what came through the ring
+         is what the kernel submitted and that every event it could not submit was counted.
   daemon the DaemonSet's container (--image, run under podman with deploy/'s security context, mounts
          and arguments) idle, then under the same flood: its memory cgroup's usage (RSS, page cache,
          kernel memory: what a memory limit counts) every 5 s and its peak, its CPU in cores, and its
@@ -107,7 +108,9 @@ class Trace:
         err = open(self.err_path).read()
         num = lambda pattern: int(re.search(pattern, err).group(1))  # noqa: E731
         return dict(received=num(r"tcpwhy: (\d+) events"), dropped=num(r"dropped (\d+) events"),
-                    submitted=num(r"submitted (\d+) events"), wakeups=num(r"woken by the kernel (\d+) times"))
+                    submitted=num(r"submitted (\d+) events"), wakeups=num(r"woken by the kernel (\d+) times"),
+                    # the records that came through the ring (not the start's sockets, not the tallies)
+                    from_kernel=num(r"submitted \d+ events; (\d+) received"))
 
 
 def start_nginx(scratch, port):
@@ -245,10 +248,11 @@ def hold(args, scratch):
     print(f"  tcpwhy: {user_per_conn:.0f} B per live connection (RSS growth / {2 * n} connections in the correlator)")
 
 
-def flood(args, scratch):
+def flood_once(args, scratch, label, extra):
     secs = args.flood_seconds
-    print(f"\nflood: wrk -c{args.wrk_connections} Connection: close for {secs} s, tcpwhy trace --json > /dev/null")
-    trace = Trace(args.build, scratch)
+    print(f"\nflood{label}: wrk -c{args.wrk_connections} Connection: close for {secs} s, "
+          f"tcpwhy trace --json {' '.join(extra)}> /dev/null")
+    trace = Trace(args.build, scratch, extra=extra)
     samples = []
     stop = threading.Event()
 
@@ -267,13 +271,22 @@ def flood(args, scratch):
     print(f"  {rps:.0f} req/s ({requests} requests{', errors ' + errors if errors else ''}); tcpwhy alive to the end: "
           f"{alive}; RSS every 5 s (MiB): {' '.join(f'{s / 1024:.1f}' for s in samples)}")
     print(f"  kernel submitted {counts['submitted']}, dropped {counts['dropped']}; received {counts['received']} "
-          f"({counts['received'] / secs:.0f} events/s); received == submitted: {counts['received'] == counts['submitted']}")
+          f"({counts['received'] / secs:.0f} events/s); received from the ring == submitted: {counts['from_kernel'] == counts['submitted']}")
 
-    print(f"\nflood with drops: --ring-mb 1 and a consumer stalled for the first {secs // 3} s of {secs} s")
+
+def flood(args, scratch):
+    secs = args.flood_seconds
+    # as tcpwhy runs (ordinary connections tallied), then with every state change sent one by one:
+    # the most the ring and the pipeline must carry
+    flood_once(args, scratch, "", [])
+    flood_once(args, scratch, " (every state change)", ["--all-states"])
+
+    print(f"\nflood with drops: --all-states, --ring-mb 1 and a consumer stalled for the first {secs // 3} s of {secs} s")
     reader_r, reader_w = os.pipe()
-    trace = Trace(args.build, scratch, extra=["--ring-mb", "1"], stdout=reader_w)
+    trace = Trace(args.build, scratch, extra=["--all-states", "--ring-mb", "1"], stdout=reader_w)
     os.close(reader_w)
     drained = [0]
+    kinds = {}
 
     def drain_later():
         time.sleep(secs // 3)  # tcpwhy blocks writing to the full pipe: the ring fills, the kernel drops
@@ -284,8 +297,13 @@ def flood(args, scratch):
                 break
             lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
-            # event lines only: --json also writes the names it resolves (`workload` lines)
-            drained[0] += sum(1 for line in lines if b'"type":"workload"' not in line)
+            # event lines only: --json also writes the names it resolves (`workload` and `server` lines)
+            for line in lines:
+                kind = re.search(rb'"type":"(\w+)"', line)
+                kind = kind.group(1).decode() if kind else "?"
+                if kind not in ("workload", "server"):
+                    drained[0] += 1
+                    kinds[kind] = kinds.get(kind, 0) + 1
 
     drainer = threading.Thread(target=drain_later)
     drainer.start()
@@ -295,8 +313,9 @@ def flood(args, scratch):
     drainer.join()
     os.close(reader_r)
     print(f"  {rps:.0f} req/s; kernel submitted {counts['submitted']}, dropped {counts['dropped']}; received "
-          f"{counts['received']}, event lines written {drained[0]}; received == submitted: "
-          f"{counts['received'] == counts['submitted']}; lines == received: {drained[0] == counts['received']}")
+          f"{counts['received']}, event lines written {drained[0]}; received from the ring == submitted: "
+          f"{counts['from_kernel'] == counts['submitted']}; lines == received: {drained[0] == counts['received']}")
+    print(f"  event lines by type: {', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}")
 
 
 class ContainerCgroup:

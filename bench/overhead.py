@@ -10,6 +10,8 @@ Tools (each writing what it would print to /dev/null):
   tcpwhy    `tcpwhy trace --json` (every default feature on: correlator, LB ranges, close hook)
   bpftrace  a bpftrace script printing every inet_sock_set_state (a perf-buffer record each)
   perfbuf   bench/perfbuf_peer: a libbpf tool with one perf-buffer record and wake-up per event
+  tcpwhy-daemon  `tcpwhy daemon` as a node runs it: archive (gzip segments), metrics, Unix socket
+  (-nice0: at the caller's priority; -other: the --other-build's binary)
 
 Per tool, from the runs with it attached: events per request, wake-ups per event (the tool's
 voluntary context switches, so timer wake-ups count too), userspace CPU per 1k events, and
@@ -123,6 +125,34 @@ class Tool:
             return int(m.group(1)), int(m.group(2))
         lost = sum(int(n) for n in re.findall(r"Lost (\d+) events", stderr))
         return None, lost  # bpftrace does not count what it printed; counted from bpf_stats
+
+
+class DaemonTool(Tool):
+    """`tcpwhy daemon` with its own archive, metrics port and socket; its counts come from /metrics."""
+
+    def __init__(self, name, binary, scratch, metrics_port, extra=()):
+        self.metrics_addr = f"127.0.0.1:{metrics_port}"
+        argv = [binary, "daemon", "--archive", os.path.join(scratch, f"{name}-archive"), "--metrics-addr",
+                self.metrics_addr, "--socket", os.path.join(scratch, f"{name}.sock"), *extra]
+        super().__init__(name, argv, r"daemon tracing TCP on")
+        self.metrics = ""
+
+    def stop(self):
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://{self.metrics_addr}/metrics", timeout=10) as r:
+                self.metrics = r.read().decode()
+        except OSError as e:
+            self.metrics = ""
+            print(f"  {self.name}: /metrics unreadable: {e}", flush=True)
+        return super().stop()
+
+    def events(self, stderr):
+        received = sum(float(v) for v in re.findall(r'^tcpwhy_events_total\{type="[a-z_]+"\} ([\d.e+]+)$',
+                                                    self.metrics, re.M))
+        lost = sum(float(v) for v in re.findall(r'^tcpwhy_events_dropped_total\{where="(?:ringbuf_full|malformed)"\} '
+                                                 r'([\d.e+]+)$', self.metrics, re.M))
+        return int(received), int(lost)
 
 
 def run_wrk(port, seconds, connections, keepalive):
@@ -253,9 +283,17 @@ def main():
                                 [os.path.join(args.build, "tcpwhy"), "trace", "--json", "--nice", "0", "--port", "1"],
                                 r"tracing TCP on"),
     }
+    tcpwhy_bin = os.path.join(args.build, "tcpwhy")
+    tools["tcpwhy-daemon"] = DaemonTool("tcpwhy-daemon", tcpwhy_bin, scratch, args.port + 1)
+    tools["tcpwhy-daemon-nice0"] = DaemonTool("tcpwhy-daemon-nice0", tcpwhy_bin, scratch, args.port + 2, ["--nice", "0"])
     if args.other_build:
-        tools["tcpwhy-other"] = Tool("tcpwhy-other", [os.path.join(args.other_build, "tcpwhy"), "trace", "--json"],
-                                     r"tracing TCP on")
+        other_bin = os.path.join(args.other_build, "tcpwhy")
+        tools["tcpwhy-other"] = Tool("tcpwhy-other", [other_bin, "trace", "--json"], r"tracing TCP on")
+        tools["tcpwhy-other-nice0"] = Tool("tcpwhy-other-nice0", [other_bin, "trace", "--json", "--nice", "0"],
+                                           r"tracing TCP on")
+        tools["tcpwhy-daemon-other"] = DaemonTool("tcpwhy-daemon-other", other_bin, scratch, args.port + 3)
+        tools["tcpwhy-daemon-other-nice0"] = DaemonTool("tcpwhy-daemon-other-nice0", other_bin, scratch, args.port + 4,
+                                                        ["--nice", "0"])
     for option, names in (("--tools", args.tools), ("--keepalive-tools", args.keepalive_tools)):
         unknown = [n for n in names.split(",") if n and n != "none" and n not in tools]
         if unknown:
@@ -295,10 +333,14 @@ def main():
             for prog, (ns, runs_per_req) in sorted(costs[name].items()):
                 each = " ".join(f"{r[prog][0]:.0f}" for r in runs if prog in r)
                 print(f"  {name:9} {prog:24} {ns:7.0f} ns per run (runs: {each}), {runs_per_req:5.2f} runs per request")
+            if costs[name]:
+                per_request = sum(ns * runs_per_req for ns, runs_per_req in costs[name].values())
+                print(f"  {name:9} {'every program':24} {per_request:7.0f} ns per request")
 
         print(f"\nsummary (load average after: {os.getloadavg()[0]:.2f})")
         print(f"{'workload':18} {'tool':12} {'req/s without':>13} {'req/s with':>11} {'ratio':>6} {'pair ratios':>13} "
-              f"{'events/req':>10} {'lost':>5} {'wakeups/event':>13} {'CPU ms/1k ev':>12} {'core/10k ev/s':>13}")
+              f"{'events/req':>10} {'lost':>5} {'wakeups/event':>13} {'CPU ms/1k ev':>12} {'core/10k ev/s':>13} "
+              f"{'CPU ms/1k req':>13}")
         for workload, name, without, with_tool, figures in rows:
             if not without:  # --pairs 0: kernel cost only
                 continue
@@ -321,8 +363,10 @@ def main():
             print(f"{workload:18} {name:12} {median(without):13.0f} {median(with_tool):11.0f} "
                   f"{median(with_tool) / median(without):6.3f} {ratios[0]:6.3f}-{ratios[-1]:.3f} "
                   f"{events / max(requests, 1):10.2f} {lost:5d} {wake:>13} {1000 * 1000 * cpu / max(events, 1):12.3f} "
-                  f"{cpu * 10000 / max(events, 1):13.4f}")
+                  f"{cpu * 10000 / max(events, 1):13.4f} {1000 * 1000 * cpu / max(requests, 1):13.3f}")
         print("tcpwhy wakeups/event: ring wake-ups by the kernel / all voluntary context switches (25 ms poll timer too)")
+        print("events/req: records (events and tallies) per request; CPU ms/1k req: the tool's userspace CPU per 1000 "
+              "requests (each a connection with Connection: close)")
     finally:
         for tool in tools.values():
             tool.kill()

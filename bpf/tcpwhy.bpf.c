@@ -16,6 +16,7 @@
  *                               kernels that name it (a SYN or final ACK dropped at a full queue)
  *   tp_btf/signal_generate      __send_signal_locked(): SIGTERM, SIGINT, SIGQUIT, SIGKILL to a
  *                               process that listens (listener_owners)
+ * Ordinary opens and ends are counted per backend (lib/tally.bpf.h) instead of sent.
  * Process exits need no hook of their own: the closes a dying process makes run in do_exit()
  * and carry the exit code (lib/process.bpf.h).
  *
@@ -35,6 +36,7 @@
 #include "lib/opts.bpf.h"
 #include "lib/process.bpf.h"
 #include "lib/sock.bpf.h"
+#include "lib/tally.bpf.h"
 #include "lib/tcp.bpf.h"
 #include "lib/time.bpf.h"
 
@@ -84,6 +86,45 @@ static __always_inline void fill_state_details(struct tcpwhy_event *e, const str
 	}
 }
 
+enum tally_outcome { TALLIED, SEND_AS_BEFORE };
+
+/*
+ * Tally mode: opens and ordinary ends are counted, not sent; CLOSE->SYN_SENT is not sent (the
+ * open is counted at ESTABLISHED, a failed connect is its SYN_SENT->CLOSE), nor a peer's FIN on a
+ * busy connection (the close from CLOSE_WAIT implies it). Listeners are mirrored for the ends'
+ * backend keys. Everything else goes on as before.
+ */
+static __always_inline enum tally_outcome tally_state_change(const struct sock *sk, int oldstate, int newstate)
+{
+	const struct tcp_sock *tp;
+
+	if (newstate == TCP_LISTEN) {
+		mirror_listener(sk->__sk_common.skc_net.net->ns.inum, sk->__sk_common.skc_num, true);
+		return SEND_AS_BEFORE;
+	}
+	if (oldstate == TCP_LISTEN) {
+		if (newstate == TCP_CLOSE)
+			mirror_listener(sk->__sk_common.skc_net.net->ns.inum, sk->__sk_common.skc_num, false);
+		return SEND_AS_BEFORE;
+	}
+	if (newstate == TCP_SYN_SENT)
+		return TALLIED; /* counted at ESTABLISHED, or sent as SYN_SENT->CLOSE */
+	if (newstate == TCP_ESTABLISHED) {
+		if (oldstate != TCP_SYN_RECV && oldstate != TCP_SYN_SENT)
+			return SEND_AS_BEFORE;
+		return tally_open(sk, oldstate == TCP_SYN_SENT) ? TALLIED : SEND_AS_BEFORE;
+	}
+	if (!((oldstate == TCP_ESTABLISHED && (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT)) ||
+	      (oldstate == TCP_CLOSE_WAIT && newstate == TCP_LAST_ACK)))
+		return SEND_AS_BEFORE;
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return SEND_AS_BEFORE;
+	if (newstate == TCP_CLOSE_WAIT)
+		return peer_fin_is_ordinary(tp) ? TALLIED : SEND_AS_BEFORE;
+	return tally_end(tp, oldstate) ? TALLIED : SEND_AS_BEFORE;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
@@ -93,6 +134,14 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 
 	if (BPF_CORE_READ_BITFIELD(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
+	if (tallying()) {
+		switch (tally_state_change(sk, oldstate, newstate)) {
+		case TALLIED:
+			return 0;
+		case SEND_AS_BEFORE:
+			break;
+		}
+	}
 	close_here = !close_from_tcp_close && is_local_close(oldstate, newstate, sk);
 	/* Nothing to emit: leave before any helper call (half the changes of a connection). */
 	if (!close_here && !all_state_changes && !state_change_wanted(oldstate, newstate))
@@ -130,7 +179,7 @@ int BPF_PROG(fentry_tcp_close, struct sock *sk, long timeout)
 	const struct tcp_sock *tp;
 	int state;
 
-	if (!closes_connection(sk, &state))
+	if (!closes_connection(sk, &state) || close_will_be_tallied(sk, state))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (tp)
@@ -143,7 +192,7 @@ int BPF_KPROBE(kprobe_tcp_close, struct sock *sk)
 {
 	int state;
 
-	if (!closes_connection(sk, &state))
+	if (!closes_connection(sk, &state) || close_will_be_tallied(sk, state))
 		return 0;
 	/* kprobes do not get the cookie helper: read the cookie set_state generated */
 	emit_close_probed(sk, BPF_CORE_READ(sk, __sk_common.skc_cookie.counter), state, state_after_close(state, sk));
@@ -462,6 +511,7 @@ int BPF_PROG(handle_signal_generate, int sig, struct kernel_siginfo *info, struc
 	tgid = task->tgid;
 	if (!is_listener_owner(tgid))
 		return 0;
+	note_draining(task->nsproxy ? task->nsproxy->net_ns->ns.inum : 0);
 	e = reserve_event(TCPWHY_EV_SIGNAL);
 	if (!e)
 		return 0;

@@ -30,10 +30,9 @@ static __always_inline __u32 defer_accept_secs(__u8 retrans)
  * them and whenever (inherited from the listener, set before tracing began). A bit in set_mask
  * means "not the kernel's default". Values are at the kernel's resolution (jiffies).
  */
-static __always_inline void fill_opts_in_force(struct tcpwhy_event *e, const struct tcp_sock *tp)
+static __always_inline void fill_opts(struct tcpwhy_sockopts *o, const struct tcp_sock *tp)
 {
 	const struct sock *sk = &tp->inet_conn.icsk_inet.sk;
-	struct tcpwhy_sockopts *o = &e->opts;
 	unsigned long flags = sk->__sk_common.skc_flags;
 	int keepopen_bit = bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN);
 	int linger_bit = bpf_core_enum_value(enum sock_flags, SOCK_LINGER);
@@ -81,6 +80,11 @@ static __always_inline void fill_opts_in_force(struct tcpwhy_event *e, const str
 		o->set_mask |= 1u << TCPWHY_OPT_TCP_DEFER_ACCEPT;
 		o->defer_accept_s = defer_accept_secs(tp->inet_conn.icsk_accept_queue.rskq_defer_accept);
 	}
+}
+
+static __always_inline void fill_opts_in_force(struct tcpwhy_event *e, const struct tcp_sock *tp)
+{
+	fill_opts(&e->opts, tp);
 }
 
 #endif /* TCPWHY_LIB_OPTS_BPF_H */

@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define TCPWHY_ABI_VERSION 4
+#define TCPWHY_ABI_VERSION 5
 #define TCPWHY_COMM_LEN 16
 
 enum tcpwhy_event_type {
@@ -28,7 +28,8 @@ enum tcpwhy_event_type {
 	TCPWHY_EV_EXISTING = 6,   /* a socket that existed before tracing started (bpf/tcpwhy_iter.bpf.c) */
 	TCPWHY_EV_LISTEN_OVERFLOW = 7, /* a full accept queue dropped a handshake or had a SYN-ACK sent again */
 	TCPWHY_EV_SIGNAL = 8,     /* a stopping signal (SIGTERM, SIGINT, SIGQUIT, SIGKILL) to a process that listens */
-	TCPWHY_EV__MAX = 9,       /* per-type counters have this many slots (0 unused) */
+	TCPWHY_EV_TALLY = 9,      /* no ring-buffer record: a backend's ordinary connections, read from the tally map */
+	TCPWHY_EV__MAX = 10,      /* per-type counters have this many slots (0 unused) */
 };
 
 /* Why an event could not be emitted; per-CPU counters indexed by this. */
@@ -194,6 +195,67 @@ struct tcpwhy_event {
 		struct tcpwhy_signal_data signal;
 	};
 	struct tcpwhy_sockopts opts; /* options in force, read from the socket (close, reset_sent on a full socket, reset_recv) */
+};
+
+/*
+ * Ordinary connections, counted instead of sent (bpf/lib/tally.bpf.h). A socket end is ordinary
+ * when nothing about it can explain a failure: a FIN close (no abort), nothing unread, quiet less
+ * than ordinary_idle_max_ms, no reset received, the closing task not exiting, its namespace not
+ * draining (a stopping signal to a listener, a closed listener on the port). Opens
+ * (SYN_RECV->ESTABLISHED, SYN_SENT->ESTABLISHED) are counted too. Everything else is an event.
+ *
+ * Keyed as the correlator keys backends: inbound by the listening port, outbound by the remote
+ * service port; lb: the peer is a load balancer by the session's rule (lb_ranges map, or any
+ * non-loopback peer for presets without ranges).
+ */
+struct tcpwhy_tally_key {
+	__u32 netns;
+	__u16 port;
+	__u8 outbound; /* the local port is not a listener: the remote port names the service */
+	__u8 lb;
+};
+
+/* Per CPU, cumulative, never reset or deleted: userspace sums the CPUs and takes differences. */
+struct tcpwhy_tally_value {
+	__u64 opened;              /* reached ESTABLISHED */
+	__u64 closed_local_first;  /* ordinary ends the local side closed first (ESTABLISHED->FIN_WAIT1) */
+	__u64 closed_remote_first; /* ordinary ends after the peer's FIN (CLOSE_WAIT->LAST_ACK) */
+	__u64 local_idle_ms;       /* sum of the quiet times before the ordinary local-first closes */
+	__u64 bytes_rx;            /* of the ordinary ends */
+	__u64 bytes_tx;
+	__u64 owner_ts_ns;         /* when pid/comm/cgroup_id were last written (the newest CPU's wins) */
+	__u64 cgroup_id;           /* the closing task's */
+	__u32 pid;                 /* the closing task's tgid (0: none seen yet) */
+	__u32 opts_seen;           /* opts holds the options of the first ordinary close on this CPU */
+	char comm[TCPWHY_COMM_LEN];
+	struct tcpwhy_sockopts opts;
+};
+
+/* The kernel's mirror of the listening sockets: (netns, port) -> how many listen there now. */
+struct tcpwhy_listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+};
+
+/* Up to this many load-balancer ranges are compared inline (rodata, a masked compare each); a
+ * session with more puts them all in the lb_ranges LPM trie instead, which costs a trie walk. */
+#define TCPWHY_LB_INLINE_MAX 8
+
+/* One inline range: the peer matches when (addr & mask) == net, word by word, network order;
+ * IPv4 uses word 0 only. family 0: unused slot. */
+struct tcpwhy_lb_range {
+	__u32 net[4];
+	__u32 mask[4];
+	__u32 family; /* 4 or 6 */
+};
+
+/* A load-balancer range in the lb_ranges LPM trie: prefixlen counts the family byte (8 + prefix). */
+struct tcpwhy_lb_key {
+	__u32 prefixlen;
+	__u8 family; /* 4 or 6 */
+	__u8 addr[16];
+	__u8 pad[3];
 };
 
 #endif /* TCPWHY_ABI_H */

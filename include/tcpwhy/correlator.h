@@ -77,6 +77,9 @@ struct CorrelatorConfig {
     size_t recent_connections_per_kind = 16;  // per backend and reset kind: ring of recent reset connections
     uint64_t live_update_interval_ns = 10ull * 1'000'000'000;
     bool split_backends_by_laddr = false;  // key backends by (netns, port, laddr) instead of (netns, port)
+    // The kernel tallies ordinary connections (`tally` events): a connection first seen by its
+    // close or reset was opened, and counted, already (docs/correlator.md, "Tallies").
+    bool opens_tallied = false;
 
     // Rollouts and crashes: connections refused after a backend stops listening, and closes after
     // a stopping signal, belong to that stop for this long (or until it listens again).
@@ -174,6 +177,7 @@ struct ConnectionRecord {
     uint16_t lport = 0, rport = 0;
     bool lb_peer = false;
     OpenKind opened = OpenKind::unknown;
+    bool open_counted = false;  // its open was in a kernel tally: first_ts_ns is its first own event, not the open
     FirstClose first_close = FirstClose::unknown;
     EndKind end = EndKind::open;
     bool aborted = false;      // the local side closed with an RST
@@ -415,6 +419,9 @@ public:
     // Keep the full record (with evidence) of every reset connection with this peer,
     // beyond the per-backend ring; `report --conn` sets it before replaying.
     void watch_peer(const IpAddr& raddr, uint16_t rport);
+
+    // Replay: the trace's header says its ordinary connections were tallied (TraceHeader::tally).
+    void set_opens_tallied(bool tallied);
 
     // Where backends get their names (pod, namespace, container): looked up by the
     // backend's namespace and its owner's cgroup when results are built, so names

@@ -16,6 +16,9 @@ using ResetReasonMap = std::vector<ResetReason>;
 ResetReasonMap reset_reason_map(const std::vector<std::string>& kernel_names);
 
 Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons);
+// A backend's tally (the tally map's entry, its counters the difference since the last read;
+// owner and options as read) as a `tally` event at ts_ns.
+Event decode_tally(const tcpwhy_tally_key& key, const tcpwhy_tally_value& delta, uint64_t ts_ns);
 
 // The reason a kernel without reset reasons would have given, from the socket's
 // state when the reset left: the same reasons 6.10+ kernels name.

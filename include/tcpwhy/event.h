@@ -17,6 +17,7 @@ namespace tcpwhy {
 // iterator); new_state is its state then. listen_overflow: a full accept queue dropped a
 // handshake or had a SYN-ACK sent again (the listener's cookie and port, the peer's address).
 // signal: a stopping signal to a process that listens (pid/comm: the target).
+// tally: a backend's ordinary connections since the last tally (no socket: see Event::tally).
 enum class EventType : uint8_t {
     state = 1,
     close = 2,
@@ -26,8 +27,9 @@ enum class EventType : uint8_t {
     existing = 6,
     listen_overflow = 7,
     signal = 8,
+    tally = 9,
 };
-inline constexpr size_t kEventTypeCount = 9;  // arrays indexed by EventType (0 unused)
+inline constexpr size_t kEventTypeCount = 10;  // arrays indexed by EventType (0 unused)
 
 std::string_view to_string(EventType type);
 std::optional<EventType> event_type_from_string(std::string_view name);
@@ -224,7 +226,19 @@ struct Event {
     int64_t value = 0;    // int options; linger: onoff; timeouts: microseconds
     int64_t value2 = 0;   // linger: seconds
 
-    SockOpts opts;  // options in force on the socket
+    SockOpts opts;  // options in force on the socket (tally: on the backend's first ordinary close)
+
+    // tally: what the kernel counted for one backend instead of sending it (docs/trace-format.md).
+    // The backend: netns, and lport (inbound) or rport (outbound); lb: its peers are the load
+    // balancer; pid/comm/cgroup_id: the task of its latest ordinary close; bytes_rx/bytes_tx:
+    // those of its ordinary ends. Counts are since the previous tally of the same backend.
+    struct Tally {
+        bool outbound = false;             // keyed by the remote service port
+        uint64_t opened = 0;               // connections that reached ESTABLISHED
+        uint64_t closed_local_first = 0;   // ordinary ends the local side closed first
+        uint64_t closed_remote_first = 0;  // ordinary ends after the peer's FIN
+        uint64_t local_idle_ms = 0;        // sum of the quiet times before those local-first closes
+    } tally;
 };
 
 }  // namespace tcpwhy

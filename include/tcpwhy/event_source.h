@@ -18,6 +18,7 @@ struct KernelCounters {
     std::array<uint64_t, kEventTypeCount> emitted{};  // by EventType value
     uint64_t dropped_ringbuf_full = 0;
     uint64_t malformed_records = 0;  // shorter than any event: received and discarded by userspace
+    uint64_t tally_full = 0;  // ordinary connections sent one by one because the tally map was full (nothing lost)
     uint64_t dropped() const { return dropped_ringbuf_full + malformed_records; }
 };
 
@@ -44,6 +45,8 @@ public:
     // The sockets open now. with_owners: also find each one's process in /proc (slower).
     // Throws std::runtime_error when they cannot be listed at all.
     virtual ExistingSockets list_existing(bool with_owners) = 0;
+    // Whether ordinary connections come as `tally` events instead of their own (the kernel's tally).
+    virtual bool tallies() const { return false; }
 };
 
 }  // namespace tcpwhy

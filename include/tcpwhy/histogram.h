@@ -25,6 +25,8 @@ public:
     static constexpr size_t kExactSamples = 64;  // kept verbatim until there are more
 
     void add(uint32_t value_ms);
+    // The same value `times` times (the kernel's tallies of ordinary closes).
+    void add(uint32_t value_ms, uint64_t times);
 
     uint64_t count() const { return count_; }
     uint32_t min() const { return count_ ? min_ : 0; }

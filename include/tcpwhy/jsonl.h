@@ -24,6 +24,9 @@ struct TraceHeader {
     uint64_t mono_start_ns = 0;  // CLOCK_MONOTONIC at start; with wall_start_ns maps ts_ns to wall time
     uint64_t wall_start_ns = 0;  // CLOCK_REALTIME at start
     std::string lb_ranges;
+    // Ordinary connections were counted in the kernel (`tally` lines), not sent one by one: a
+    // connection first seen at its close or reset was opened, and counted, already.
+    bool tally = false;
 };
 
 std::string to_json_line(const Event& event);         // one line, no newline

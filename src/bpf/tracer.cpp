@@ -3,15 +3,21 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 
+#include <time.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
 #include "tcpwhy/fd.h"
+#include "tcpwhy/abi.h"  // the types the skeleton names
 #include "tcpwhy.skel.h"
 #include "tcpwhy/decode.h"
 
@@ -127,6 +133,68 @@ struct Tracer::Impl {
         return 0;
     }
 
+    // The tally map's totals as last handed on, per backend key: the next read sends the difference.
+    bool tally = false;
+    std::unordered_map<uint64_t, tcpwhy_tally_value> tally_sent;
+    uint64_t next_tally_ns = 0;
+    uint64_t tally_events = 0;
+
+    static uint64_t key_bits(const tcpwhy_tally_key& k) {
+        uint64_t bits;
+        static_assert(sizeof(bits) == sizeof(k));
+        std::memcpy(&bits, &k, sizeof(bits));
+        return bits;
+    }
+
+    // Sums every backend's per-CPU counters and hands on what grew since the last read, as one
+    // `tally` event per backend. The owner is the one the newest CPU wrote; the options the first
+    // seen. A map read per backend, once a second.
+    void read_tallies(uint64_t now_ns) {
+        int fd = bpf_map__fd(skel->maps.tally);
+        std::vector<tcpwhy_tally_value> per_cpu(static_cast<size_t>(ncpus));
+        tcpwhy_tally_key key{}, next{};
+        const void* prev = nullptr;
+        while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+            key = next;
+            prev = &key;
+            if (bpf_map_lookup_elem(fd, &key, per_cpu.data())) continue;
+            tcpwhy_tally_value total{};
+            for (const auto& v : per_cpu) {
+                total.opened += v.opened;
+                total.closed_local_first += v.closed_local_first;
+                total.closed_remote_first += v.closed_remote_first;
+                total.local_idle_ms += v.local_idle_ms;
+                total.bytes_rx += v.bytes_rx;
+                total.bytes_tx += v.bytes_tx;
+                if (v.pid && v.owner_ts_ns >= total.owner_ts_ns) {
+                    total.owner_ts_ns = v.owner_ts_ns;
+                    total.pid = v.pid;
+                    total.cgroup_id = v.cgroup_id;
+                    std::memcpy(total.comm, v.comm, sizeof(total.comm));
+                }
+                if (v.opts_seen && !total.opts_seen) {
+                    total.opts = v.opts;
+                    total.opts_seen = 1;
+                }
+            }
+            tcpwhy_tally_value& sent = tally_sent[key_bits(key)];
+            tcpwhy_tally_value delta = total;
+            delta.opened -= sent.opened;
+            delta.closed_local_first -= sent.closed_local_first;
+            delta.closed_remote_first -= sent.closed_remote_first;
+            delta.local_idle_ms -= sent.local_idle_ms;
+            delta.bytes_rx -= sent.bytes_rx;
+            delta.bytes_tx -= sent.bytes_tx;
+            sent = total;
+            if (!delta.opened && !delta.closed_local_first && !delta.closed_remote_first) continue;
+            ++tally_events;
+            if (sink) {
+                Event event = decode_tally(key, delta, now_ns);
+                (*sink)(event);
+            }
+        }
+    }
+
     uint64_t sum_percpu(int map_fd, uint32_t key) const {
         std::vector<uint64_t> values(ncpus);
         if (bpf_map_lookup_elem(map_fd, &key, values.data())) return 0;
@@ -137,6 +205,29 @@ struct Tracer::Impl {
 };
 
 namespace {
+
+// The LB ranges the programs compare inline (lb/tally.bpf.h) when there are few of them; more go
+// to the lb_ranges trie, filled after load. The masks keep network byte order, as the addresses.
+void set_inline_lb_ranges(tcpwhy_bpf& skel, const CidrSet& lb_ranges) {
+    const auto& ranges = lb_ranges.ranges();
+    skel.rodata->lb_in_trie = ranges.size() > TCPWHY_LB_INLINE_MAX;
+    if (skel.rodata->lb_in_trie) return;
+    skel.rodata->lb_inline_count = static_cast<uint32_t>(ranges.size());
+    for (size_t i = 0; i < ranges.size(); ++i) {
+        const Cidr& range = ranges[i];
+        auto& slot = skel.rodata->lb_inline[i];
+        slot.family = range.network.family;
+        const int words = range.network.family == 4 ? 1 : 4;
+        for (int w = 0; w < words; ++w) {
+            const int bits = std::clamp(range.prefix - 32 * w, 0, 32);
+            const uint32_t host_mask = bits == 0 ? 0 : ~uint32_t{0} << (32 - bits);
+            uint32_t net = 0;
+            std::memcpy(&net, range.network.bytes.data() + 4 * w, 4);
+            slot.mask[w] = htonl(host_mask);
+            slot.net[w] = net & slot.mask[w];
+        }
+    }
+}
 
 // One attempt at loading and attaching with the paths the plans currently choose. Returns
 // nullptr when a fentry/kprobe program fails (the hook to blame in *failed, or nullptr when the
@@ -169,6 +260,12 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
         f.function("tcp_v4_send_reset").btf_params >= 3 && (!with_v6_fentry || f.function("tcp_v6_send_reset").btf_params >= 3);
     skel->rodata->wakeup_bytes = options.wakeup_bytes;
     skel->rodata->all_state_changes = options.all_state_changes;
+    skel->rodata->tally_ordinary = options.tally && !options.all_state_changes;
+    skel->rodata->ordinary_idle_max_ms = options.ordinary_idle_max_ms;
+    skel->rodata->lb_any_non_loopback = options.lb_any_non_loopback_peer;
+    skel->rodata->drain_window_ns = options.drain_window_ns;
+    set_inline_lb_ranges(*skel, options.lb_ranges);
+    impl->tally = skel->rodata->tally_ordinary;
     bpf_map__set_max_entries(skel->maps.events, static_cast<uint32_t>(options.ring_bytes));
     bpf_program__set_autoload(progs->fentry_tcp_close, close == Path::fentry);
     bpf_program__set_autoload(progs->kprobe_tcp_close, close == Path::kprobe);
@@ -202,6 +299,19 @@ std::unique_ptr<Tracer::Impl> try_load(const TracerOptions& options, const Kerne
         }
         throw TracerError(fmt::format("the kernel refused tcpwhy's BPF programs: {}", errno_text(err)),
                           "run `tcpwhy doctor` and `tcpwhy trace -v` to see the verifier log");
+    }
+
+    // The load balancer's ranges, before any program runs.
+    for (const Cidr& range : options.lb_ranges.ranges()) {
+        tcpwhy_lb_key key{};
+        key.family = range.network.family;
+        key.prefixlen = 8 + static_cast<uint32_t>(range.prefix);
+        std::memcpy(key.addr, range.network.bytes.data(), range.network.family == 4 ? 4 : 16);
+        uint8_t one = 1;
+        if (bpf_map_update_elem(bpf_map__fd(skel->maps.lb_ranges), &key, &one, BPF_ANY))
+            throw TracerError(fmt::format("cannot load the LB range {} into the kernel: {}", range.to_string(),
+                                          errno_text(errno)),
+                              "give fewer --lb-ranges (at most 1024)");
     }
 
     auto attach = [&](bpf_program* prog, bpf_link** link, const char* what) {
@@ -420,6 +530,18 @@ size_t Tracer::poll(int timeout_ms, const Sink& sink) {
     int rc = ring_buffer__poll(impl_->ring.get(), timeout_ms);
     if (rc > 0) ++impl_->wakeups;  // records before the timeout: the kernel woke us
     if (rc >= 0 || rc == -EINTR) ring_buffer__consume(impl_->ring.get());
+    if (impl_->tally) {
+        // once a second, and on the last poll (timeout 0: what is left)
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+        if (timeout_ms == 0 || now >= impl_->next_tally_ns) {
+            impl_->next_tally_ns = now + 1'000'000'000ull;
+            size_t before = impl_->tally_events;
+            impl_->read_tallies(now);
+            impl_->consumed += impl_->tally_events - before;
+        }
+    }
     impl_->sink = nullptr;
     return impl_->consumed;
 }
@@ -431,6 +553,8 @@ KernelCounters Tracer::counters() const {
     int drops_fd = bpf_map__fd(impl_->skel->maps.drops);
     c.dropped_ringbuf_full = impl_->sum_percpu(drops_fd, TCPWHY_DROP_RINGBUF_FULL);
     c.malformed_records = impl_->malformed;
+    c.emitted[TCPWHY_EV_TALLY] = impl_->tally_events;  // made here, from the tally map
+    c.tally_full = impl_->sum_percpu(bpf_map__fd(impl_->skel->maps.tally_full), 0);
     return c;
 }
 
@@ -451,8 +575,21 @@ ExistingSockets Tracer::list_existing(bool with_owners) {
             bpf_map__update_elem(impl_->skel->maps.listener_owners, &tgid, sizeof(tgid), &at, sizeof(at), BPF_ANY);
         }
     }
+    if (impl_->tally) {
+        // Listeners from before the start; NOEXIST: one the state program counted already stays as it is.
+        int fd = bpf_map__fd(impl_->skel->maps.listeners);
+        std::unordered_map<uint64_t, int32_t> listening;  // (netns << 16 | port) -> listeners (SO_REUSEPORT: several)
+        for (const Event& e : existing.events)
+            if (e.new_state == TcpState::listen) ++listening[(uint64_t{e.netns} << 16) | e.lport];
+        for (auto [bits, n] : listening) {
+            tcpwhy_listener_key key{static_cast<uint32_t>(bits >> 16), static_cast<uint16_t>(bits & 0xffff), 0};
+            bpf_map_update_elem(fd, &key, &n, BPF_NOEXIST);
+        }
+    }
     return existing;
 }
+
+bool Tracer::tallies() const { return impl_->tally; }
 
 std::string Tracer::attach_summary() const {
     auto kind = [this](const std::string& hook) -> std::string {

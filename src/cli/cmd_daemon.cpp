@@ -150,6 +150,7 @@ int run_daemon(const DaemonArgs& args) {
         TracerOptions options;
         options.ring_bytes = args.ring_mb << 20;
         options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
+        tally_by(options, *config);
         tracer = Tracer::start(options);
     } catch (const TracerError& e) {
         print_error(e.what(), e.fix());

@@ -110,6 +110,7 @@ int run_doctor(bool force_tracepoints, const NamingArgs& naming) {
     try {
         TracerOptions options;
         options.allow_fentry = options.allow_kprobe = !force_tracepoints;
+        options.tally = true;  // as trace, top and the daemon run
         require_tracing_support(f);
         fmt::print("hooks (loaded and attached now, then detached):\n");
         auto tracer = Tracer::start(options, f);
@@ -120,6 +121,10 @@ int run_doctor(bool force_tracepoints, const NamingArgs& naming) {
             for (const auto& why : hook.passed_over) fmt::print("  {:<12}   passed over: {}\n", "", why);
             all = all && !hook.attached.empty();
         }
+        fmt::print("  {:<12} {}\n", "tally",
+                   tracer->tallies() ? "ordinary connections counted per backend in the kernel, one record a "
+                                       "second each (trace --all-states sends every state change instead)"
+                                     : "off: every connection is sent");
         fmt::print("result: {}\n", all ? "OK: every hook attached" : "DEGRADED: tracing works without the hooks above");
     } catch (const TracerError& e) {
         fmt::print("result: tcpwhy cannot trace here\n");

@@ -238,6 +238,7 @@ int run_top(const TopArgs& args) {
             TracerOptions options;
             options.ring_bytes = args.ring_mb << 20;
             options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
+            tally_by(options, *config);
             SessionOptions session_options;
             session_options.config = *config;
             session_options.live_sample_interval_ns = kLiveSampleIntervalNs;

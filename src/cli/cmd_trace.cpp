@@ -102,9 +102,13 @@ private:
 void print_summary(const SessionCounts& counts, const KernelCounters& kernel, uint64_t wakeups,
                    uint64_t write_errors) {
     const auto& t = counts.by_type;
-    log::info(fmt::format("{} events (state {}, close {}, reset_sent {}, reset_recv {}, setsockopt {}, existing {}); "
-                          "{} shown, {} filtered out",
-                          counts.received, t[1], t[2], t[3], t[4], t[5], t[6], counts.kept, counts.filtered));
+    log::info(fmt::format("{} events (state {}, close {}, reset_sent {}, reset_recv {}, setsockopt {}, existing {}, "
+                          "tally {}); {} shown, {} filtered out",
+                          counts.received, t[1], t[2], t[3], t[4], t[5], t[6],
+                          t[static_cast<size_t>(EventType::tally)], counts.kept, counts.filtered));
+    if (kernel.tally_full)
+        log::info(fmt::format("{} ordinary connection events sent one by one: the kernel's tally map was full",
+                              kernel.tally_full));
     log::info(fmt::format("dropped {} events (ring buffer full {}, malformed records {}){}", kernel.dropped(),
                           kernel.dropped_ringbuf_full, kernel.malformed_records,
                           kernel.dropped() ? " -- raise --ring-mb" : ""));
@@ -169,6 +173,7 @@ int run_trace(const TraceArgs& args, size_t ring_mb) {
         options.ring_bytes = ring_mb << 20;
         options.allow_fentry = options.allow_kprobe = !args.tracepoints_only;
         options.all_state_changes = args.all_states;
+        tally_by(options, *config);
         tracer = Tracer::start(options);
     } catch (const TracerError& e) {
         print_error(e.what(), e.fix());

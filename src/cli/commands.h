@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "tcpwhy/bpf/tracer.h"
 #include "tcpwhy/correlator.h"
 #include "tcpwhy/server_detector.h"
 #include "tcpwhy/workload_resolver.h"
@@ -31,6 +32,9 @@ void add_lb_options(CLI::App& sub, LbArgs& lb);
 // The correlator's config from those options; on a bad preset or range list prints the
 // one-line error (with the fix) and returns nullopt: the caller exits kExitUsage.
 std::optional<tcpwhy::CorrelatorConfig> correlator_config(const LbArgs& lb);
+// Ordinary connections counted in the kernel by the config's rules (LB ranges, the idle bar's
+// floor, the drain window); --all-states (options.all_state_changes) turns it off.
+void tally_by(tcpwhy::TracerOptions& options, const tcpwhy::CorrelatorConfig& config);
 // --ring-mb: a power of two, else the one-line error and false.
 bool valid_ring_mb(size_t ring_mb);
 

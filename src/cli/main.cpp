@@ -141,6 +141,16 @@ std::unique_ptr<tcpwhy::WorkloadResolver> make_resolver(const NamingArgs& naming
     return resolver;
 }
 
+void tally_by(tcpwhy::TracerOptions& options, const tcpwhy::CorrelatorConfig& config) {
+    // Backends split by local address are keyed by more than the kernel's tally knows.
+    options.tally = !config.split_backends_by_laddr;
+    options.lb_ranges = config.lb_ranges;
+    options.lb_any_non_loopback_peer = config.lb_any_non_loopback_peer;
+    // The relative idle bar never goes below its floor (100 ms), the absolute one below the threshold.
+    options.ordinary_idle_max_ms = std::min<uint32_t>({100, config.idle_threshold_ms, config.lb_gave_up_after_ms});
+    options.drain_window_ns = config.drain_window_ns;
+}
+
 std::optional<tcpwhy::CorrelatorConfig> correlator_config(const LbArgs& lb) {
     std::string error;
     auto config = tcpwhy::CorrelatorConfig::from_options(

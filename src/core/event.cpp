@@ -9,7 +9,7 @@ namespace tcpwhy {
 namespace {
 
 constexpr std::array<std::string_view, kEventTypeCount> kEventTypeNames = {
-    "", "state", "close", "reset_sent", "reset_recv", "setsockopt", "existing", "listen_overflow", "signal"};
+    "", "state", "close", "reset_sent", "reset_recv", "setsockopt", "existing", "listen_overflow", "signal", "tally"};
 constexpr std::array<std::string_view, 3> kOverflowHowNames = {"", "drop", "synack_retransmit"};
 
 struct SignalName {

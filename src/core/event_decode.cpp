@@ -24,6 +24,13 @@ static_assert(offsetof(tcpwhy_event, sockopt.opt) == 112);
 static_assert(static_cast<size_t>(TCPWHY_EV__MAX) == kEventTypeCount);
 static_assert(static_cast<int>(SockOpt::tcp_defer_accept) == TCPWHY_OPT_TCP_DEFER_ACCEPT);
 static_assert(kSockOptCount == TCPWHY_OPT__MAX);
+static_assert(static_cast<int>(EventType::tally) == TCPWHY_EV_TALLY);
+static_assert(sizeof(tcpwhy_tally_key) == 8 && offsetof(tcpwhy_tally_key, outbound) == 6);
+static_assert(sizeof(tcpwhy_tally_value) == 144);
+static_assert(offsetof(tcpwhy_tally_value, pid) == 64 && offsetof(tcpwhy_tally_value, comm) == 72);
+static_assert(offsetof(tcpwhy_tally_value, opts) == 88);
+static_assert(sizeof(tcpwhy_listener_key) == 8);
+static_assert(sizeof(tcpwhy_lb_key) == 24 && offsetof(tcpwhy_lb_key, addr) == 5);
 
 namespace {
 
@@ -195,6 +202,7 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
         e.sender_pid = raw.signal.sender_pid;
         e.sender_comm.assign(raw.signal.sender_comm, strnlen(raw.signal.sender_comm, sizeof(raw.signal.sender_comm)));
         break;
+    case EventType::tally: break;  // not a ring-buffer record: decode_tally()
     case EventType::setsockopt:
         // The kernel emits only the options it watches (TCPWHY_OPT_*); anything else would be a
         // mismatched object, and is clamped rather than trusted as an index.
@@ -203,6 +211,29 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
         e.value2 = raw.sockopt.value2;
         break;
     }
+    return e;
+}
+
+Event decode_tally(const tcpwhy_tally_key& key, const tcpwhy_tally_value& delta, uint64_t ts_ns) {
+    Event e;
+    e.type = EventType::tally;
+    e.ts_ns = ts_ns;
+    e.netns = key.netns;
+    e.lb = key.lb;
+    e.tally.outbound = key.outbound;
+    (key.outbound ? e.rport : e.lport) = key.port;
+    e.tally.opened = delta.opened;
+    e.tally.closed_local_first = delta.closed_local_first;
+    e.tally.closed_remote_first = delta.closed_remote_first;
+    e.tally.local_idle_ms = delta.local_idle_ms;
+    e.bytes_rx = delta.bytes_rx;
+    e.bytes_tx = delta.bytes_tx;
+    if (delta.pid) {
+        e.pid = delta.pid;
+        e.comm.assign(delta.comm, strnlen(delta.comm, sizeof(delta.comm)));
+        e.cgroup_id = delta.cgroup_id;
+    }
+    if (delta.opts_seen) e.opts = decode_opts(delta.opts);
     return e;
 }
 

@@ -174,8 +174,10 @@ enum class Key : uint8_t {
     // the causes beyond the race (closes in exiting tasks, listeners' queues, signals, overflows)
     send_queue_bytes, acceptq_len, acceptq_max, exiting, exit_code, oom_victim, how, signal, sender_pid,
     sender_comm, syn,
+    // a backend's ordinary connections counted in the kernel (tally lines; the header's flag)
+    opened, closed_local_first, closed_remote_first, local_idle_ms, outbound, tally,
 };
-constexpr size_t kKeyCount = static_cast<size_t>(Key::syn) + 1;
+constexpr size_t kKeyCount = static_cast<size_t>(Key::tally) + 1;
 
 constexpr std::array<std::string_view, kKeyCount> kKeyNames = {
     "",           "v",         "ts_ns",     "type",        "cookie",       "netns",        "laddr",
@@ -186,6 +188,7 @@ constexpr std::array<std::string_view, kKeyCount> kKeyNames = {
     "boot_id",    "kernel",    "clock",     "mono_start_ns", "wall_start_ns", "lb_ranges",
     "send_queue_bytes", "acceptq_len", "acceptq_max", "exiting", "exit_code", "oom_victim", "how",
     "signal",     "sender_pid", "sender_comm", "syn",
+    "opened",     "closed_local_first", "closed_remote_first", "local_idle_ms", "outbound", "tally",
 };
 
 Key key_of(std::string_view k) {
@@ -203,17 +206,19 @@ Key key_of(std::string_view k) {
     case 4: return first({Key::type, Key::comm, Key::opts, Key::tool});
     case 5:
         return first({Key::ts_ns, Key::netns, Key::laddr, Key::lport, Key::raddr, Key::rport, Key::abort, Key::value,
-                      Key::level, Key::clock});
-    case 6: return first({Key::cookie, Key::reason, Key::value2, Key::kernel, Key::signal});
+                      Key::level, Key::clock, Key::tally});
+    case 6: return first({Key::cookie, Key::reason, Key::value2, Key::kernel, Key::signal, Key::opened});
     case 7: return first({Key::has_skb, Key::optname, Key::boot_id, Key::exiting});
-    case 8: return first({Key::bytes_rx, Key::bytes_tx, Key::sk_state, Key::hostname});
+    case 8: return first({Key::bytes_rx, Key::bytes_tx, Key::sk_state, Key::hostname, Key::outbound});
     case 9: return first({Key::old_state, Key::new_state, Key::cgroup_id, Key::lb_ranges, Key::exit_code});
     case 10: return first({Key::idle_rx_ms, Key::idle_tx_ms, Key::oom_victim, Key::sender_pid});
     case 11: return first({Key::acceptq_len, Key::acceptq_max, Key::sender_comm});
     case 12: return first({Key::unread_bytes, Key::rst_received});
-    case 13: return first({Key::mono_start_ns, Key::wall_start_ns});
+    case 13: return first({Key::mono_start_ns, Key::wall_start_ns, Key::local_idle_ms});
     case 15: return first({Key::reason_inferred});
     case 16: return first({Key::send_queue_bytes});
+    case 18: return first({Key::closed_local_first});
+    case 19: return first({Key::closed_remote_first});
     default: return Key::unknown;
     }
 }
@@ -675,6 +680,11 @@ std::string to_json_line(const Event& e) {
     case EventType::signal:
         w.str("signal", signal_name(e.signal)).num("sender_pid", e.sender_pid).str("sender_comm", e.sender_comm);
         break;
+    case EventType::tally:
+        w.boolean("outbound", e.tally.outbound).num("opened", e.tally.opened);
+        w.num("closed_local_first", e.tally.closed_local_first).num("closed_remote_first", e.tally.closed_remote_first);
+        w.num("local_idle_ms", e.tally.local_idle_ms).num("bytes_rx", e.bytes_rx).num("bytes_tx", e.bytes_tx);
+        break;
     }
     if (e.send_queue_bytes) w.num("send_queue_bytes", e.send_queue_bytes);
     if (e.task_exiting) w.boolean("exiting", true).num("exit_code", e.exit_code);
@@ -691,6 +701,7 @@ std::string to_json_line(const TraceHeader& h) {
     w.str("kernel", h.kernel);
     w.str("clock", h.clock).num("mono_start_ns", h.mono_start_ns).num("wall_start_ns", h.wall_start_ns);
     w.str("lb_ranges", h.lb_ranges);
+    if (h.tally) w.boolean("tally", true);
     return w.done();
 }
 
@@ -948,6 +959,12 @@ void parse_json_line(std::string_view line, ParsedLine& out) {
                 case Key::sender_pid: e.sender_pid = in.integer<uint32_t>(key_text); break;
                 case Key::sender_comm: e.sender_comm = text(); break;
                 case Key::syn: e.syn = in.boolean(key_text); break;
+                case Key::opened: e.tally.opened = in.integer<uint64_t>(key_text); break;
+                case Key::closed_local_first: e.tally.closed_local_first = in.integer<uint64_t>(key_text); break;
+                case Key::closed_remote_first: e.tally.closed_remote_first = in.integer<uint64_t>(key_text); break;
+                case Key::local_idle_ms: e.tally.local_idle_ms = in.integer<uint64_t>(key_text); break;
+                case Key::outbound: e.tally.outbound = in.boolean(key_text); break;
+                case Key::tally: h().tally = in.boolean(key_text); break;
                 case Key::unknown: in.skip_value(); break;
                 }
             } while (in.consume(','));

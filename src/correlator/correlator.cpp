@@ -55,6 +55,7 @@ struct LiveConn {
     bool reset_counted : 1 = false;  // one reset verdict per connection
     bool ended : 1 = false;
     bool has_reset_timing : 1 = false;  // an entry in Impl::reset_timing
+    bool open_tallied : 1 = false;  // its open was in a tally: it counts in the backend's tallied live count
     uint8_t cause_bits = 0;  // kClosedByExit, kClosedWhileDraining, kLbGaveUp, kPeerClosedIdle
 };
 // LiveConn::cause_bits: what the connection's close had to do with its backend's life.
@@ -112,6 +113,9 @@ struct Backend {
     uint32_t listeners_open = 0;  // listening sockets on the port now
     uint32_t listener_pid = 0;    // who last put one into LISTEN
     uint32_t backlog = 0;         // its backlog in force
+    // Open connections the kernel tallied, by peer: opened - ended, signed because a tally can
+    // arrive after the individual end of a connection it counted (reported at 0 or more).
+    int64_t tally_live_lb = 0, tally_live_other = 0;
     std::unique_ptr<correlator::BackendCauses> causes;  // rollouts, crashes, queues, timeouts: when one applies
 
     correlator::BackendCauses& causes_of() {
@@ -203,6 +207,7 @@ struct Correlator::Impl {
     std::optional<std::pair<IpAddr, uint16_t>> watched_peer;
     std::vector<ConnectionRecord> watched_records;
     CorrelatorCounts counts;
+    bool opens_tallied = false;  // the events come with tallies (CorrelatorConfig::opens_tallied, a trace's header)
 
     struct Announcement {
         uint64_t count = 0;
@@ -210,7 +215,7 @@ struct Correlator::Impl {
     };
     std::unordered_map<uint64_t, Announcement> announced;  // (backend << 8 | finding kind)
 
-    explicit Impl(CorrelatorConfig c) : config(std::move(c)) {
+    explicit Impl(CorrelatorConfig c) : config(std::move(c)), opens_tallied(config.opens_tallied) {
         config.max_live_connections = std::min(config.max_live_connections, decltype(conns)::kMaxSize - 1);
     }
 
@@ -333,6 +338,7 @@ struct Correlator::Impl {
             return c;
         }
         ++counts.connections;
+        c.open_tallied = opens_tallied && !open_not_tallied(e);
         c.first_ts_ns = e.ts_ns;
         c.netns = e.netns;
         hold_address(c.laddr, c.laddr_family, e.laddr);
@@ -344,10 +350,15 @@ struct Correlator::Impl {
         c.lb_peer = config.is_lb_peer(e.raddr);
         BackendKey key = key_of(e, c.opened);
         c.backend = backend_for(key.netns, key.port, key.outbound, e.laddr);
+        // tallied: it reached ESTABLISHED while traced, the way its backend says (not when)
+        if (c.open_tallied && c.opened == OpenKind::unknown)
+            c.opened = key.outbound ? OpenKind::connected : OpenKind::accepted;
         Backend& b = backends[c.backend];
         if (!key.outbound && e.laddr.family) b.id.laddr = e.laddr;
-        ++(c.lb_peer ? b.connections_lb : b.connections_other);
-        ++b.live;
+        if (!c.open_tallied) {
+            ++(c.lb_peer ? b.connections_lb : b.connections_other);
+            ++b.live;
+        }
         // Elements stay put while others are added or erased: c is still c after eviction.
         if (conns.size() > config.max_live_connections) evict_least_recent(cookie);
         return c;
@@ -369,13 +380,50 @@ struct Correlator::Impl {
         c.end_ts_ns = ts_ns;
         ended_queue.emplace_back(ts_ns, cookie);
         if (c.end == EndKind::open) c.end = EndKind::orderly;
-        --backends[c.backend].live;
+        end_live(c);
+    }
+
+    void end_live(const LiveConn& c) {
+        Backend& b = backends[c.backend];
+        if (!c.open_tallied) --b.live;
+        else --(c.lb_peer ? b.tally_live_lb : b.tally_live_other);
+    }
+
+    // In tally mode every connection's open is tallied but those that never reached ESTABLISHED
+    // (a failed connect, a handshake reset), those the kernel could not tally (sent as the
+    // transition to ESTABLISHED) and those open before tracing began.
+    static bool open_not_tallied(const Event& e) {
+        if (e.type == EventType::existing) return true;
+        if (e.type == EventType::state)
+            return e.new_state == TcpState::syn_sent || e.old_state == TcpState::syn_sent ||
+                   e.old_state == TcpState::syn_recv || e.old_state == TcpState::listen ||
+                   e.old_state == TcpState::new_syn_recv;
+        return (e.type == EventType::reset_sent || e.type == EventType::reset_recv) &&
+               (e.sk_state == TcpState::syn_sent || e.sk_state == TcpState::syn_recv);
+    }
+
+    // A backend's ordinary connections, counted by the kernel (docs/correlator.md, "Tallies").
+    void on_tally(const Event& e) {
+        const bool outbound = e.tally.outbound;
+        uint32_t index = backend_for(e.netns, outbound ? e.rport : e.lport, outbound, IpAddr{});
+        Backend& b = backends[index];
+        note_owner(b, e);
+        note_opts_in_force(b, e.opts);
+        const uint64_t ended = e.tally.closed_local_first + e.tally.closed_remote_first;
+        (e.lb ? b.connections_lb : b.connections_other) += e.tally.opened;
+        (e.lb ? b.tally_live_lb : b.tally_live_other) +=
+            static_cast<int64_t>(e.tally.opened) - static_cast<int64_t>(ended);
+        b.closed_local_first += e.tally.closed_local_first;
+        b.closed_remote_first += e.tally.closed_remote_first;
+        // Every one quieter than any idle bar: the relative bar's base keeps them, at their mean.
+        if (uint64_t n = e.tally.closed_local_first)
+            b.local_closes.add(static_cast<uint32_t>(std::min<uint64_t>(e.tally.local_idle_ms / n, UINT32_MAX)), n);
     }
 
     void drop(LiveConn& c) {
         const uint64_t cookie = c.cookie;
         settle_peer_reset(cookie, c);
-        if (!c.ended) --backends[c.backend].live;
+        if (!c.ended) end_live(c);
         if (c.local_close_seen || c.reset_counted) closed_by_tuple.erase_if(tuple_key_of(c), cookie);
         release_address(c.laddr, c.laddr_family);
         release_address(c.raddr, c.raddr_family);
@@ -429,6 +477,7 @@ struct Correlator::Impl {
         r.rport = c.rport;
         r.lb_peer = c.lb_peer;
         r.opened = c.opened;
+        r.open_counted = c.open_tallied;
         r.first_close = c.first_close;
         r.end = c.end;
         r.aborted = c.aborted;
@@ -929,6 +978,7 @@ struct Correlator::Impl {
         if (e.type == EventType::setsockopt) return on_setsockopt(e);
         if (e.type == EventType::signal) return on_signal(e);
         if (e.type == EventType::listen_overflow) return on_listen_overflow(e);
+        if (e.type == EventType::tally) return on_tally(e);
         if (is_listener_event(e)) return on_listener(e);
         // A child's LISTEN->SYN_RECV that still carries its listener's cookie (6.1 clones it first).
         if (e.type == EventType::state && e.old_state == TcpState::listen && listener_backends.count(e.cookie)) {
@@ -955,7 +1005,8 @@ struct Correlator::Impl {
         case EventType::setsockopt: break;
         case EventType::existing: break;  // the connection is known now: its close or reset is not an orphan
         case EventType::listen_overflow:
-        case EventType::signal: break;  // handled above
+        case EventType::signal:
+        case EventType::tally: break;  // handled above
         }
         if ((e.type == EventType::close || e.type == EventType::reset_sent) && c.rport &&
             (c.local_close_seen || c.reset_counted))
@@ -1046,7 +1097,8 @@ struct Correlator::Impl {
         if (const ServerRecord* r = servers && b.pid ? servers->lookup(b.pid) : nullptr) p.server = r->server;
         p.connections_lb = b.connections_lb;
         p.connections_other = b.connections_other;
-        p.live_connections = b.live;
+        p.live_connections = b.live + static_cast<uint64_t>(std::max<int64_t>(0, b.tally_live_lb)) +
+                             static_cast<uint64_t>(std::max<int64_t>(0, b.tally_live_other));
         p.closed_local_first = b.closed_local_first;
         p.closed_remote_first = b.closed_remote_first;
         p.aborted_local = b.aborted_local;
@@ -1304,6 +1356,8 @@ std::vector<FindingUpdate> Correlator::take_live_updates(uint64_t now_ns) {
 
 void Correlator::watch_peer(const IpAddr& raddr, uint16_t rport) { impl_->watched_peer = std::pair{raddr, rport}; }
 
+void Correlator::set_opens_tallied(bool tallied) { impl_->opens_tallied = tallied; }
+
 void Correlator::set_workloads(std::shared_ptr<const WorkloadTable> table) { impl_->workloads = std::move(table); }
 
 void Correlator::set_servers(std::shared_ptr<const ServerTable> table) { impl_->servers = std::move(table); }
@@ -1333,7 +1387,8 @@ std::vector<BackendActivity> Correlator::backend_activity(size_t max_recent) con
     auto newer_first = [](const Candidate& x, const Candidate& y) { return x.first > y.first; };
     impl.conns.for_each([&](const LiveConn& c) {
         BackendActivity& activity = out[c.backend];
-        if (!c.ended) ++(c.lb_peer ? activity.live_lb : activity.live_other);
+        // a tallied open is in the backend's tallied live count until it ends
+        if (!c.ended && !c.open_tallied) ++(c.lb_peer ? activity.live_lb : activity.live_other);
         if (max_recent == 0) return;
         auto& heap = newest[c.backend];
         Candidate candidate{std::max(c.last_ts_ns, c.first_ts_ns), c.cookie};
@@ -1346,6 +1401,10 @@ std::vector<BackendActivity> Correlator::backend_activity(size_t max_recent) con
             std::push_heap(heap.begin(), heap.end(), newer_first);
         }
     });
+    for (size_t i = 0; i < out.size(); ++i) {
+        out[i].live_lb += static_cast<uint64_t>(std::max<int64_t>(0, impl.backends[i].tally_live_lb));
+        out[i].live_other += static_cast<uint64_t>(std::max<int64_t>(0, impl.backends[i].tally_live_other));
+    }
     auto latest = [](const ConnectionRecord& r) { return std::max({r.first_ts_ns, r.last_ts_ns, r.reset_ts_ns}); };
     for (size_t i = 0; i < out.size(); ++i) {
         auto& recent = out[i].recent;

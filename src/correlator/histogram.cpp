@@ -52,6 +52,16 @@ void DurationHistogram::add(uint32_t value) {
     }
 }
 
+void DurationHistogram::add(uint32_t value, uint64_t times) {
+    for (; times && count_ <= kExactSamples; --times) add(value);
+    if (!times) return;
+    auto& bucket = counts_[static_cast<size_t>(bucket_of(value))];
+    bucket = static_cast<uint32_t>(std::min<uint64_t>(UINT32_MAX, bucket + times));
+    count_ += times;
+    min_ = std::min(min_, value);
+    max_ = std::max(max_, value);
+}
+
 uint32_t DurationHistogram::percentile(double p) const {
     if (count_ == 0) return 0;
     uint64_t rank = nearest_rank(p, count_);

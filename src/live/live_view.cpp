@@ -36,15 +36,18 @@ std::vector<TimelineStep> timeline_of(const ConnectionRecord& r) {
         steps.push_back(reset_step());
         return steps;
     }
+    // an open the kernel counted in a tally has no time of its own (a span, like "idle")
+    const uint64_t opened_ts = r.open_counted ? 0 : r.first_ts_ns;
     switch (r.opened) {
-    case OpenKind::accepted: steps.push_back({r.first_ts_ns, "opened (accepted)"}); break;
-    case OpenKind::connected: steps.push_back({r.first_ts_ns, "opened (connected)"}); break;
+    case OpenKind::accepted: steps.push_back({opened_ts, r.open_counted ? "opened (accepted) earlier (counted)" : "opened (accepted)"}); break;
+    case OpenKind::connected: steps.push_back({opened_ts, r.open_counted ? "opened (connected) earlier (counted)" : "opened (connected)"}); break;
     case OpenKind::unknown: steps.push_back({r.first_ts_ns, "first seen (open before tracing began)"}); break;
     }
     if (r.close_ts_ns) {
         uint64_t idle_ns = uint64_t{r.idle_before_close_ms} * kNsPerMs;
         if (r.first_close == FirstClose::local && idle_ns > 0) {
-            if (r.close_ts_ns >= r.first_ts_ns + idle_ns) steps.push_back({r.close_ts_ns - idle_ns, "last data"});
+            if (r.close_ts_ns >= (r.open_counted ? 0 : r.first_ts_ns) + idle_ns)
+                steps.push_back({r.close_ts_ns - idle_ns, "last data"});
             steps.push_back({0, fmt::format("idle {}", format_seconds(r.idle_before_close_ms))});
         }
         std::string close;

@@ -201,6 +201,9 @@ std::string describe_event(const Event& e) {
     case EventType::signal:
         return fmt::format("{} to {}[{}] from {}[{}]", signal_name(e.signal), e.comm, e.pid, e.sender_comm, e.sender_pid);
     case EventType::existing: return fmt::format("already {} when tracing started{}", to_string(e.new_state), owner(e));
+    case EventType::tally:
+        return fmt::format("{} ordinary connections opened, {} closed locally first, {} after the peer's FIN",
+                           e.tally.opened, e.tally.closed_local_first, e.tally.closed_remote_first);
     case EventType::setsockopt:
         return fmt::format("{} {} = {}{}{}", level_name(e.opt), to_string(e.opt), e.value,
                            e.opt == SockOpt::so_linger ? fmt::format(",{}", e.value2) : "", owner(e));

@@ -271,6 +271,7 @@ int replay_loop(const std::vector<std::string>& inputs, const std::function<Node
             switch (parsed.kind) {
             case LineKind::header:
                 sink = sink_for(&parsed.header);
+                if (parsed.header.tally) sink->correlator->set_opens_tallied(true);
                 sink->stats->headers.push_back(parsed.header);
                 break;
             case LineKind::workload: apply(*current()->workloads, parsed.workload); break;

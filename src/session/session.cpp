@@ -73,6 +73,10 @@ Session::Session(std::unique_ptr<EventSource> source, std::unique_ptr<WorkloadRe
       view_(options_.config) {
     if (resolver_) view_.correlator().set_workloads(resolver_->table());
     if (servers_) view_.correlator().set_servers(servers_->table());
+    if (source_->tallies()) {
+        header_.tally = true;
+        view_.correlator().set_opens_tallied(true);
+    }
     status_.node = header_.hostname;
     status_.kernel = source_->kernel_release();
     status_.attach = source_->attach_summary();
@@ -123,7 +127,8 @@ void Session::finish() {
 void Session::handle(Event& e) {
     ++counts_.received;
     ++counts_.by_type[std::min<size_t>(static_cast<size_t>(e.type), counts_.by_type.size() - 1)];
-    e.lb = config().is_lb_peer(e.raddr);
+    // a tally has no peer address: the kernel applied the same rule to each of its connections
+    if (e.type != EventType::tally) e.lb = config().is_lb_peer(e.raddr);
     MaybeLock lock(mutex_, options_.shared);
     // A name lookup; an unknown namespace or owner asks the resolver for a (rate-limited) scan.
     const Workload* who = resolver_ ? resolver_->resolve(e, e.ts_ns) : nullptr;

@@ -92,6 +92,7 @@ TEST_CASE("doctor reports the attach path of every hook") {
               std::string::npos);
     }
     CHECK(r.out.find("setsockopt   cgroup/setsockopt") != std::string::npos);
+    CHECK(r.out.find("tally        ordinary connections counted per backend in the kernel") != std::string::npos);
     // The hooks for rollouts, crashes and full accept queues: each one's path, or what is missing.
     CHECK(r.out.find("exit         flag and exit code on closes made in do_exit()") != std::string::npos);
     if (f.tracepoint_args("signal_generate") == 5)
@@ -186,6 +187,11 @@ TEST_CASE("trace --json and -o: lb is true only for peers in the LB ranges") {
             REQUIRE(parsed.kind == LineKind::event);
             const Event& e = parsed.event;
             CHECK(e.netns == ns.inode());
+            if (e.type == EventType::tally) {
+                // ordinary closes come counted, by backend and by whether their peers are the LB
+                if (e.lport == 7070) (e.lb ? closes_lb : closes_other) += static_cast<int>(e.tally.closed_local_first);
+                continue;
+            }
             CHECK(e.lb == (e.raddr.to_string() == "127.0.0.2"));
             if (e.type == EventType::close && e.lport == 7070) (e.lb ? closes_lb : closes_other)++;
         }

@@ -251,10 +251,7 @@ TEST_CASE("daemon: under a small archive limit segments rotate, the oldest go, t
     const uint64_t started_ns = WallClock::now().mono_ns;
     ns.enter([port] {
         Fd listener = tcp_listen_v4("127.0.0.1", port);
-        for (int i = 0; i < kConnections; ++i) {
-            Fd client = tcp_connect_v4("127.0.0.1", port);
-            accept_one(listener).reset();
-        }
+        churn_quiet(listener, "127.0.0.1", port, kConnections);
         return 0;
     });
     const uint64_t last_close_ns = WallClock::now().mono_ns;
@@ -320,14 +317,11 @@ TEST_CASE("daemon: a full archive filesystem is counted and reported while traci
     auto churn = [&](int connections) {
         ns.enter([port, connections] {
             Fd listener = tcp_listen_v4("127.0.0.1", port);
-            for (int i = 0; i < connections; ++i) {
-                Fd client = tcp_connect_v4("127.0.0.1", port);
-                accept_one(listener).reset();
-            }
+            churn_quiet(listener, "127.0.0.1", port, connections);
             return 0;
         });
     };
-    churn(1500);  // a few MB of trace into 96 KiB
+    churn(3000);  // a few MB of trace into 96 KiB (quiet connections: about three events each)
     sleep_ms(1500);
     std::string metrics = daemon.get("/metrics");
     INFO(metrics);

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -157,6 +158,30 @@ inline std::string slurp(const std::filesystem::path& path) {
 }
 
 inline void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// n connections to listener (on addr:port), the server closing each first, each quiet 150 ms
+// before its close: not ordinary, so each keeps its own events (the kernel tallies
+// connections quieter than 100 ms: bpf/lib/tally.bpf.h). Opened in batches, so n costs about
+// n / 500 * 150 ms.
+inline void churn_quiet(const Fd& listener, const char* addr, uint16_t port, int n) {
+    constexpr int kBatch = 500;
+    // A batch holds 1000 descriptors beside what the test holds (the hostile-neighbour test: 800
+    // more); the soft limit is 1024 where the shell or the test VM's init leaves it.
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &files);
+    }
+    for (int done = 0; done < n;) {
+        std::vector<std::pair<Fd, Fd>> open;
+        for (; done < n && static_cast<int>(open.size()) < kBatch; ++done) {
+            Fd client = tcp_connect_v4(addr, port);
+            open.emplace_back(std::move(client), accept_one(listener));
+        }
+        sleep_ms(150);
+        for (auto& [client, server] : open) server.reset();
+    }
+}
 
 // Runs the tracer on a background thread and keeps the events that pass `keep`.
 class EventCollector {

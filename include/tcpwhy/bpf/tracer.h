@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tcpwhy/bpf/features.h"
+#include "tcpwhy/cidr.h"
 #include "tcpwhy/event.h"
 #include "tcpwhy/event_source.h"
 
@@ -38,7 +39,18 @@ struct TracerOptions {
     // Every state change; by default only those the correlator needs leave the kernel
     // (docs/trace-format.md, "Which state changes").
     bool all_state_changes = false;
+    // Count ordinary connections per backend in the kernel and hand them on as one `tally` event
+    // per backend a second, instead of their own events (off with all_state_changes). The rest
+    // of the fields apply the session's rules in the kernel: who is the load balancer, how quiet
+    // a close may be and still be ordinary, how long a stopping signal makes a namespace's
+    // closes worth sending.
+    bool tally = false;
+    CidrSet lb_ranges;
+    bool lb_any_non_loopback_peer = false;
+    uint32_t ordinary_idle_max_ms = 100;
+    uint64_t drain_window_ns = 120ull * 1'000'000'000;
 };
+
 
 // How one hook was attached on this kernel, and why the better paths were not used.
 struct HookStatus {
@@ -74,7 +86,9 @@ public:
     std::string attach_summary() const override;
     std::string kernel_release() const override { return features_.release; }
     // The socket iterator (bpf/tcpwhy_iter.bpf.c): needs CAP_SYS_ADMIN to enter other namespaces.
+    // Also seeds the kernel's listener mirror with the listeners it finds.
     ExistingSockets list_existing(bool with_owners) override;
+    bool tallies() const override;
 
     struct Impl;  // libbpf objects; opaque outside tracer.cpp
 
