@@ -21,16 +21,10 @@ namespace tcpwhy::test {
 
 namespace fs = std::filesystem;
 
-// Output and exit code of a shell command.
+// Exit code, and stdout and stderr together, of a shell command.
 inline std::pair<int, std::string> shell(const std::string& command) {
-    std::string out;
-    FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-    if (!pipe) return {-1, ""};
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-    int status = pclose(pipe);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+    auto [exit_code, text] = run_shell(command);
+    return {exit_code, text};
 }
 
 struct TempDir {

@@ -25,23 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Output {
-    int exit_code = -1;
-    std::string text;  // stdout and stderr
-};
-
-Output capture(const std::string& command) {
-    Output out;
-    FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-    if (!pipe) throw std::runtime_error("popen: " + command);
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.text.append(buf, n);
-    int status = pclose(pipe);
-    out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return out;
-}
-
 bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
 
 // tests/e2e/causes.sh in namespaces named like the harness's; torn down on destruction.
@@ -69,8 +52,8 @@ public:
     Causes(const Causes&) = delete;
     Causes& operator=(const Causes&) = delete;
 
-    Output script(const std::string& args, const std::string& extra_env = "") const {
-        return capture(fmt::format("{} {} WORK={} LB_NS={} POD_NS={} DELAY_LINE={} bash {}/tests/e2e/causes.sh {}",
+    ShellOutput script(const std::string& args, const std::string& extra_env = "") const {
+        return run_shell(fmt::format("{} {} WORK={} LB_NS={} POD_NS={} DELAY_LINE={} bash {}/tests/e2e/causes.sh {}",
                                    env_, extra_env, work_.string(), lb_, pod_, TCPWHY_DELAY_LINE, TCPWHY_SOURCE_DIR,
                                    args));
     }
@@ -151,12 +134,12 @@ struct Report {
 
 Report report(const fs::path& trace, uint32_t netns, const std::string& options = "") {
     Report r;
-    auto json = capture(fmt::format("{} report --json {} {}", TCPWHY_BINARY, options, trace.string()));
+    auto json = run_shell(fmt::format("{} report --json {} {}", TCPWHY_BINARY, options, trace.string()));
     if (json.exit_code != 0) throw std::runtime_error("report: " + json.text);
     const nlohmann::json parsed = nlohmann::json::parse(json.text);  // outlives the loop (C++20 range-for)
     for (const auto& f : parsed["findings"])
         if (f["backend"]["netns"] == netns) r.findings.push_back(f);
-    r.text = capture(fmt::format("{} report {} {}", TCPWHY_BINARY, options, trace.string())).text;
+    r.text = run_shell(fmt::format("{} report {} {}", TCPWHY_BINARY, options, trace.string())).text;
     return r;
 }
 
@@ -273,7 +256,7 @@ TEST_CASE("e2e: the OOM killer takes a backend: nginx's premature closes and ref
     auto load = env.load(9, 20, 8, "/app/");
     sleep_ms(3000);
     // A request that grows the process until its cgroup's limit: the OOM killer's SIGKILL.
-    capture(fmt::format("ip netns exec {} curl -s --max-time 10 http://10.56.5.6:8080/hog", env.pod()));
+    run_shell(fmt::format("ip netns exec {} curl -s --max-time 10 http://10.56.5.6:8080/hog", env.pod()));
     CHECK(env.script("wait a 10").exit_code == 0);
     sleep_ms(2000);
     env.must("backend a --port 8080 --handle-ms 400");  // restarted

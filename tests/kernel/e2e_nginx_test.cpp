@@ -33,23 +33,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Output {
-    int exit_code = -1;
-    std::string text;  // stdout and stderr
-};
-
-Output capture(const std::string& command) {
-    Output out;
-    FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-    if (!pipe) throw std::runtime_error("popen: " + command);
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.text.append(buf, n);
-    int status = pclose(pipe);
-    out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return out;
-}
-
 // tests/e2e/incident.sh in namespaces named like the harness's (pid-prefixed); torn down
 // (processes, namespaces, scratch directory) on destruction.
 class Incident {
@@ -108,8 +91,8 @@ private:
         struct stat st{};
         return stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
     }
-    Output script(const std::string& args) const {
-        return capture(fmt::format("WORK={} LB_NS={} POD_NS={} DELAY_LINE={} bash {}/tests/e2e/incident.sh {}",
+    ShellOutput script(const std::string& args) const {
+        return run_shell(fmt::format("WORK={} LB_NS={} POD_NS={} DELAY_LINE={} bash {}/tests/e2e/incident.sh {}",
                                    work_.string(), lb_, pod_, TCPWHY_DELAY_LINE, TCPWHY_SOURCE_DIR, args));
     }
     void down() const { script("down"); }
@@ -262,7 +245,7 @@ TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the No
         REQUIRE(peer != peers.end());
         INFO("502 " << bad->request_id << " on " << bad->uri << ", sent on the connection from " << peer->second);
         CHECK(is_lb_address(peer->second));
-        auto timeline = capture(fmt::format("{} report --conn {} {}", TCPWHY_BINARY, peer->second, trace.string()));
+        auto timeline = run_shell(fmt::format("{} report --conn {} {}", TCPWHY_BINARY, peer->second, trace.string()));
         INFO(timeline.text);
         auto verdicts = verdicts_in_netns(timeline.text, pod_netns);
         bool race = std::any_of(verdicts.begin(), verdicts.end(),
@@ -273,7 +256,7 @@ TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the No
     CHECK(explained == bad_gateways.size());
 
     // The finding: who, what, how long, and the fix.
-    auto json = capture(fmt::format("{} report --json {}", TCPWHY_BINARY, trace.string()));
+    auto json = run_shell(fmt::format("{} report --json {}", TCPWHY_BINARY, trace.string()));
     REQUIRE(json.exit_code == 0);
     auto findings = findings_in_netns(json.text, pod_netns);
     INFO(findings.dump(2));
@@ -314,7 +297,7 @@ TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the No
         if (peer != peers.end()) CHECK(raced_peers.count(peer->second) == 1);
     }
 
-    auto text = capture(fmt::format("{} report {}", TCPWHY_BINARY, trace.string()));
+    auto text = run_shell(fmt::format("{} report {}", TCPWHY_BINARY, trace.string()));
     auto race_line = text.text.find("[idle_close_race] ");
     REQUIRE(race_line != std::string::npos);
     std::string summary = text.text.substr(race_line, text.text.find("\n   fix:", race_line) - race_line);
@@ -326,7 +309,7 @@ TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the No
     CHECK(summary.find(fmt::format("netns {} (process node, port 8080)", incident.pod())) != std::string::npos);
 
     // The postmortem page of this incident, rendered in Chromium; kept in build/artifacts.
-    auto page = capture(fmt::format("bash {}/tests/e2e/html_in_chromium.sh {} {} {} e2e-nginx-incident",
+    auto page = run_shell(fmt::format("bash {}/tests/e2e/html_in_chromium.sh {} {} {} e2e-nginx-incident",
                                     TCPWHY_SOURCE_DIR, TCPWHY_BINARY, trace.string(), TCPWHY_ARTIFACT_DIR));
     INFO(page.text);
     CHECK((page.exit_code == 0 || page.exit_code == 77));  // 77: no chromium here (the message says so)
@@ -349,7 +332,7 @@ TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the No
     }
     CHECK(fixed_502s == 0);
     CHECK(fixed_200s == static_cast<size_t>(kLanes * 3));
-    auto fixed_json = capture(fmt::format("{} report --json {}", TCPWHY_BINARY, fixed_trace.string()));
+    auto fixed_json = run_shell(fmt::format("{} report --json {}", TCPWHY_BINARY, fixed_trace.string()));
     REQUIRE(fixed_json.exit_code == 0);
     auto fixed_findings = findings_in_netns(fixed_json.text, pod_netns);
     INFO(fixed_findings.dump(2));
@@ -358,7 +341,7 @@ TEST_CASE("e2e: nginx 502s are idle_close_race resets tcpwhy explains and the No
     // The fix seen live, as the demo's last phase shows it: top lists the LB's pooled connections
     // (one per lane), open and idle. An idle keep-alive connection makes no events, so without the
     // listing the backend would have no row, and "no finding" would look like nothing at all.
-    auto live = capture(fmt::format("{} top --once --interval 1 --pod {} 2>&1", TCPWHY_BINARY, pod_netns));
+    auto live = run_shell(fmt::format("{} top --once --interval 1 --pod {} 2>&1", TCPWHY_BINARY, pod_netns));
     INFO(live.text);
     std::smatch row;
     REQUIRE(std::regex_search(live.text, row, std::regex(R"( 8080 node +(\d+)/(\d+) \(\d+(\.\d+)?m?s\))")));

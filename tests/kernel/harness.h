@@ -9,12 +9,14 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <future>
@@ -158,6 +160,24 @@ inline std::string slurp(const std::filesystem::path& path) {
 }
 
 inline void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// A shell command's exit code and its stdout and stderr together.
+struct ShellOutput {
+    int exit_code = -1;
+    std::string text;
+};
+
+inline ShellOutput run_shell(const std::string& command) {
+    ShellOutput out;
+    FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+    if (!pipe) throw std::runtime_error("popen: " + command);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.text.append(buf, n);
+    int status = pclose(pipe);
+    out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return out;
+}
 
 // n connections to listener (on addr:port), the server closing each first, each quiet 150 ms
 // before its close: not ordinary, so each keeps its own events (the kernel tallies
