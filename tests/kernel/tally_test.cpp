@@ -21,16 +21,21 @@ TracerOptions tallying() {
     return options;
 }
 
-// A request and its response, then the backend closes first (nginx with Connection: close).
-void ordinary_request(const LbAndPod& net, const Fd& listener) {
-    Fd client = net.lb.enter([] { return tcp_connect_v4(LbAndPod::kPodAddr, kPort); });
-    Fd server = accept_one(listener);
+// A request and its response on a connected pair, then the backend closes first (nginx with
+// Connection: close).
+void serve_and_close(const Fd& client, Fd server) {
     send_all(client, "GET / HTTP/1.1\r\n\r\n");
     REQUIRE(!recv_some(server).empty());
     send_all(server, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
     server.reset();
     while (!recv_some(client).empty()) {
     }
+}
+
+// The same from the LB's namespace to the pod's listener.
+void ordinary_request(const LbAndPod& net, const Fd& listener) {
+    Fd client = net.lb.enter([] { return tcp_connect_v4(LbAndPod::kPodAddr, kPort); });
+    serve_and_close(client, accept_one(listener));
 }
 
 }  // namespace
@@ -173,16 +178,6 @@ Fd tcp_connect_v6_loopback(uint16_t port) {
     sa.sin6_addr = in6addr_loopback;
     REQUIRE(connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
     return fd;
-}
-
-// Ordinary request and close on an already connected pair: the server closes first.
-void serve_and_close(Fd& client, Fd server) {
-    send_all(client, "GET / HTTP/1.1\r\n\r\n");
-    REQUIRE(!recv_some(server).empty());
-    send_all(server, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-    server.reset();
-    while (!recv_some(client).empty()) {
-    }
 }
 
 }  // namespace
