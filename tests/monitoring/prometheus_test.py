@@ -213,7 +213,11 @@ def main():
         break
 
     daemon = prometheus = None
-    port = 20000 + os.getpid() % 20000
+    # A service port below the ephemeral range (32768-60999): with tallies the LB side's connections
+    # are first seen at the backend's FIN, and a connection first seen at its end whose local port
+    # is not a known listener is keyed by the higher of its two ports as the service (the
+    # correlator's guess). Above the range an ephemeral port can be the lower one (flaky, 1 in 3).
+    port = 20000 + os.getpid() % 12000
     P = f'port="{port}"'
     try:
         daemon = Daemon(binary, scratch)
