@@ -14,14 +14,9 @@ int sh(const std::string& command) {
     int status = std::system(command.c_str());
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
-}  // namespace
-
-TEST_CASE("export: streams the trace to stdout, gzip on request, and refuses a terminal") {
-    TCPWHY_REQUIRE_ROOT();
-    Netns ns("export");
-    TempDir dir;
-    DaemonProcess daemon(dir.path);
-    INFO(daemon.stderr_text());
+// 20 connections to a port of this test's own in ns, each closed by the server at once; the
+// port, once the daemon has had time to see them.
+uint16_t serve_connections(const Netns& ns) {
     const uint16_t port = unique_port();
     ns.enter([port] {
         Fd listener = tcp_listen_v4("127.0.0.1", port);
@@ -32,6 +27,17 @@ TEST_CASE("export: streams the trace to stdout, gzip on request, and refuses a t
         return 0;
     });
     sleep_ms(300);
+    return port;
+}
+}  // namespace
+
+TEST_CASE("export: streams the trace to stdout, gzip on request, and refuses a terminal") {
+    TCPWHY_REQUIRE_ROOT();
+    Netns ns("export");
+    TempDir dir;
+    DaemonProcess daemon(dir.path);
+    INFO(daemon.stderr_text());
+    const uint16_t port = serve_connections(ns);
     const std::string socket = daemon.socket.string();
 
     // No -o: stdout. The first line is the trace header; the summary goes to stderr only.
@@ -69,16 +75,7 @@ TEST_CASE("export: progress on a terminal's stderr, stripped from the trace, and
     TempDir dir;
     DaemonProcess daemon(dir.path);
     INFO(daemon.stderr_text());
-    const uint16_t port = unique_port();
-    ns.enter([port] {
-        Fd listener = tcp_listen_v4("127.0.0.1", port);
-        for (int i = 0; i < 20; ++i) {
-            Fd client = tcp_connect_v4("127.0.0.1", port);
-            accept_one(listener).reset();
-        }
-        return 0;
-    });
-    sleep_ms(300);
+    const uint16_t port = serve_connections(ns);
     const std::string socket = daemon.socket.string();
 
     // stderr on the terminal `script` makes, stdout into a file: the daemon is asked for progress
