@@ -203,12 +203,15 @@ TEST_CASE("top in a terminal: the racing backend's row, filtering, drill-down, q
     screen = tmux.wait_for([&](const std::string& s) { return backend_row(s, net.lb, true).has_value(); });
     CHECK(backend_row(screen, net.lb, true));
 
-    // `/` filters by pod (here the netns inode) as you type; Enter keeps the filter.
+    // `/` filters by pod (here the netns inode) as you type; Enter keeps the filter. The table
+    // shows the filter while it is typed too: wait for the prompt to go, so the next Enter is
+    // the table's.
     tmux.type("/");
     tmux.type(std::to_string(net.pod.inode()));
     tmux.key("Enter");
     screen = tmux.wait_for([&](const std::string& s) {
-        return has(s, fmt::format("filter: \"{}\"", net.pod.inode())) && !backend_row(s, net.lb, true);
+        return has(s, fmt::format("filter: \"{}\"", net.pod.inode())) && !backend_row(s, net.lb, true) &&
+               !has(s, "filter (pod or namespace):");
     });
     INFO(screen);
     CHECK(has(screen, fmt::format("filter: \"{}\"", net.pod.inode())));
