@@ -169,7 +169,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, const int oldstate, const 
 	e->state.old_state = oldstate;
 	e->state.new_state = newstate;
 	fill_state_details(e, sk, oldstate, newstate, task_owns);
-	submit_event(e);
+	submit_connection_event(e);
 	return 0;
 }
 
@@ -311,7 +311,7 @@ int BPF_PROG(handle_receive_reset, struct sock *sk)
 	e->reset.bytes_rx = saturate_u32(data_received(tp->bytes_received, e->reset.sk_state));
 	e->reset.bytes_tx = saturate_u32(tp->bytes_sent);
 	e->reset.send_queue_bytes = send_queue_bytes(tp->write_seq, tp->snd_una);
-	submit_event(e);
+	submit_connection_event(e);
 	return 0;
 }
 

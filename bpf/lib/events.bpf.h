@@ -11,6 +11,7 @@
 #include "lib/opts.bpf.h"
 #include "lib/process.bpf.h"
 #include "lib/sock.bpf.h"
+#include "lib/tally.bpf.h"
 #include "lib/tcp.bpf.h"
 #include "lib/time.bpf.h"
 
@@ -45,7 +46,7 @@ static __always_inline bool emit_close(const struct tcp_sock *tp, __u64 cookie, 
 	e->close.bytes_tx = tp->bytes_acked;
 	if (new_state == TCP_CLOSE)
 		e->flags |= TCPWHY_F_ABORT;
-	submit_event(e);
+	submit_connection_event(e);
 	return true;
 }
 
@@ -74,7 +75,7 @@ static __always_inline void emit_close_probed(const struct sock *sk, __u64 cooki
 	e->close.bytes_tx = BPF_CORE_READ(tp, bytes_acked);
 	if (new_state == TCP_CLOSE)
 		e->flags |= TCPWHY_F_ABORT;
-	submit_event(e);
+	submit_connection_event(e);
 }
 
 /*
@@ -141,7 +142,11 @@ static __always_inline void emit_reset_sent(const struct sock *sk, const struct 
 	} else {
 		e->reset.sk_kind = TCPWHY_SK_NONE;
 	}
-	submit_event(e);
+	/* a request socket's or a stateless reply's port is one a SYN was sent to: not the mirror's question */
+	if (e->reset.sk_kind == TCPWHY_SK_FULL || e->reset.sk_kind == TCPWHY_SK_TIMEWAIT)
+		submit_connection_event(e);
+	else
+		submit_event(e);
 }
 
 #endif /* TCPWHY_LIB_EVENTS_BPF_H */

@@ -187,6 +187,23 @@ static __always_inline __u8 peer_is_lb(const struct sock_common *c)
 	return lb_any_non_loopback && (bpf_ntohl(v4) >> 24) != 127;
 }
 
+/*
+ * Submits an event about a connection, saying which side its local port is on when tallying:
+ * the correlator meets most connections first at their end, and there the mirror, not a guess
+ * from the port numbers, keys it as its tallies are keyed.
+ */
+static __always_inline void submit_connection_event(struct tcpwhy_event *e)
+{
+	struct tcpwhy_listener_key lk = { .netns = e->netns, .port = e->lport };
+
+	if (tallying() && e->lport) {
+		e->flags |= TCPWHY_F_DIRECTION_KNOWN;
+		if (!bpf_map_lookup_elem(&listeners, &lk))
+			e->flags |= TCPWHY_F_OUTBOUND;
+	}
+	submit_event(e);
+}
+
 /* The listener mirror: count a listener up or down. */
 static __always_inline void mirror_listener(__u32 netns, __u16 port, bool up)
 {

@@ -48,6 +48,10 @@ enum tcpwhy_event_flag {
 	TCPWHY_F_TASK_EXITING = 1 << 5,    /* close, listener close: run by a task in do_exit() (the process is dying) */
 	TCPWHY_F_OOM_VICTIM = 1 << 6,      /* ... of a process the OOM killer chose (signal->oom_mm set) */
 	TCPWHY_F_SYN = 1 << 7,             /* reset sent: the segment it answers is a SYN (a refused connection) */
+	/* Tallying: a connection's open is counted, so its first record is usually its end. These say
+	 * which side the local port is on, by the listener mirror, the rule that keys its tallies. */
+	TCPWHY_F_DIRECTION_KNOWN = 1 << 8, /* state, close, reset on a connection: the mirror was asked */
+	TCPWHY_F_OUTBOUND = 1 << 9,        /* ... and the local port is not a listener: the remote port names the service */
 };
 
 /* How a full accept queue showed itself (tcpwhy_overflow_data.how) */

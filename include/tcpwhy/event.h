@@ -55,6 +55,10 @@ std::string_view to_string(TcpState state);  // "ESTABLISHED", ...
 std::optional<TcpState> tcp_state_from_string(std::string_view name);
 
 // What kind of socket a reset was sent for.
+// Which side of a connection the local port is on, as the kernel's listener mirror says
+// (tallied sessions; tally records always). Unknown: the correlator decides (docs/correlator.md).
+enum class Direction : uint8_t { unknown, inbound, outbound };
+
 enum class SockKind : uint8_t { none = 0, full = 1, timewait = 2, request = 3 };
 std::string_view to_string(SockKind kind);  // "none", "full", "timewait", "request"
 std::optional<SockKind> sock_kind_from_string(std::string_view name);
@@ -176,6 +180,9 @@ struct Event {
     IpAddr laddr, raddr;     // from the local socket's point of view
     uint16_t lport = 0, rport = 0;
     bool lb = false;         // raddr is in a load-balancer range (set by the consumer)
+    // state, close, resets of connections (tallied sessions), tally: outbound when the local
+    // port is not a listener, so the remote port names the service
+    Direction direction = Direction::unknown;
 
     // Owner, recorded in process context; pid 0 = unknown.
     uint32_t pid = 0;
@@ -230,10 +237,10 @@ struct Event {
 
     // tally: what the kernel counted for one backend instead of sending it (docs/trace-format.md).
     // The backend: netns, and lport (inbound) or rport (outbound); lb: its peers are the load
-    // balancer; pid/comm/cgroup_id: the task of its latest ordinary close; bytes_rx/bytes_tx:
+    // balancer; direction: outbound when keyed by the remote service port; pid/comm/cgroup_id:
+    // the task of its latest ordinary close; bytes_rx/bytes_tx:
     // those of its ordinary ends. Counts are since the previous tally of the same backend.
     struct Tally {
-        bool outbound = false;             // keyed by the remote service port
         uint64_t opened = 0;               // connections that reached ESTABLISHED
         uint64_t closed_local_first = 0;   // ordinary ends the local side closed first
         uint64_t closed_remote_first = 0;  // ordinary ends after the peer's FIN

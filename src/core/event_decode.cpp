@@ -123,6 +123,8 @@ Event decode_event(const tcpwhy_event& raw, const ResetReasonMap& reasons) {
     }
     e.cgroup_id = raw.cgroup_id;  // also outside the owner's context: the socket's own cgroup
     e.rst_received = raw.flags & TCPWHY_F_RST_RECEIVED;
+    if (raw.flags & TCPWHY_F_DIRECTION_KNOWN)
+        e.direction = raw.flags & TCPWHY_F_OUTBOUND ? Direction::outbound : Direction::inbound;
     e.task_exiting = raw.flags & TCPWHY_F_TASK_EXITING;
     e.oom_victim = raw.flags & TCPWHY_F_OOM_VICTIM;
     e.opts = decode_opts(raw.opts);
@@ -220,7 +222,7 @@ Event decode_tally(const tcpwhy_tally_key& key, const tcpwhy_tally_value& delta,
     e.ts_ns = ts_ns;
     e.netns = key.netns;
     e.lb = key.lb;
-    e.tally.outbound = key.outbound;
+    e.direction = key.outbound ? Direction::outbound : Direction::inbound;
     (key.outbound ? e.rport : e.lport) = key.port;
     e.tally.opened = delta.opened;
     e.tally.closed_local_first = delta.closed_local_first;

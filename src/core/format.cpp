@@ -59,7 +59,7 @@ std::string detail(const Event& e) {
     case EventType::reset_recv: return fmt::format("state={} idle_rx={}ms", to_string(e.sk_state), e.idle_rx_ms);
     case EventType::tally:
         return fmt::format("{} opened={} closed_local_first={} closed_remote_first={} rx={}B tx={}B",
-                           e.tally.outbound ? "outbound" : "inbound", e.tally.opened, e.tally.closed_local_first,
+                           e.direction == Direction::outbound ? "outbound" : "inbound", e.tally.opened, e.tally.closed_local_first,
                            e.tally.closed_remote_first, e.bytes_rx, e.bytes_tx);
     case EventType::existing:
         return fmt::format("{} before tracing started{}", to_string(e.new_state),

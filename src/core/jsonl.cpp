@@ -681,7 +681,7 @@ std::string to_json_line(const Event& e) {
         w.str("signal", signal_name(e.signal)).num("sender_pid", e.sender_pid).str("sender_comm", e.sender_comm);
         break;
     case EventType::tally:
-        w.boolean("outbound", e.tally.outbound).num("opened", e.tally.opened);
+        w.boolean("outbound", e.direction == Direction::outbound).num("opened", e.tally.opened);
         w.num("closed_local_first", e.tally.closed_local_first).num("closed_remote_first", e.tally.closed_remote_first);
         w.num("local_idle_ms", e.tally.local_idle_ms).num("bytes_rx", e.bytes_rx).num("bytes_tx", e.bytes_tx);
         break;
@@ -690,6 +690,8 @@ std::string to_json_line(const Event& e) {
     if (e.task_exiting) w.boolean("exiting", true).num("exit_code", e.exit_code);
     if (e.oom_victim) w.boolean("oom_victim", true);
     if (e.rst_received) w.boolean("rst_received", true);
+    if (e.type != EventType::tally && e.direction != Direction::unknown)
+        w.boolean("outbound", e.direction == Direction::outbound);
     if (e.opts.set_mask) w.raw("opts", opts_json(e.opts));
     return w.done();
 }
@@ -963,7 +965,9 @@ void parse_json_line(std::string_view line, ParsedLine& out) {
                 case Key::closed_local_first: e.tally.closed_local_first = in.integer<uint64_t>(key_text); break;
                 case Key::closed_remote_first: e.tally.closed_remote_first = in.integer<uint64_t>(key_text); break;
                 case Key::local_idle_ms: e.tally.local_idle_ms = in.integer<uint64_t>(key_text); break;
-                case Key::outbound: e.tally.outbound = in.boolean(key_text); break;
+                case Key::outbound:
+                    e.direction = in.boolean(key_text) ? Direction::outbound : Direction::inbound;
+                    break;
                 case Key::tally: h().tally = in.boolean(key_text); break;
                 case Key::unknown: in.skip_value(); break;
                 }

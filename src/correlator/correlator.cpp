@@ -274,18 +274,20 @@ struct Correlator::Impl {
         return config.lb_any_non_loopback_peer ? "any" : "";
     }
 
-    bool is_outbound(OpenKind opened, uint32_t netns, uint16_t lport, uint16_t rport) const {
+    bool is_outbound(OpenKind opened, const Event& e) const {
         if (opened != OpenKind::unknown) return opened == OpenKind::connected;
-        // Opened before tracing began: a known listener decides; otherwise the
-        // higher port is taken to be the ephemeral one.
-        if (listening_ports.contains(listener_key(netns, lport))) return false;
-        return lport > rport;
+        // First met after its open (opened before tracing began, or its open tallied): the
+        // kernel's listener mirror decides when it was asked, as it did for the tallies; then a
+        // known listener; otherwise the higher port is taken to be the ephemeral one.
+        if (e.direction != Direction::unknown) return e.direction == Direction::outbound;
+        if (listening_ports.contains(listener_key(e.netns, e.lport))) return false;
+        return e.lport > e.rport;
     }
 
     // The one rule that keys backends: inbound by the local (listening) port, outbound by the
     // remote service port.
     BackendKey key_of(const Event& e, OpenKind opened) const {
-        bool outbound = is_outbound(opened, e.netns, e.lport, e.rport);
+        bool outbound = is_outbound(opened, e);
         return BackendKey{e.netns, outbound ? e.rport : e.lport, outbound,
                           config.split_backends_by_laddr ? e.laddr : IpAddr{}};
     }
@@ -404,7 +406,7 @@ struct Correlator::Impl {
 
     // A backend's ordinary connections, counted by the kernel (docs/correlator.md, "Tallies").
     void on_tally(const Event& e) {
-        const bool outbound = e.tally.outbound;
+        const bool outbound = e.direction == Direction::outbound;
         uint32_t index = backend_for(e.netns, outbound ? e.rport : e.lport, outbound, IpAddr{});
         Backend& b = backends[index];
         note_owner(b, e);

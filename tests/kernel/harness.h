@@ -126,8 +126,14 @@ inline Fd tcp_listen_v4(const char* addr, uint16_t port) {
     return fd;
 }
 
-inline Fd tcp_connect_v4(const char* addr, uint16_t port) {
+// From an ephemeral port, or from local_port when one is given.
+inline Fd tcp_connect_v4(const char* addr, uint16_t port, uint16_t local_port = 0) {
     Fd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (local_port) {
+        auto local = v4("0.0.0.0", local_port);
+        if (bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof(local)))
+            throw std::runtime_error(fmt::format("bind port {}: {}", local_port, strerror(errno)));
+    }
     auto sa = v4(addr, port);
     if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof(sa)))
         throw std::runtime_error(fmt::format("connect {}:{}: {}", addr, port, strerror(errno)));
@@ -249,10 +255,13 @@ public:
         std::lock_guard lock(mutex_);
         std::string out;
         for (const auto& e : events_)
-            out += fmt::format("{} cookie={} {}:{}->{}:{} {}->{} reason={} sk={} idle_rx={} unread={}\n", to_string(e.type),
-                               e.cookie, e.laddr.to_string(), e.lport, e.raddr.to_string(), e.rport,
+            out += fmt::format("{} cookie={} {}:{}->{}:{} {}->{} reason={} sk={} idle_rx={} unread={}{}\n",
+                               to_string(e.type), e.cookie, e.laddr.to_string(), e.lport, e.raddr.to_string(), e.rport,
                                to_string(e.old_state), to_string(e.new_state), to_string(e.reason), to_string(e.sk_kind),
-                               e.idle_rx_ms, e.unread_bytes);
+                               e.idle_rx_ms, e.unread_bytes,
+                               e.direction == Direction::unknown    ? ""
+                               : e.direction == Direction::outbound ? " outbound"
+                                                                    : " inbound");
         return out;
     }
     Tracer& tracer() { return *tracer_; }

@@ -3,8 +3,10 @@
 #include "harness.h"
 
 #include <map>
+#include <set>
 
 #include "tcpwhy/abi.h"
+#include "tcpwhy/correlator.h"
 #include "tcpwhy/jsonl.h"
 
 using namespace tcpwhy;
@@ -213,7 +215,7 @@ TEST_CASE("tally: the LB flag of a tally follows the session's ranges, compared 
         sleep_ms(1500);  // a tally read after the last end
         std::map<std::pair<uint16_t, bool>, uint64_t> opened;  // (port, lb) of inbound tallies
         for (const Event& e : events.matching(of_type(EventType::tally)))
-            if (!e.tally.outbound) opened[{e.lport, e.lb}] += e.tally.opened;
+            if (e.direction != Direction::outbound) opened[{e.lport, e.lb}] += e.tally.opened;
         INFO(events.dump());
         CHECK(opened[{kPort, true}] == kEach);
         CHECK(opened[{kPort, false}] == 0);
@@ -222,4 +224,54 @@ TEST_CASE("tally: the LB flag of a tally follows the session's ranges, compared 
         CHECK(opened[{kPlainPort, false}] == kEach);
         CHECK(opened[{kPlainPort, true}] == 0);
     }
+}
+
+// With tallies the correlator meets a connection first at its end, without the open that says
+// who connected. The kernel's listener mirror says it there: an upstream on a port above the
+// ephemeral range, called from a lower local port, is outbound to the upstream's port, not a
+// backend listening on the caller's port (the guess from the port numbers alone).
+TEST_CASE("tally: a connection first seen at its end is keyed by the kernel's listener mirror, not the port numbers") {
+    TCPWHY_REQUIRE_ROOT();
+    constexpr uint16_t kUpstreamPort = 45000, kCallerPort = 33000;
+    LbAndPod net;
+    const uint32_t pod = net.pod.inode();
+    EventCollector events([&](const Event& e) { return e.netns == pod; }, tallying());
+    REQUIRE(events.tracer().tallies());
+    Fd upstream = net.pod.enter([] { return tcp_listen_v4("127.0.0.1", kUpstreamPort); });
+    {
+        Fd caller = net.pod.enter([] { return tcp_connect_v4("127.0.0.1", kUpstreamPort, kCallerPort); });
+        Fd served = accept_one(upstream);
+        send_all(caller, "GET / HTTP/1.1\r\n\r\n");
+        REQUIRE(!recv_some(served).empty());
+        send_all(served, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        REQUIRE(!recv_some(caller).empty());
+        sleep_ms(300);   // quiet past the ordinary bar: the caller's close is an event
+        caller.reset();  // its pool retires it
+        sleep_ms(50);
+    }
+    auto closes = events.wait_for([](const Event& e) { return e.type == EventType::close && e.lport == kCallerPort; });
+    sleep_ms(1500);  // a tally read after the last end
+    INFO(events.dump());
+    REQUIRE(closes.size() == 1);
+    CHECK(closes[0].rport == kUpstreamPort);
+    CHECK(closes[0].direction == Direction::outbound);
+    for (const Event& e : events.matching([](const Event& e) { return e.lport == kUpstreamPort; }))
+        CHECK(e.direction == Direction::inbound);
+
+    CorrelatorConfig config = CorrelatorConfig::defaults();
+    config.opens_tallied = true;
+    Correlator correlator(config);
+    for (const Event& e : events.snapshot()) correlator.on_event(e);
+    std::set<std::pair<uint16_t, bool>> keys;  // (port, outbound) of every backend
+    std::string backends;
+    for (const auto& b : correlator.backends()) {
+        keys.insert({b.id.port, b.id.outbound});
+        backends += fmt::format("{} {} lb={} other={} live={}\n", b.id.port, b.id.outbound ? "outbound" : "inbound",
+                                b.connections_lb, b.connections_other, b.live_connections);
+    }
+    INFO(backends);
+    CHECK(keys.contains({kUpstreamPort, true}));   // the caller's side: outbound to the upstream
+    CHECK(keys.contains({kUpstreamPort, false}));  // the upstream's side: its listener
+    CHECK_FALSE(keys.contains({kCallerPort, false}));
+    CHECK_FALSE(keys.contains({kCallerPort, true}));
 }

@@ -204,7 +204,7 @@ TEST_CASE("tally: outbound tallies are keyed by the remote service port") {
     Event e = tally(upstream, sec(1), 5, 0, 5, 0, false);
     e.lport = 0;
     e.rport = 5432;
-    e.tally.outbound = true;
+    e.direction = Direction::outbound;
     Correlator c = tallied_correlator();
     c.on_event(e);
     auto backends = c.backends();
@@ -228,7 +228,7 @@ TEST_CASE("tally: the trace line and the header flag round-trip") {
     CHECK(back.netns == s.netns);
     CHECK(back.lport == 8080);
     CHECK(back.lb);
-    CHECK_FALSE(back.tally.outbound);
+    CHECK(back.direction == Direction::inbound);
     CHECK(back.tally.opened == 7);
     CHECK(back.tally.closed_local_first == 5);
     CHECK(back.tally.closed_remote_first == 2);
@@ -261,5 +261,30 @@ TEST_CASE("tally: a histogram given a value n times is the histogram given it n 
         CHECK(bulk.percentile(0.5) == single.percentile(0.5));
         CHECK(bulk.percentile(0.99) == single.percentile(0.99));
         CHECK(bulk.buckets() == single.buckets());
+    }
+}
+
+TEST_CASE("tally: a connection first met at its end is keyed by the kernel's direction, before the port guess") {
+    // A pool's connection from local port 33000 to an upstream on 45000, retired after a quiet
+    // spell: its open was tallied, so its close is the first the correlator hears of it.
+    Sock pooled{.cookie = 31, .laddr = "10.56.5.6", .lport = 33000, .raddr = "10.0.0.9", .rport = 45000};
+    for (Direction direction : {Direction::outbound, Direction::unknown}) {
+        Event end = close(pooled, sec(2), {.idle_rx_ms = 300, .idle_tx_ms = 300});
+        end.direction = direction;
+        ParsedLine parsed = parse_json_line(to_json_line(end));
+        REQUIRE(parsed.kind == LineKind::event);
+        CHECK(parsed.event.direction == direction);
+
+        Correlator c = tallied_correlator();
+        c.on_event(parsed.event);
+        auto backends = c.backends();
+        REQUIRE(backends.size() == 1);
+        if (direction == Direction::outbound) {
+            CHECK(backends[0].id.outbound);
+            CHECK(backends[0].id.port == 45000);
+        } else {  // no word from the kernel (--all-states, older traces): the lower port listens
+            CHECK_FALSE(backends[0].id.outbound);
+            CHECK(backends[0].id.port == 33000);
+        }
     }
 }
