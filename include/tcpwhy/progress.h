@@ -56,5 +56,8 @@ std::string byte_size_text(uint64_t bytes);
 std::string count_text(double count);
 // "0:42", "1:05:00".
 std::string clock_text(double seconds);
+// What every meter says of its pace: "512.0 MiB of 2.0 GiB (25%), 1.5 M events/s, 0:06 left"
+// ("900 B read" without a total); the time left once there is a second's pace to go by.
+std::string pace_text(uint64_t bytes_read, uint64_t bytes_total, uint64_t events, double elapsed_s);
 
 }  // namespace tcpwhy

@@ -102,15 +102,7 @@ private:
 // "export: 12.0 MiB of 40.0 MiB (30%), 450 k events/s, 0:12 left, segment 3 of 12": the
 // archive's bytes as stored (gzip), like `report`'s meter.
 std::string export_progress_text(const daemon::ExportProgress& p, double elapsed_s) {
-    std::string line = fmt::format("export: {} of {}", byte_size_text(p.bytes_read), byte_size_text(p.bytes_total));
-    if (p.bytes_total)
-        line += fmt::format(" ({:.0f}%)", 100.0 * static_cast<double>(std::min(p.bytes_read, p.bytes_total)) /
-                                              static_cast<double>(p.bytes_total));
-    if (elapsed_s > 0) line += fmt::format(", {} events/s", count_text(static_cast<double>(p.events) / elapsed_s));
-    if (p.bytes_total && p.bytes_read > 0 && p.bytes_read < p.bytes_total && elapsed_s >= 1) {
-        double left = static_cast<double>(p.bytes_total - p.bytes_read) * elapsed_s / static_cast<double>(p.bytes_read);
-        line += fmt::format(", {} left", clock_text(left));
-    }
+    std::string line = "export: " + pace_text(p.bytes_read, p.bytes_total, p.events, elapsed_s);
     if (p.segments > 1) line += fmt::format(", segment {} of {}", std::min(p.segment + 1, p.segments), p.segments);
     return line;
 }

@@ -3,6 +3,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -85,6 +86,23 @@ std::string clock_text(double seconds) {
     auto total = static_cast<uint64_t>(seconds + 0.5);
     if (total >= 3600) return fmt::format("{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60);
     return fmt::format("{}:{:02}", total / 60, total % 60);
+}
+
+std::string pace_text(uint64_t bytes_read, uint64_t bytes_total, uint64_t events, double elapsed_s) {
+    std::string line;
+    if (bytes_total) {
+        line = fmt::format("{} of {} ({:.0f}%)", byte_size_text(bytes_read), byte_size_text(bytes_total),
+                           100.0 * static_cast<double>(std::min(bytes_read, bytes_total)) /
+                               static_cast<double>(bytes_total));
+    } else {
+        line = fmt::format("{} read", byte_size_text(bytes_read));
+    }
+    if (elapsed_s > 0) line += fmt::format(", {} events/s", count_text(static_cast<double>(events) / elapsed_s));
+    if (bytes_total && bytes_read > 0 && bytes_read < bytes_total && elapsed_s >= 1) {
+        double left = static_cast<double>(bytes_total - bytes_read) * elapsed_s / static_cast<double>(bytes_read);
+        line += fmt::format(", {} left", clock_text(left));
+    }
+    return line;
 }
 
 }  // namespace tcpwhy

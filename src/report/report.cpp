@@ -61,20 +61,7 @@ std::vector<ReportNode> report_nodes(const std::vector<std::unique_ptr<NodeRepla
 
 std::string replay_progress_line(const ReplayProgress& p, double elapsed_s) {
     // Short enough for an 80-column terminal; what matters most first, since a narrower one cuts the end.
-    std::string line = "report: ";
-    if (p.bytes_total) {
-        line += fmt::format("{} of {} ({:.0f}%)", byte_size_text(p.bytes_read), byte_size_text(p.bytes_total),
-                            100.0 * static_cast<double>(std::min(p.bytes_read, p.bytes_total)) /
-                                static_cast<double>(p.bytes_total));
-    } else {
-        line += fmt::format("{} read", byte_size_text(p.bytes_read));
-    }
-    if (elapsed_s > 0) line += fmt::format(", {} events/s", count_text(static_cast<double>(p.events) / elapsed_s));
-    // Time left at the pace so far; once there is a pace to go by.
-    if (p.bytes_total && p.bytes_read > 0 && p.bytes_read < p.bytes_total && elapsed_s >= 1) {
-        double left = static_cast<double>(p.bytes_total - p.bytes_read) * elapsed_s / static_cast<double>(p.bytes_read);
-        line += fmt::format(", {} left", clock_text(left));
-    }
+    std::string line = "report: " + pace_text(p.bytes_read, p.bytes_total, p.events, elapsed_s);
     if (p.files > 1) line += fmt::format(", file {} of {}", std::min(p.file_index + 1, p.files), p.files);
     return line;
 }
