@@ -93,11 +93,29 @@ std::string drain_server_words(std::string_view comm) {
     return "";
 }
 
+// A detected server's own option (docs/servers.md) at `seconds`, "Name version `setting`"; ""
+// when nothing was detected or the server has no such option.
+std::string detected_knob_words(const std::optional<ServerInfo>& server, Knob knob, uint32_t seconds) {
+    if (!server || server->kind == ServerKind::unknown) return "";
+    std::string setting = knob_setting(server->kind, knob, seconds);
+    return setting.empty() ? "" : fmt::format("{} {}", server_display(*server), setting);
+}
+
+// The server's own drain after SIGTERM must end before the grace period does (SIGKILL then):
+// what is left of it after the preStop sleep (at least 15 s, drain_advice), less 5 s for the exit.
+std::string detected_drain_words(const std::optional<ServerInfo>& server, uint64_t prestop, uint64_t grace) {
+    auto drain_s = static_cast<uint32_t>(grace - prestop - 5);
+    std::string words = detected_knob_words(server, Knob::graceful_shutdown, drain_s);
+    return words.empty() ? "" : fmt::format("; the server's own drain: {}, ending inside the grace period", words);
+}
+
 std::string drain_advice(const Finding& f) {
     const DrainFacts& d = *f.drain;
     uint32_t lag = std::max(d.drain_lag_ms, d.max_drain_lag_ms);
     uint64_t prestop = prestop_seconds(lag);
     uint64_t grace = std::max<uint64_t>(30, prestop + 15);
+    std::string server = detected_drain_words(f.backend.server, prestop, grace);
+    if (server.empty()) server = drain_server_words(f.backend.comm);
     std::string killed = d.killed_after_ms ? fmt::format(" (it was killed {} after the signal: the current grace "
                                                          "period is too short)",
                                                          duration(*d.killed_after_ms))
@@ -107,7 +125,7 @@ std::string drain_advice(const Finding& f) {
         "least {} s (`lifecycle: {{preStop: {{exec: {{command: [\"sleep\", \"{}\"]}}}}}}`, or `preStop: {{sleep: "
         "{{seconds: {}}}}}` on Kubernetes 1.30+), `terminationGracePeriodSeconds: {}` above it plus the shutdown "
         "time{}; keep the listener open and answer with `Connection: close` until the process exits{}",
-        duration(lag), prestop, prestop, prestop, grace, killed, drain_server_words(f.backend.comm));
+        duration(lag), prestop, prestop, prestop, grace, killed, server);
 }
 
 // ---- process_crash ---------------------------------------------------------------
@@ -156,6 +174,28 @@ std::vector<std::string> crash_evidence(const Finding& f) {
     return lines;
 }
 
+// How the detected runtime bounds its own memory below the container's limit, so it collects
+// garbage harder (or recycles a worker) before the OOM killer chooses it.
+std::string detected_memory_words(const std::optional<ServerInfo>& server) {
+    if (!server) return "";
+    std::string who = server_display(*server);
+    switch (server->kind) {
+    case ServerKind::node: return fmt::format(" ({}: `--max-old-space-size` in MiB below the limit)", who);
+    case ServerKind::tomcat:
+    case ServerKind::jetty:
+    case ServerKind::undertow:
+    case ServerKind::netty: return fmt::format(" ({}: `-XX:MaxRAMPercentage=75` so the heap stays below the limit)", who);
+    case ServerKind::go_net_http:
+    case ServerKind::fasthttp:
+    case ServerKind::caddy:
+    case ServerKind::traefik: return fmt::format(" ({}: `GOMEMLIMIT` at about 90% of the limit)", who);
+    case ServerKind::gunicorn: return fmt::format(" ({}: `--max-requests` recycles workers that grow)", who);
+    case ServerKind::uvicorn: return fmt::format(" ({}: `--limit-max-requests` recycles a process that grows)", who);
+    case ServerKind::puma: return fmt::format(" ({}: fewer `workers`, or recycle workers that grow)", who);
+    default: return "";
+    }
+}
+
 std::string memory_words(std::string_view comm) {
     if (is_node(comm)) return " (Node.js: `--max-old-space-size` below the limit)";
     if (starts_with_any(comm, {"java"})) return " (Java: `-XX:MaxRAMPercentage=75`)";
@@ -166,10 +206,12 @@ std::string memory_words(std::string_view comm) {
 std::string crash_advice(const Finding& f) {
     const CrashFacts& c = *f.crash;
     std::string fix;
-    if (c.oom_victim)
+    if (c.oom_victim) {
+        std::string bound = detected_memory_words(f.backend.server);
         fix = fmt::format("raise the container's memory limit (`resources.limits.memory`) above the process's peak, or "
                           "bound its memory{}",
-                          memory_words(f.backend.comm));
+                          bound.empty() ? memory_words(f.backend.comm) : bound);
+    }
     else if (exit_signal(c.exit_code))
         fix = fmt::format("find why {} died from {} (its log, a core dump, `kubectl logs --previous`)",
                           who_process(c.pid, c.comm), signal_name(exit_signal(c.exit_code)));
@@ -369,9 +411,11 @@ std::string upstream_advice(const Finding& f) {
     if (!below)
         return "make the client's connection pool close idle connections before the upstream does, or retry "
                "idempotent requests that fail on a reused connection";
+    std::string pool = detected_knob_words(f.backend.server, Knob::client_idle_timeout,
+                                           std::max<uint32_t>(1, below / 1000));
     return fmt::format("make the client's pool drop idle connections before the upstream does, below {} ({}), or "
                        "have the upstream keep them longer; retry idempotent requests that fail on a reused connection",
-                       duration(below), client_idle_words(f.backend.comm, below));
+                       duration(below), pool.empty() ? client_idle_words(f.backend.comm, below) : pool);
 }
 
 }  // namespace

@@ -516,3 +516,46 @@ TEST_CASE("report --json: the facts of a rollout are the documented ones") {
     }
     for (const auto& [key, value] : f["facts"].items()) CHECK(documented.count(key) == 1);
 }
+
+TEST_CASE("causes' advice names a detected server's own option: its drain, its memory bound, its pool") {
+    // rollout: lag 3.5 s -> preStop 9 s, grace 30 s: the server's drain gets 30 - 9 - 5 = 16 s
+    Rollout r;
+    for (int i = 0; i < 10; ++i) r.refuse(static_cast<uint16_t>(40000 + i), sec(10) + ms(20) + ms(350 * (i + 1)));
+    Finding drain = *find(run(r.events), FindingKind::rollout_drain);
+    drain.backend.server = ServerInfo{.kind = ServerKind::gunicorn, .version = "20.1.0"};
+    CHECK(contains(explain::advice(drain), "the server's own drain: gunicorn 20.1.0 `--graceful-timeout 16`"));
+    drain.backend.server = ServerInfo{.kind = ServerKind::nginx};
+    CHECK(contains(explain::advice(drain), "nginx `worker_shutdown_timeout 16s;`"));
+    drain.backend.server = ServerInfo{.kind = ServerKind::go_net_http};
+    CHECK(contains(explain::advice(drain), "`srv.Shutdown(ctx)` with a 16 s context on SIGTERM"));
+    drain.backend.server = ServerInfo{.kind = ServerKind::bun};  // no shutdown option known: the generic words
+    CHECK_FALSE(contains(explain::advice(drain), "the server's own drain"));
+
+    // an OOM kill: the runtime's own memory bound
+    Sock listener{.cookie = 500}, a{.cookie = 1001, .rport = 41001};
+    auto crashed = run({listen_on(listener, sec(1)), accepted(a, sec(2)),
+                        close(a, sec(5), {.idle_rx_ms = 200, .idle_tx_ms = 3000, .exit_code = 9, .oom_victim = true}),
+                        unlisten(listener, sec(5) + ms(1), 9, true)});
+    auto crash = find(crashed, FindingKind::process_crash);
+    REQUIRE(crash);
+    REQUIRE(crash->crash->oom_victim);
+    crash->backend.server = ServerInfo{.kind = ServerKind::tomcat, .version = "10.1.16"};
+    CHECK(contains(explain::advice(*crash), "Tomcat 10.1.16: `-XX:MaxRAMPercentage=75`"));
+    crash->backend.server = ServerInfo{.kind = ServerKind::go_net_http};
+    CHECK(contains(explain::advice(*crash), "`GOMEMLIMIT`"));
+
+    // a pool race: the client's own pool option, below the upstream's 5 s
+    std::vector<Event> events;
+    for (uint16_t i = 0; i < 4; ++i) {
+        Sock s{.cookie = 3000u + i, .lport = static_cast<uint16_t>(45000 + i), .raddr = "10.60.0.9", .rport = 8080,
+               .comm = "envoy"};
+        events.push_back(connected(s, sec(10 * i)));
+        events.push_back(peer_fin(s, sec(10 * i) + sec(5), 5000 + i, 5000 + i));
+        events.push_back(reset_recv(s, sec(10 * i) + sec(6), TcpState::close_wait));
+    }
+    Finding pool = run(events).findings().at(0);
+    pool.backend.server = ServerInfo{.kind = ServerKind::go_net_http};
+    CHECK(contains(explain::advice(pool), "`http.Transport{IdleConnTimeout: 4 * time.Second}`"));
+    pool.backend.server = ServerInfo{.kind = ServerKind::nginx};
+    CHECK(contains(explain::advice(pool), "`keepalive_timeout 4s;` in the `upstream` block"));
+}
