@@ -249,10 +249,11 @@ std::string render_prometheus(const MetricsSnapshot& s, size_t max_backends) {
 
     std::map<std::string, uint64_t> findings;
     for (const auto& f : s.findings)
-        findings[fmt::format("{},kind=\"{}\"", fold(resolve.of_backend(f.backend.id)).labels(), to_string(f.kind))] +=
-            f.count;
+        findings[fmt::format("{},kind=\"{}\",severity=\"{}\"", fold(resolve.of_backend(f.backend.id)).labels(),
+                             to_string(f.kind), to_string(info(f.kind).severity))] += f.count;
     out.samples("tcpwhy_findings", "gauge",
-                "Current findings per backend and kind; the value is the finding's count (resets; idle closes for "
+                "Current findings per backend and kind (severity: the kind's, critical, warning or notice); the value "
+                "is the finding's count (resets; idle closes for "
                 "idle_timeout_below_lb; for the kinds about a backend's life what docs/report-json.md says: refused "
                 "connections for rollout_drain, closed connections for process_crash, dropped handshakes for "
                 "accept_queue_overflow, abandoned requests for lb_response_timeout).",

@@ -347,7 +347,7 @@ TEST_CASE("daemon metrics: a replayed race as Prometheus text, cardinality bound
     CHECK(text.find("tcpwhy_keepalive_races_total{namespace=\"\",pod=\"\",port=\"8080\","
                     "lb_range=\"130.211.0.0/22\"} 6\n") !=
           std::string::npos);
-    CHECK(text.find("tcpwhy_findings{namespace=\"\",pod=\"\",port=\"8080\",kind=\"idle_close_race\"} 6\n") !=
+    CHECK(text.find("tcpwhy_findings{namespace=\"\",pod=\"\",port=\"8080\",kind=\"idle_close_race\",severity=\"critical\"} 6\n") !=
           std::string::npos);
     CHECK(text.find("tcpwhy_idle_close_seconds_bucket{namespace=\"\",pod=\"\",port=\"8080\",le=\"5\"} 0\n") !=
           std::string::npos);  // Node.js closes at 6.0 s: above the 5 s bucket, in the 10 s one
