@@ -42,8 +42,11 @@ public:
     // The attach paths in use, e.g. "fentry; resets via fentry" (close hook first).
     virtual std::string attach_summary() const = 0;
     virtual std::string kernel_release() const = 0;
-    // The sockets open now. with_owners: also find each one's process in /proc (slower).
-    // Throws std::runtime_error when they cannot be listed at all.
+    // The sockets open now. with_owners: all of them, in every namespace, each with its process
+    // from /proc where one holds it (the start's snapshot: slower, and needs setns()); without:
+    // the ones processes hold (the live samples of idle times), which the tracer can still list
+    // after the daemon dropped its capabilities. Throws std::runtime_error when they cannot be
+    // listed at all.
     virtual ExistingSockets list_existing(bool with_owners) = 0;
     // Whether ordinary connections come as `tally` events instead of their own (the kernel's tally).
     virtual bool tallies() const { return false; }

@@ -62,6 +62,28 @@ std::map<ino_t, std::string> network_namespaces() {
     return found;
 }
 
+// Every record of an iterator made from link_fd, read to its end.
+std::vector<tcpwhy_event> read_iterator(int link_fd, const std::string& what, std::string* error) {
+    std::vector<tcpwhy_event> out;
+    Fd iter(bpf_iter_create(link_fd));
+    if (!iter) {
+        *error = fmt::format("{}: cannot create the socket iterator: {}", what, strerror(errno));
+        return out;
+    }
+    std::string bytes;
+    char buf[16384];
+    ssize_t n;
+    while ((n = read(iter.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) bytes.append(buf, static_cast<size_t>(n));
+    if (n < 0) *error = fmt::format("{}: reading the socket iterator: {}", what, strerror(errno));
+    for (size_t at = 0; at + sizeof(tcpwhy_event) <= bytes.size(); at += sizeof(tcpwhy_event)) {
+        tcpwhy_event raw;
+        std::memcpy(&raw, bytes.data() + at, sizeof(raw));
+        out.push_back(raw);
+    }
+    return out;
+}
+
 // Reads the iterator in the namespace at ns_path, on a thread of its own: the
 // iterator walks the namespace of the task that reads it, and setns() moves only that thread.
 std::vector<tcpwhy_event> walk_namespace(int link_fd, const std::string& ns_path, std::string* error) {
@@ -72,22 +94,7 @@ std::vector<tcpwhy_event> walk_namespace(int link_fd, const std::string& ns_path
             *error = fmt::format("{}: cannot enter: {}", ns_path, strerror(errno));
             return;
         }
-        Fd iter(bpf_iter_create(link_fd));
-        if (!iter) {
-            *error = fmt::format("{}: cannot create the socket iterator: {}", ns_path, strerror(errno));
-            return;
-        }
-        std::string bytes;
-        char buf[16384];
-        ssize_t n;
-        while ((n = read(iter.get(), buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
-            if (n > 0) bytes.append(buf, static_cast<size_t>(n));
-        if (n < 0) *error = fmt::format("{}: reading the socket iterator: {}", ns_path, strerror(errno));
-        for (size_t at = 0; at + sizeof(tcpwhy_event) <= bytes.size(); at += sizeof(tcpwhy_event)) {
-            tcpwhy_event raw;
-            std::memcpy(&raw, bytes.data() + at, sizeof(raw));
-            out.push_back(raw);
-        }
+        out = read_iterator(link_fd, ns_path, error);
     }).join();
     return out;
 }
@@ -128,11 +135,50 @@ std::unordered_map<uint64_t, Owner> socket_owners(const std::set<uint64_t>& inod
     return owners;
 }
 
+using Skeleton = std::unique_ptr<tcpwhy_iter_bpf, SkeletonDeleter>;
+
+enum class Listing { per_namespace, held };
+
+// The iterator object with only that listing's program loaded.
+Skeleton load_iterator(Listing listing) {
+    Skeleton skel(tcpwhy_iter_bpf__open());
+    if (!skel) throw std::runtime_error(fmt::format("cannot open the socket iterator: {}", strerror(errno)));
+    bpf_program__set_autoload(skel->progs.list_tcp_sockets, listing == Listing::per_namespace);
+    bpf_program__set_autoload(skel->progs.list_held_tcp_sockets, listing == Listing::held);
+    if (tcpwhy_iter_bpf__load(skel.get()) != 0)
+        throw std::runtime_error(fmt::format("cannot load the socket iterator: {}", strerror(errno)));
+    return skel;
+}
+
 }  // namespace
 
+struct HeldSockets::Impl {
+    Skeleton skel;
+    std::unique_ptr<bpf_link, LinkDeleter> link;
+};
+
+HeldSockets::HeldSockets() : impl_(std::make_unique<Impl>()) {
+    impl_->skel = load_iterator(Listing::held);
+    impl_->link.reset(bpf_program__attach_iter(impl_->skel->progs.list_held_tcp_sockets, nullptr));
+    if (!impl_->link)
+        throw std::runtime_error(fmt::format("cannot attach the held-socket iterator: {}", strerror(errno)));
+}
+
+HeldSockets::~HeldSockets() = default;
+
+ExistingSockets HeldSockets::list() const {
+    std::string error;
+    auto raws = read_iterator(bpf_link__fd(impl_->link.get()), "held sockets", &error);
+    if (!error.empty()) throw std::runtime_error(error);
+    ExistingSockets result;
+    std::set<uint64_t> seen;  // a socket several processes hold (fork) is one socket
+    for (const auto& raw : raws)
+        if (seen.insert(raw.cookie).second) result.events.push_back(decode_event(raw, {}));
+    return result;
+}
+
 ExistingSockets list_existing_sockets(bool with_owners) {
-    std::unique_ptr<tcpwhy_iter_bpf, SkeletonDeleter> skel(tcpwhy_iter_bpf__open_and_load());
-    if (!skel) throw std::runtime_error(fmt::format("cannot load the socket iterator: {}", strerror(errno)));
+    Skeleton skel = load_iterator(Listing::per_namespace);
     std::unique_ptr<bpf_link, LinkDeleter> link(bpf_program__attach_iter(skel->progs.list_tcp_sockets, nullptr));
     if (!link) throw std::runtime_error(fmt::format("cannot attach the socket iterator: {}", strerror(errno)));
 

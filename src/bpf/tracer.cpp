@@ -20,6 +20,7 @@
 #include "tcpwhy/abi.h"  // the types the skeleton names
 #include "tcpwhy.skel.h"
 #include "tcpwhy/decode.h"
+#include "tcpwhy/log.h"
 
 namespace tcpwhy {
 namespace {
@@ -116,6 +117,10 @@ struct Tracer::Impl {
     uint64_t malformed = 0;
     uint64_t wakeups = 0;
     int ncpus = 1;
+    // The live samples' listing, made now while every capability is held (the daemon drops
+    // most after start); null where the kernel cannot (bpf_sock_from_file: 5.11): the samples
+    // then walk the namespaces, as the start does.
+    std::unique_ptr<HeldSockets> held_sockets;
 
     static int on_sample(void* ctx, void* data, size_t size) {
         auto* self = static_cast<Impl*>(ctx);
@@ -510,6 +515,11 @@ std::unique_ptr<Tracer> Tracer::start(const TracerOptions& options, KernelFeatur
     impl->ring.reset(ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_sample, impl.get(), nullptr));
     if (!impl->ring)
         throw TracerError(fmt::format("cannot open the event ring buffer: {}", errno_text(errno)), "run tcpwhy doctor");
+    try {
+        impl->held_sockets = std::make_unique<HeldSockets>();
+    } catch (const std::exception& e) {
+        log::debug(fmt::format("live idle samples walk the namespaces: {}", e.what()));
+    }
     return std::unique_ptr<Tracer>(new Tracer(std::move(impl), std::move(f), std::move(hooks)));
 }
 
@@ -561,6 +571,7 @@ KernelCounters Tracer::counters() const {
 uint64_t Tracer::wakeups() const { return impl_->wakeups; }
 
 ExistingSockets Tracer::list_existing(bool with_owners) {
+    if (!with_owners && impl_->held_sockets) return impl_->held_sockets->list();
     ExistingSockets existing = list_existing_sockets(with_owners);
     // A server that listened before tracing began never ran listen(2) under the state program,
     // so the signal program would not know it listens: its owner, found in /proc, is noted the

@@ -24,6 +24,9 @@ namespace {
 using namespace tcpwhy::daemon;
 
 constexpr const char* kVersion = "0.1.0";
+// How often the daemon lists the open connections for their idle times (top's rows): a walk of
+// every process's open files in the kernel, so less often than top's own 5 s.
+constexpr uint64_t kDaemonLiveSampleIntervalNs = 10'000'000'000;
 
 struct DaemonArgs {
     std::string archive = "/var/lib/tcpwhy/archive";
@@ -163,6 +166,9 @@ int run_daemon(const DaemonArgs& args) {
     session_options.shared = true;  // the server thread reads the view
     session_options.servers = server_detection(args.naming);
     session_options.header = header;  // the one the archive's segments start with
+    // The open connections' idle times for `top --connect`, from the iterator the tracer made
+    // before the capability drop below (the held sockets: no setns() needed after it).
+    session_options.live_sample_interval_ns = kDaemonLiveSampleIntervalNs;
     Session session(std::move(tracer), std::move(resolver), std::move(session_options));
     Daemon daemon(session, std::move(archive),
                   DaemonSettings{args.metrics_max_backends, kVersion});

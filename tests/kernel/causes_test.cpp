@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "harness.h"
@@ -485,4 +486,45 @@ TEST_CASE("outbound pool: a client reusing a connection its upstream closed as i
     REQUIRE(f->upstream);
     CHECK(f->upstream->upstream_idle_close.p50_ms >= 1150);
     CHECK(f->upstream->upstream_idle_close.p50_ms <= 1400);
+}
+
+// The live samples' listing: the sockets processes hold in every namespace, each once with its
+// process, read without entering any namespace (what the daemon can still do after its drop).
+TEST_CASE("held sockets: every namespace's open connections with their process, a socket forked into two once") {
+    TCPWHY_REQUIRE_ROOT();
+    LbAndPod net;
+    const uint32_t pod_ns = net.pod.inode();
+    EventCollector events([](const Event&) { return false; });
+    Fd listener = net.pod.enter([] { return tcp_listen_v4(LbAndPod::kPodAddr, kPort); });
+    Fd client = net.lb.enter([] { return tcp_connect_v4(LbAndPod::kPodAddr, kPort); });
+    Fd served = accept_one(listener);
+    pid_t child = fork();  // holds the same listener and connection
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    sleep_ms(300);  // quiet a while: the idle times below count it
+    auto listing = events.tracer().list_existing(false);
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+
+    std::map<std::pair<uint32_t, uint16_t>, std::vector<Event>> by_local;  // (netns, local port)
+    for (const Event& e : listing.events) by_local[{e.netns, e.lport}].push_back(e);
+    const auto& on_port = by_local[{pod_ns, kPort}];  // the listener and the served end
+    REQUIRE(on_port.size() == 2);
+    for (const Event& e : on_port) {
+        INFO(to_string(e.new_state) << " pid " << e.pid << " " << e.comm);
+        // one of its two holders (the first the walk meets): the fork's copy is the same socket
+        CHECK((e.pid == static_cast<uint32_t>(getpid()) || e.pid == static_cast<uint32_t>(child)));
+        CHECK(!e.comm.empty());
+    }
+    auto served_end = std::find_if(on_port.begin(), on_port.end(),
+                                   [](const Event& e) { return e.new_state == TcpState::established; });
+    REQUIRE(served_end != on_port.end());
+    CHECK(served_end->raddr.to_string() == LbAndPod::kLbAddr);
+    CHECK(std::min(served_end->idle_rx_ms, served_end->idle_tx_ms) >= 250);
+    // the LB's end, in the other namespace
+    CHECK(std::any_of(listing.events.begin(), listing.events.end(), [&](const Event& e) {
+        return e.netns == net.lb.inode() && e.rport == kPort && e.new_state == TcpState::established;
+    }));
 }

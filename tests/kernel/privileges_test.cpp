@@ -108,6 +108,30 @@ TEST_CASE("privileges: with exactly the DaemonSet's capabilities every thread ke
     }
     INFO(snapshot);
     CHECK(snapshot.find(ns.name()) != std::string::npos);
+
+    // And the open connections' idle times for top (a keep-alive connection kept open and quiet),
+    // listed after the drop without entering the namespace: the held-socket iterator made before it.
+    const uint16_t kept_port = unique_port();
+    auto [listener, client, served] = ns.enter([kept_port] {
+        Fd l = tcp_listen_v4("127.0.0.1", kept_port);
+        Fd c = tcp_connect_v4("127.0.0.1", kept_port);
+        Fd s = accept_one(l);
+        send_all(c, "GET / HTTP/1.1\r\n\r\n");
+        return std::make_tuple(std::move(l), std::move(c), std::move(s));
+    });
+    uint32_t sampled = 0, idle_max_ms = 0;
+    for (int i = 0; i < 100 && !sampled; ++i) {  // the daemon lists them every 10 s
+        sleep_ms(200);
+        auto view = nlohmann::json::parse(control_request(daemon.socket, R"({"cmd":"snapshot"})"), nullptr, false);
+        if (view.is_discarded()) continue;
+        for (const auto& row : view["rows"])
+            if (row["port"] == kept_port && !row["outbound"].get<bool>() && row["live_sampled"].get<uint32_t>() > 0) {
+                sampled = row["live_sampled"].get<uint32_t>();
+                idle_max_ms = row["live_idle_max_ms"].get<uint32_t>();
+            }
+    }
+    CHECK(sampled == 1);       // the server's end (the client's is the outbound row)
+    CHECK(idle_max_ms > 0);    // quiet since the request
     CHECK(daemon.get("/healthz") == "ok\n");
     CHECK(daemon.stop(SIGTERM) == 0);
 }
