@@ -12,6 +12,11 @@ Tools (each writing what it would print to /dev/null):
   perfbuf   bench/perfbuf_peer: a libbpf tool with one perf-buffer record and wake-up per event
   tcpwhy-daemon  `tcpwhy daemon` as a node runs it: archive (gzip segments), metrics, Unix socket
   (-nice0: at the caller's priority; -other: the --other-build's binary)
+  nothing   no tool: the A/A control. Its pairs are two runs without anything attached, so
+            their spread is what this machine can resolve in this run
+
+With --pin (the default on 2 CPUs or more) nginx runs on CPU 0 and wrk on CPU 1, so neither
+moves between CPUs from run to run; the tool is left where the scheduler puts it.
 
 Per tool, from the runs with it attached: events per request, wake-ups per event (the tool's
 voluntary context switches, so timer wake-ups count too), userspace CPU per 1k events, and
@@ -127,6 +132,28 @@ class Tool:
         return None, lost  # bpftrace does not count what it printed; counted from bpf_stats
 
 
+class NoTool(Tool):
+    """The A/A control: nothing is started, and the run waits as long as a tool's settling does."""
+
+    def __init__(self):
+        super().__init__("nothing", [], None)
+
+    def start(self, scratch):
+        time.sleep(1.0)
+
+    def kill(self):
+        pass
+
+    def usage(self):
+        return 0.0, 0
+
+    def stop(self):
+        return ""
+
+    def events(self, stderr):
+        return 0, 0
+
+
 class DaemonTool(Tool):
     """`tcpwhy daemon` with its own archive, metrics port and socket; its counts come from /metrics."""
 
@@ -155,10 +182,14 @@ class DaemonTool(Tool):
         return int(received), int(lost)
 
 
+WRK_PIN = []  # ["taskset", "-c", "1"] with --pin
+
+
 def run_wrk(port, seconds, connections, keepalive):
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
     if not keepalive:
         argv[1:1] = ["-H", "Connection: close"]
+    argv = WRK_PIN + argv
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -253,6 +284,8 @@ def main():
     parser.add_argument("--tools", default="tcpwhy,bpftrace,perfbuf", help="comma-separated (default: all three)")
     parser.add_argument("--keepalive-tools", default="tcpwhy", help="tools measured with keep-alive too")
     parser.add_argument("--build", default=os.path.join(REPO, "build"), help="build directory")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=(os.cpu_count() or 1) >= 2,
+                        help="nginx on CPU 0, wrk on CPU 1 (default on 2 CPUs or more)")
     parser.add_argument("--other-build", help="another tcpwhy build to measure as the tool tcpwhy-other "
                         "(e.g. an older commit's), side by side with this one")
     args = parser.parse_args()
@@ -283,6 +316,7 @@ def main():
                                 [os.path.join(args.build, "tcpwhy"), "trace", "--json", "--nice", "0", "--port", "1"],
                                 r"tracing TCP on"),
     }
+    tools["nothing"] = NoTool()
     tcpwhy_bin = os.path.join(args.build, "tcpwhy")
     tools["tcpwhy-daemon"] = DaemonTool("tcpwhy-daemon", tcpwhy_bin, scratch, args.port + 1)
     tools["tcpwhy-daemon-nice0"] = DaemonTool("tcpwhy-daemon-nice0", tcpwhy_bin, scratch, args.port + 2, ["--nice", "0"])
@@ -305,14 +339,18 @@ def main():
             sys.exit(2)
     with open(os.path.join(scratch, "nginx.conf"), "w") as f:
         f.write(NGINX_CONF.format(prefix=scratch, port=args.port))
-    nginx = subprocess.Popen(["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")],
+    if args.pin:
+        WRK_PIN[:] = ["taskset", "-c", "1"]
+    nginx = subprocess.Popen((["taskset", "-c", "0"] if args.pin else []) +
+                             ["nginx", "-p", scratch, "-c", os.path.join(scratch, "nginx.conf")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
         if nginx.poll() is not None:
             raise SystemExit(f"overhead: nginx did not start: {open(os.path.join(scratch, 'error.log')).read()}")
         run_wrk(args.port, 2, args.connections, False)  # warm up
-        print(f"overhead: nginx (1 worker) on 127.0.0.1:{args.port}; wrk -t1 -c{args.connections}, "
+        pinned = "; nginx on CPU 0, wrk on CPU 1" if args.pin else "; not pinned"
+        print(f"overhead: nginx (1 worker) on 127.0.0.1:{args.port}; wrk -t1 -c{args.connections}{pinned}, "
               f"{args.seconds} s runs, {args.pairs} alternating pairs per tool; {os.cpu_count()} CPUs; "
               f"load average before: {os.getloadavg()[0]:.2f}")
         rows = []
@@ -324,7 +362,7 @@ def main():
                 rows.append((workload, name, without, with_tool, figures))
         print(f"\nkernel cost (median of {args.cost_runs} Connection: close runs, kernel.bpf_stats_enabled=1):")
         costs = {}
-        for name in [n for n in args.tools.split(",") if n and n != "none"]:
+        for name in [n for n in args.tools.split(",") if n and n not in ("none", "nothing")]:
             # the median of --cost-runs runs: one run on a shared VM can be off by half
             runs = [kernel_cost(tools[name], scratch, args, args.port) for _ in range(args.cost_runs)]
             costs[name] = {prog: (median([r[prog][0] for r in runs if prog in r]),
