@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -215,6 +216,12 @@ TEST_CASE("servers: command lines of interpreters, JVMs and native servers") {
     CHECK(g->module == "app:app");
     CHECK(g->runtime == "python3.11");
     CHECK(g->via == "cmdline: python3.11 /usr/bin/gunicorn");
+    // a timeout that never fires (longer than 32-bit milliseconds: the fuzzer's) holds at the most
+    auto forever = classify({"/usr/bin/python3", "/usr/bin/gunicorn", "--keep-alive", "25555555", "app:app"},
+                            "/usr/bin/python3.11");
+    REQUIRE(forever);
+    CHECK(forever->configured_idle_ms == std::numeric_limits<uint32_t>::max());
+    CHECK(forever->configured_by == "--keep-alive 25555555");
 
     auto sync = classify({"/usr/bin/python3", "-m", "gunicorn", "--bind=0.0.0.0:80", "wsgi:application"}, "/usr/bin/python3.11");
     REQUIRE(sync);
@@ -344,7 +351,7 @@ TEST_CASE("servers: Go build info of Debian's caddy names Caddy and its version"
     CHECK(server->runtime.starts_with("go1."));
 }
 
-TEST_CASE("servers: gin, echo, fasthttp and Traefik from their module lists; the pre-1.18 pointer layout") {
+TEST_CASE("servers: gin, echo, fasthttp and Traefik from their module lists -- the pre-1.18 pointer layout") {
     auto go = [](const std::string& deps) {
         auto info = parse_go_buildinfo(inline_buildinfo(
             "go1.21.5", "path\texample.com/api\nmod\texample.com/api\t(devel)\t\n" + deps + "build\t-compiler=gc\n"));
