@@ -167,7 +167,7 @@ const json& node_of(const json& report, const std::string& name) {
 }  // namespace
 
 TEST_CASE(
-    "cluster: top of two daemons has a row per node and backend, by socket and through tcpwhy relay; their "
+    "cluster: top of two daemons has a row per node and backend, by socket and through tcpwhy relay -- their "
     "exports report as two nodes whose counts add up") {
     TCPWHY_REQUIRE_ROOT();
     TempDir dir;

@@ -217,7 +217,7 @@ TEST_CASE("daemon: kill -9 leaves nothing loaded and a restart resumes the archi
     CHECK(second.stderr_text().find("daemon stopped") != std::string::npos);
 }
 
-TEST_CASE("daemon and export: bad input is refused with one line and exit 2; no daemon is exit 1") {
+TEST_CASE("daemon and export: bad input is refused with one line and exit 2 -- no daemon is exit 1") {
     auto size = shell(fmt::format("{} daemon --segment-size 12X", TCPWHY_BINARY));
     CHECK(size.first == 2);
     CHECK(size.second.find("--segment-size 12X: not a size") != std::string::npos);

@@ -42,7 +42,7 @@ void ordinary_request(const LbAndPod& net, const Fd& listener) {
 
 }  // namespace
 
-TEST_CASE("tally: ordinary connections cost at most 1.5 records; resets and races keep full detail") {
+TEST_CASE("tally: ordinary connections cost at most 1.5 records -- resets and races keep full detail") {
     TCPWHY_REQUIRE_ROOT();
     LbAndPod net;
     const uint32_t pod = net.pod.inode(), lb = net.lb.inode();

@@ -166,7 +166,7 @@ TEST_CASE("rollout: SIGKILL after SIGTERM is a grace period that ran out, not a 
 
 // ---- process_crash ------------------------------------------------------------------
 
-TEST_CASE("crash: a fatal signal with connections open; refusals until it listens again") {
+TEST_CASE("crash: a fatal signal with connections open -- refusals until it listens again") {
     Sock listener{.cookie = 500};
     Sock a{.cookie = 1001, .rport = 41001}, b{.cookie = 1002, .rport = 41002}, idle{.cookie = 1003, .rport = 41003};
     auto c = run({listen_on(listener, sec(1)), accepted(a, sec(2)), accepted(b, sec(2)), accepted(idle, sec(2)),
@@ -194,7 +194,7 @@ TEST_CASE("crash: a fatal signal with connections open; refusals until it listen
     for (const auto& backend : c.backends()) CHECK(backend.idle_close.samples == 0);
 }
 
-TEST_CASE("crash: a worker dies, the listener stays; its reset on unread data is the crash's") {
+TEST_CASE("crash: a worker dies, the listener stays -- its reset on unread data is the crash's") {
     Sock listener{.cookie = 500, .pid = 100, .comm = "gunicorn"};
     Sock s{.pid = 4242, .comm = "gunicorn"};
     auto c = run({listen_on(listener, sec(1)), accepted(s, sec(2)),
@@ -323,7 +323,7 @@ TEST_CASE("LB timeout: a reset from the LB on a waiting request, and the late re
 
 // ---- response_cut_short --------------------------------------------------------------------
 
-TEST_CASE("cut short: a reset that discards response bytes; without them it stays what it was") {
+TEST_CASE("cut short: a reset that discards response bytes -- without them it stays what it was") {
     Sock s;
     auto closing = [&](uint32_t send_queue) {
         Event rst = reset_sent(s, sec(2), "TCP_ABORT_ON_CLOSE", SockKind::full, TcpState::close, false);
@@ -348,16 +348,26 @@ TEST_CASE("cut short: a reset that discards response bytes; without them it stay
 
 // ---- outbound_pool_race ----------------------------------------------------------------------
 
-TEST_CASE("outbound pool: the upstream's idle close, then the client's reuse and the reset") {
+namespace {
+
+// Four pooled connections of `comm` to an upstream on 8080 that closes them after 5 s idle; each
+// is reused a second later and reset.
+std::vector<Event> pool_races(const char* comm) {
     std::vector<Event> events;
     for (uint16_t i = 0; i < 4; ++i) {
         Sock s{.cookie = 3000u + i, .lport = static_cast<uint16_t>(45000 + i), .raddr = "10.60.0.9", .rport = 8080,
-               .comm = "node"};
+               .comm = comm};
         events.push_back(connected(s, sec(10 * i)));
         events.push_back(peer_fin(s, sec(10 * i) + sec(5), 5000 + i, 5000 + i));
         events.push_back(reset_recv(s, sec(10 * i) + sec(6), TcpState::close_wait));
     }
-    auto c = run(events);
+    return events;
+}
+
+}  // namespace
+
+TEST_CASE("outbound pool: the upstream's idle close, then the client's reuse and the reset") {
+    auto c = run(pool_races("node"));
     REQUIRE(kinds(c) == std::vector{FindingKind::outbound_pool_race});
     Finding f = c.findings()[0];
     CHECK(f.backend.id.outbound);
@@ -545,15 +555,7 @@ TEST_CASE("causes' advice names a detected server's own option: its drain, its m
     CHECK(contains(explain::advice(*crash), "`GOMEMLIMIT`"));
 
     // a pool race: the client's own pool option, below the upstream's 5 s
-    std::vector<Event> events;
-    for (uint16_t i = 0; i < 4; ++i) {
-        Sock s{.cookie = 3000u + i, .lport = static_cast<uint16_t>(45000 + i), .raddr = "10.60.0.9", .rport = 8080,
-               .comm = "envoy"};
-        events.push_back(connected(s, sec(10 * i)));
-        events.push_back(peer_fin(s, sec(10 * i) + sec(5), 5000 + i, 5000 + i));
-        events.push_back(reset_recv(s, sec(10 * i) + sec(6), TcpState::close_wait));
-    }
-    Finding pool = run(events).findings().at(0);
+    Finding pool = run(pool_races("envoy")).findings().at(0);
     pool.backend.server = ServerInfo{.kind = ServerKind::go_net_http};
     CHECK(contains(explain::advice(pool), "`http.Transport{IdleConnTimeout: 4 * time.Second}`"));
     pool.backend.server = ServerInfo{.kind = ServerKind::nginx};

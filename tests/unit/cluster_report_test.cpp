@@ -192,7 +192,7 @@ TEST_CASE("several nodes: two recordings of different network setups add up, nod
     CHECK(text.out.find("  nodes        2 (each node's times on its own clock)\n") != std::string::npos);
 }
 
-TEST_CASE("several nodes: the boot id keeps two boots of one host apart; traces without one go by hostname") {
+TEST_CASE("several nodes: the boot id keeps two boots of one host apart -- traces without one go by hostname") {
     ScratchDir dir;
     Sock s;
     std::string boot1 =
@@ -223,7 +223,7 @@ TEST_CASE("several nodes: the boot id keeps two boots of one host apart; traces 
     CHECK(old["findings"][0]["count"] == 2);
 }
 
-TEST_CASE("several nodes: an export stream's headers switch nodes; expiry and wall time follow each node's clock") {
+TEST_CASE("several nodes: an export stream's headers switch nodes -- expiry and wall time follow each node's clock") {
     // One file as `tcpwhy export` or a concatenation writes it: node-a's header, an open connection,
     // node-b's header with a clock a day ahead and an hour of its own events, node-a again (a daemon
     // restart without reboot: same boot, new clock pair), and node-a's connection then races.
@@ -273,7 +273,7 @@ TEST_CASE("several nodes: a file without a header goes on with the node before i
     CHECK(headless["findings"][0]["count"] == 1);
 }
 
-TEST_CASE("several nodes: a pid's server is its own node's; the same pid elsewhere runs another") {
+TEST_CASE("several nodes: a pid's server is its own node's -- the same pid elsewhere runs another") {
     // Detection's `server` lines are keyed by pid, and pids repeat across nodes as netns inodes do.
     ScratchDir dir;
     Sock s;  // pid 4242 on both nodes
@@ -348,7 +348,7 @@ TEST_CASE("several nodes: --json documents nodes[] and every node field, field b
     CHECK(one["traces"][0]["node"] == "vm");
 }
 
-TEST_CASE("several nodes: one node's report text is unchanged; --conn shows the peer on each node it was seen") {
+TEST_CASE("several nodes: one node's report text is unchanged -- --conn shows the peer on each node it was seen") {
     ScratchDir dir;
     const std::string race = fixture_text("node_keepalive_race.jsonl");
     auto one = report({.inputs = {dir.write("one.jsonl", race)}});

@@ -113,7 +113,7 @@ TEST_CASE("header line round trip") {
     CHECK(p.header.lb_ranges == "130.211.0.0/22");
 }
 
-TEST_CASE("bad lines: not JSON, no version, future version, wrong types; unknown fields ignored") {
+TEST_CASE("bad lines: not JSON, no version, future version, wrong types -- unknown fields ignored") {
     CHECK(parse_json_line("garbage").kind == LineKind::bad);
     CHECK(parse_json_line("[1,2]").kind == LineKind::bad);
     CHECK(parse_json_line(R"({"type":"close","ts_ns":1})").kind == LineKind::bad);
@@ -175,7 +175,7 @@ TEST_CASE("strings: ill-formed UTF-8 of every kind is written as U+FFFD, and rew
     CHECK(parse_json_line(line).event.comm == e.comm);
 }
 
-TEST_CASE("reader: unknown values of every JSON type are skipped; null is absent") {
+TEST_CASE("reader: unknown values of every JSON type are skipped -- null is absent") {
     auto p = parse_json_line(
         R"({"x":[1,{"a":[true,null]},"s"],"y":{"z":{}},"f":-1.5e3,"v":1,"type":"close","ts_ns":9,)"
         R"("idle_rx_ms":null,"opts":{"TCP_KEEPIDLE":5,"FUTURE_OPT":[1]},"lb":true} )");

@@ -125,7 +125,7 @@ TEST_CASE("live view: the sparkline counts resets per second over the last minut
     CHECK(row.resets_races == 3);  // the totals stay
 }
 
-TEST_CASE("live view: --lb none counts every peer's races; resets received are their own column") {
+TEST_CASE("live view: --lb none counts every peer's races -- resets received are their own column") {
     LiveView view(*CorrelatorConfig::from_options("none"));
     Sock s{.raddr = "10.56.9.9"};
     race(view, s, sec(10));

@@ -42,7 +42,7 @@ std::vector<std::string> all_lines(TraceReader& reader) {
 
 }  // namespace
 
-TEST_CASE("cookie table: find, insert and erase agree with a map; elements never move") {
+TEST_CASE("cookie table: find, insert and erase agree with a map -- elements never move") {
     correlator::CookieTable<Element> table;
     std::unordered_map<uint64_t, uint64_t> reference;
     std::unordered_map<uint64_t, const Element*> where;  // each element's address when it was added

@@ -90,7 +90,7 @@ TEST_CASE("top view: rows sort by verdict first, and by any column either way") 
     CHECK(names(visible_rows(s, {}, state)).front() == "api-7");
 }
 
-TEST_CASE("top view: the filter matches pod, namespace or netns inode; --pod and --namespace narrow first") {
+TEST_CASE("top view: the filter matches pod, namespace or netns inode -- --pod and --namespace narrow first") {
     // `/` and --pod: substrings; --namespace: the exact namespace.
     Snapshot s = sample();
     ViewState state;

@@ -126,7 +126,7 @@ TEST_CASE("/var/log/pods and /var/log/containers names", "[workload]") {
     CHECK_FALSE(parse_container_log_name("api_payments_server.log"));
 }
 
-TEST_CASE("the table: a pod's namespace names it; in the host's, the owner's cgroup does", "[workload]") {
+TEST_CASE("the table: a pod's namespace names it -- in the host's, the owner's cgroup does", "[workload]") {
     WorkloadTable table;
     Workload pod;
     pod.kind = WorkloadKind::pod;
