@@ -277,6 +277,8 @@ def kernel_cost(tool, scratch, args, port):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=5, help="pairs per tool and workload (default 5)")
+    parser.add_argument("--peer-pairs", type=int, help="pairs for the peers (bpftrace, perfbuf), whose loss needs "
+                        "no precision: many tcpwhy pairs with the peers still in the run (default: --pairs)")
     parser.add_argument("--seconds", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--port", type=int, default=18080)
@@ -358,7 +360,8 @@ def main():
             names = args.tools if not keepalive else args.keepalive_tools
             print(f"\n{workload}:")
             for name in [n for n in names.split(",") if n and n != "none"]:
-                without, with_tool, figures = measure(tools[name], scratch, args, args.port, keepalive, args.pairs)
+                pairs = args.peer_pairs if args.peer_pairs is not None and name in ("bpftrace", "perfbuf") else args.pairs
+                without, with_tool, figures = measure(tools[name], scratch, args, args.port, keepalive, pairs)
                 rows.append((workload, name, without, with_tool, figures))
         print(f"\nkernel cost (median of {args.cost_runs} Connection: close runs, kernel.bpf_stats_enabled=1):")
         costs = {}
@@ -402,6 +405,16 @@ def main():
                   f"{median(with_tool) / median(without):6.3f} {ratios[0]:6.3f}-{ratios[-1]:.3f} "
                   f"{events / max(requests, 1):10.2f} {lost:5d} {wake:>13} {1000 * 1000 * cpu / max(events, 1):12.3f} "
                   f"{cpu * 10000 / max(events, 1):13.4f} {1000 * 1000 * cpu / max(requests, 1):13.3f}")
+        print("\nmedian of the pair ratios, with the 95 % interval of that median (order statistics, no assumption "
+              "about the spread):")
+        for workload, name, without, with_tool, figures in rows:
+            if len(without) < 6:
+                continue
+            ratios = sorted(w / wo for w, wo in zip(with_tool, without))
+            n = len(ratios)
+            half = 0.98 * n ** 0.5  # 1.96 * sqrt(n) / 2
+            lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(n / 2 + half + 0.5))
+            print(f"  {workload:18} {name:12} {median(ratios):.3f}  [{ratios[lo]:.3f}, {ratios[hi]:.3f}]  ({n} pairs)")
         print("tcpwhy wakeups/event: ring wake-ups by the kernel / all voluntary context switches (25 ms poll timer too)")
         print("events/req: records (events and tallies) per request; CPU ms/1k req: the tool's userspace CPU per 1000 "
               "requests (each a connection with Connection: close)")
