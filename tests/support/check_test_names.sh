@@ -4,6 +4,11 @@
 # never runs. Fails, naming them, when any test of the given binaries has one in its name.
 status=0
 for binary in "$@"; do
+    # a build that makes only some test binaries (the sanitizer build: unit_tests) checks those
+    if [ ! -x "$binary" ]; then
+        echo "check_test_names: $binary is not built here; its names are checked where it is"
+        continue
+    fi
     # Catch2 2.x exits with the number of tests listed: the output, not the status, says it worked
     names=$("$binary" --list-test-names-only 2>/dev/null)
     [ -n "$names" ] || { echo "check_test_names: $binary lists no tests"; exit 1; }
