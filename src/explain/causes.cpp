@@ -95,17 +95,16 @@ std::string drain_server_words(std::string_view comm) {
 
 // A detected server's own option (docs/servers.md) at `seconds`, "Name version `setting`"; ""
 // when nothing was detected or the server has no such option.
-std::string detected_knob_words(const std::optional<ServerInfo>& server, Knob knob, uint32_t seconds) {
-    if (!server || server->kind == ServerKind::unknown) return "";
-    std::string setting = knob_setting(server->kind, knob, seconds);
-    return setting.empty() ? "" : fmt::format("{} {}", server_display(*server), setting);
+std::string detected_knob_words(const BackendProfile& backend, Knob knob, uint32_t seconds) {
+    std::string setting = server_setting(backend, knob, seconds);
+    return setting.empty() ? "" : fmt::format("{} {}", server_display(*backend.server), setting);
 }
 
 // The server's own drain after SIGTERM must end before the grace period does (SIGKILL then):
 // what is left of it after the preStop sleep (at least 15 s, drain_advice), less 5 s for the exit.
-std::string detected_drain_words(const std::optional<ServerInfo>& server, uint64_t prestop, uint64_t grace) {
+std::string detected_drain_words(const BackendProfile& backend, uint64_t prestop, uint64_t grace) {
     auto drain_s = static_cast<uint32_t>(grace - prestop - 5);
-    std::string words = detected_knob_words(server, Knob::graceful_shutdown, drain_s);
+    std::string words = detected_knob_words(backend, Knob::graceful_shutdown, drain_s);
     return words.empty() ? "" : fmt::format("; the server's own drain: {}, ending inside the grace period", words);
 }
 
@@ -114,7 +113,7 @@ std::string drain_advice(const Finding& f) {
     uint32_t lag = std::max(d.drain_lag_ms, d.max_drain_lag_ms);
     uint64_t prestop = prestop_seconds(lag);
     uint64_t grace = std::max<uint64_t>(30, prestop + 15);
-    std::string server = detected_drain_words(f.backend.server, prestop, grace);
+    std::string server = detected_drain_words(f.backend, prestop, grace);
     if (server.empty()) server = drain_server_words(f.backend.comm);
     std::string killed = d.killed_after_ms ? fmt::format(" (it was killed {} after the signal: the current grace "
                                                          "period is too short)",
@@ -411,7 +410,7 @@ std::string upstream_advice(const Finding& f) {
     if (!below)
         return "make the client's connection pool close idle connections before the upstream does, or retry "
                "idempotent requests that fail on a reused connection";
-    std::string pool = detected_knob_words(f.backend.server, Knob::client_idle_timeout,
+    std::string pool = detected_knob_words(f.backend, Knob::client_idle_timeout,
                                            std::max<uint32_t>(1, below / 1000));
     return fmt::format("make the client's pool drop idle connections before the upstream does, below {} ({}), or "
                        "have the upstream keep them longer; retry idempotent requests that fail on a reused connection",
