@@ -571,8 +571,10 @@ KernelCounters Tracer::counters() const {
 uint64_t Tracer::wakeups() const { return impl_->wakeups; }
 
 ExistingSockets Tracer::list_existing(bool with_owners) {
-    if (!with_owners && impl_->held_sockets) return impl_->held_sockets->list();
-    ExistingSockets existing = list_existing_sockets(with_owners);
+    // The live samples read the held sockets where the kernel has their iterator; both listings
+    // then seed the listener mirror alike (below).
+    ExistingSockets existing = !with_owners && impl_->held_sockets ? impl_->held_sockets->list()
+                                                                   : list_existing_sockets(with_owners);
     // A server that listened before tracing began never ran listen(2) under the state program,
     // so the signal program would not know it listens: its owner, found in /proc, is noted the
     // same way, so that its SIGTERM at the next rollout is seen.
