@@ -42,13 +42,14 @@ bool is_ruby(std::string_view name) {
     return name.find_first_not_of("0123456789.") == std::string_view::npos;
 }
 
-// A timeout option's seconds as milliseconds. One longer than milliseconds hold in 32 bits (49.7
-// days: a timeout that never fires) holds at that most.
+// A timeout option's seconds as milliseconds; none above a year (or not a number). One longer than
+// milliseconds hold in 32 bits (49.7 days: a timeout that never fires) holds at that most.
 std::optional<uint32_t> seconds_value(std::string_view text) {
     constexpr double kMaxMs = std::numeric_limits<uint32_t>::max();
     double value = 0;
     auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc{} || p != text.data() + text.size() || !(value >= 0)) return std::nullopt;
+    if (ec != std::errc{} || p != text.data() + text.size() || !(value >= 0) || value > 86400 * 365)
+        return std::nullopt;
     return static_cast<uint32_t>(std::min(value * 1000 + 0.5, kMaxMs));
 }
 
