@@ -399,6 +399,9 @@ public:
     // as of now_ns (CLOCK_MONOTONIC). Call about once a second live, or every few
     // thousand events on replay.
     void expire(uint64_t now_ns);
+    // Only the pending reset_recv whose abort window has passed: cheap enough for every poll,
+    // so a peer's reset counts ~100 ms after it arrived, not at the next expire().
+    void settle_due(uint64_t now_ns);
     // End of input: settle everything still pending. The state stays queryable.
     void finish();
 

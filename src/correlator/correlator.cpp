@@ -1029,12 +1029,16 @@ struct Correlator::Impl {
         if (queue.size() > kElementAhead) conns.prefetch_element(queue[kElementAhead].second);
     }
 
-    void expire(uint64_t now_ns) {
+    void settle_due(uint64_t now_ns) {
         while (!settle_queue.empty() && now_ns > settle_queue.front().first + config.local_abort_window_ns) {
             uint64_t cookie = settle_queue.front().second;
             settle_queue.pop_front();
             if (LiveConn* c = conns.find(cookie)) settle_if_due(cookie, *c, now_ns);
         }
+    }
+
+    void expire(uint64_t now_ns) {
+        settle_due(now_ns);
         while (!ended_queue.empty() && now_ns > ended_queue.front().first + kEndedGraceNs) {
             prefetch_ahead(ended_queue);
             auto [end_ts, cookie] = ended_queue.front();
@@ -1286,6 +1290,7 @@ void Correlator::prefetch(const Event& event) const {
 
 void Correlator::prefetch_more(const Event& event) const { impl_->conns.prefetch_element(event.cookie); }
 void Correlator::expire(uint64_t now_ns) { impl_->expire(now_ns); }
+void Correlator::settle_due(uint64_t now_ns) { impl_->settle_due(now_ns); }
 
 void Correlator::finish() {
     // In the order the resets arrived: each pending one has its entry in the settle queue.

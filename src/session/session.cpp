@@ -113,6 +113,12 @@ ExistingSockets Session::start() {
 void Session::pump(int timeout_ms) {
     source_->poll(timeout_ms, [this](Event& e) { handle(e); });
     uint64_t at = now();
+    {
+        // A peer's reset waits out the abort window before it counts: count it when that passes,
+        // not up to a tick later (metrics and top would show it a second late).
+        MaybeLock lock(mutex_, options_.shared);
+        view_.correlator().settle_due(at);
+    }
     if (at >= next_tick_ns_) {
         next_tick_ns_ = at + kTickNs;
         tick(at);

@@ -242,6 +242,12 @@ def main():
             check(result == {"connections": 3, "eof": 3, "reset": 3},
                   f"the race: 3 idle closes by the backend, 3 requests reset: {result}")
             races = prometheus.wait(f'sum(tcpwhy_keepalive_races_total{{{P}}})', lambda v: v >= 3)
+            # The LB side's resets count once the abort window (100 ms) says they are not our own
+            # abort's echo: later than the race. A fixed wait here failed 2 runs in 22 while the
+            # daemon settled them only at its once-a-second tick.
+            seen_races = time.monotonic()
+            prometheus.wait(f'sum(tcpwhy_findings{{{P},kind="peer_reset"}})', lambda v: v >= 1, timeout_s=10)
+            print(f"the LB side's peer_reset finding was scraped {time.monotonic() - seen_races:.1f} s after the races")
             # one more scrape, so that nothing arriving late is missed by the checks below
             time.sleep(2)
             pod_label = f'pod="{net.pod}"'

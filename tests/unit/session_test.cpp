@@ -128,3 +128,32 @@ TEST_CASE("session: names reach the sinks ahead of the events that need them, an
     CHECK(session.counts().filtered == 1);
     CHECK(session.counts().by_type[static_cast<size_t>(EventType::existing)] == 1);
 }
+
+TEST_CASE("session: a received reset is settled once its abort window passes, not at the next second's tick") {
+    // The LB's side of the race (tests/monitoring saw it up to 1.1 s late in Prometheus): its
+    // socket had the pod's FIN, sent its request anyway and got the pod's reset.
+    auto source = std::make_unique<QueuedSource>();
+    QueuedSource& kernel = *source;
+    uint64_t clock_ns = sec(1);
+    SessionOptions options;
+    options.clock = [&] { return clock_ns; };
+    Session session(std::move(source), nullptr, std::move(options));
+    session.start();  // ticks at 1 s; the next tick is due at 2 s
+    auto peer_resets = [&] {
+        size_t n = 0;
+        for (const auto& f : session.correlator().findings()) n += f.kind == FindingKind::peer_reset ? f.count : 0;
+        return n;
+    };
+    Sock lb{.cookie = 77, .laddr = "130.211.0.143", .lport = 51068, .raddr = "10.56.5.6", .rport = 8080};
+    Event fin = peer_fin(lb, sec(1) + ms(10), 2500, 2500, 153, 53);
+    fin.direction = Direction::outbound;
+    Event reset = reset_recv(lb, sec(1) + ms(11), TcpState::close_wait);
+    reset.direction = Direction::outbound;
+    kernel.queue = {fin, reset};
+    clock_ns = sec(1) + ms(11);
+    session.pump(0);
+    CHECK(peer_resets() == 0);  // it may still turn out to be our own abort's echo
+    clock_ns = sec(1) + ms(140);  // past the 100 ms window, long before the next tick
+    session.pump(0);
+    CHECK(peer_resets() == 1);
+}
