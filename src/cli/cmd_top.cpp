@@ -18,6 +18,7 @@
 #include "tcpwhy/session.h"
 #include "tcpwhy/top/daemon_client.h"
 #include "tcpwhy/top/screen.h"
+#include "tcpwhy/top/source_list.h"
 #include "tcpwhy/top/view_model.h"
 
 namespace tcpwhy::cli {
@@ -32,6 +33,8 @@ struct TopArgs {
     LbArgs lb;
     NamingArgs naming;
     std::vector<std::string> connect;  // daemons' sockets, or exec:COMMAND transports
+    std::string connect_from;          // a command listing them, run again every connect_every_s
+    double connect_every_s = 30.0;
     bool once = false;
     bool json = false;
     double interval_s = 1.0;
@@ -54,6 +57,8 @@ public:
     virtual bool pump_waits() const = 0;
     // Something new came in since the last snapshot() (a daemon's answer): worth drawing now.
     virtual bool updated() const { return false; }
+    // What the view cannot show on its own ("" for nothing): said on the screen's problem line.
+    virtual std::string notice() const { return ""; }
 };
 
 // This process's own session: the same pipeline as trace and the daemon.
@@ -82,10 +87,29 @@ private:
 // merged into one view with a row per node and backend.
 class DaemonSource final : public SnapshotSource {
 public:
-    DaemonSource(const std::vector<std::string>& sources, double interval_s)
-        : links_(sources), interval_(std::chrono::milliseconds(static_cast<int64_t>(interval_s * 1000))) {}
+    DaemonSource(const std::vector<std::string>& sources, double interval_s, std::unique_ptr<top::SourceList> lister)
+        : links_(sources),
+          lister_(std::move(lister)),
+          interval_(std::chrono::milliseconds(static_cast<int64_t>(interval_s * 1000))) {}
+
+    // --connect-from without --connect: the first list, before anything can be asked.
+    bool list_now(std::string* error) {
+        auto sources = lister_->run_now(kFirstListTimeoutMs);
+        if (!sources) return *error = lister_->problem(), false;
+        links_.set_sources(*sources);
+        return true;
+    }
 
     void pump(int wait_ms) override {
+        if (lister_)
+            if (auto sources = lister_->poll(top::monotonic_ms())) {
+                auto change = links_.set_sources(*sources);
+                if (change.added || change.removed) {
+                    last_change_ = fmt::format("nodes: {} added, {} gone (--connect-from)", change.added, change.removed);
+                    last_change_at_ = Clock::now();
+                }
+                if (change.added) next_request_ = Clock::now();  // the new ones at once
+            }
         if (Clock::now() >= next_request_) {
             next_request_ = Clock::now() + interval_;
             links_.request_all();
@@ -121,9 +145,19 @@ public:
 
     bool pump_waits() const override { return true; }
     bool updated() const override { return links_.answers_received() != seen_answers_; }
+    std::string notice() const override {
+        if (lister_ && !lister_->problem().empty()) return lister_->problem();
+        // a change is news for a few refreshes, not a standing problem
+        return Clock::now() < last_change_at_ + kChangeShownFor ? last_change_ : "";
+    }
 
 private:
+    static constexpr int64_t kFirstListTimeoutMs = 30000;
     top::DaemonLinks links_;
+    std::unique_ptr<top::SourceList> lister_;
+    static constexpr auto kChangeShownFor = std::chrono::seconds(10);
+    std::string last_change_;
+    Clock::time_point last_change_at_{};
     uint64_t seen_answers_ = 0;
     std::chrono::milliseconds interval_;
     Clock::time_point next_request_ = Clock::now();
@@ -186,6 +220,8 @@ int run_screen(std::optional<top::Terminal>& terminal, SnapshotSource& source, c
             } else if (!error.empty()) {
                 problem = "cannot read the daemon's view: " + error;
             }
+            if (std::string notice = source.notice(); !notice.empty())
+                problem = problem.empty() ? notice : problem + "; " + notice;
             dirty = true;
         }
         for (int key = terminal->next_key(); key != -1; key = terminal->next_key()) {
@@ -209,7 +245,8 @@ int run_top(const TopArgs& args) {
     if (!config) return kExitUsage;
     if (!valid_ring_mb(args.ring_mb)) return kExitUsage;
     std::unique_ptr<WorkloadResolver> resolver;
-    if (args.connect.empty()) {  // the daemon names its own backends
+    const bool from_daemons = !args.connect.empty() || !args.connect_from.empty();
+    if (!from_daemons) {  // the daemon names its own backends
         resolver = make_resolver(args.naming, &error);
         if (!resolver && !args.naming.no_names) {
             print_error(error);
@@ -230,9 +267,20 @@ int run_top(const TopArgs& args) {
         }
     }
     std::unique_ptr<SnapshotSource> source;
-    if (!args.connect.empty()) {
+    if (from_daemons) {
         signal(SIGPIPE, SIG_IGN);  // a transport command that exited is a failed write, said on screen
-        source = std::make_unique<DaemonSource>(args.connect, args.interval_s);
+        std::unique_ptr<top::SourceList> lister;
+        // A single snapshot needs the list once: only when --connect gave none.
+        if (!args.connect_from.empty() && (!plain || args.connect.empty()))
+            lister = std::make_unique<top::SourceList>(
+                args.connect_from, static_cast<int64_t>(args.connect_every_s * 1000));
+        auto daemons = std::make_unique<DaemonSource>(args.connect, args.interval_s, std::move(lister));
+        if (args.connect.empty() && !daemons->list_now(&error)) {
+            terminal.reset();
+            print_error(terminal_safe_text(error), "the command must print one --connect source a line and exit 0");
+            return kExitFailure;
+        }
+        source = std::move(daemons);
     } else {
         try {
             TracerOptions options;
@@ -294,6 +342,15 @@ Runner add_top(CLI::App& app) {
                 return std::string("exec: needs a command, e.g. exec:kubectl -n tcpwhy exec -i POD -- tcpwhy relay");
             return std::string();
         });
+    sub->add_option("--connect-from", args->connect_from,
+                    "Take the --connect sources from a command's output, one a line, and run it again every\n"
+                    "--connect-every seconds: the view follows nodes as they come and go (a node whose line\n"
+                    "is gone leaves the view; a failed run leaves the nodes as they were, said on screen).\n"
+                    "`kubectl tcpwhy top` runs it with `kubectl tcpwhy connects`")
+        ->option_text("COMMAND");
+    sub->add_option("--connect-every", args->connect_every_s, "Seconds between runs of the --connect-from command")
+        ->check(CLI::Range(1.0, 86400.0))
+        ->capture_default_str();
     sub->add_flag("--once", args->once,
                   "Print one plain-text snapshot and exit (automatic when stdout is not a terminal);\n"
                   "without --connect, after tracing for --interval seconds");

@@ -1,9 +1,9 @@
 #include "tcpwhy/top/daemon_client.h"
 
+#include "shell_command.h"
+
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -17,8 +17,6 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-
-extern char** environ;
 
 namespace tcpwhy::top {
 namespace {
@@ -72,15 +70,6 @@ Fd connect_socket(const std::string& path, std::string* why) {
         return {};
     }
     return fd;
-}
-
-void set_nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
-
-// The last non-empty line of what a command wrote on stderr ("error: pod not found").
-std::string last_line(std::string_view text) {
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
-    auto newline = text.find_last_of('\n');
-    return std::string(newline == std::string_view::npos ? text : text.substr(newline + 1));
 }
 
 }  // namespace
@@ -143,55 +132,15 @@ bool DaemonLink::connect(int64_t now_ms) {
         if (!in_) fail(why, now_ms);
         return static_cast<bool>(in_);
     }
-    // exec:COMMAND through /bin/sh, in a process group of its own: the terminal's Ctrl-C is ours
-    // to handle, and ending the link ends every process the command started.
-    std::string command(std::string_view(source_).substr(kExecPrefix.size()));
-    int in_pipe[2], out_pipe[2], err_pipe[2];
-    if (pipe2(in_pipe, O_CLOEXEC) != 0) return fail(fmt::format("pipe: {}", std::strerror(errno)), now_ms), false;
-    if (pipe2(out_pipe, O_CLOEXEC) != 0) {
-        ::close(in_pipe[0]), ::close(in_pipe[1]);
-        return fail(fmt::format("pipe: {}", std::strerror(errno)), now_ms), false;
-    }
-    if (pipe2(err_pipe, O_CLOEXEC) != 0) {
-        ::close(in_pipe[0]), ::close(in_pipe[1]), ::close(out_pipe[0]), ::close(out_pipe[1]);
-        return fail(fmt::format("pipe: {}", std::strerror(errno)), now_ms), false;
-    }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in_pipe[0], STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    posix_spawnattr_setpgroup(&attributes, 0);
-    // Signals this process ignores (SIGPIPE) or blocks are the command's to have by default.
-    sigset_t defaults, none;
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGPIPE);
-    sigemptyset(&none);
-    posix_spawnattr_setsigdefault(&attributes, &defaults);
-    posix_spawnattr_setsigmask(&attributes, &none);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    char* argv[] = {const_cast<char*>("sh"), const_cast<char*>("-c"), command.data(), nullptr};
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attributes);
-    ::close(in_pipe[0]);
-    ::close(out_pipe[1]);
-    ::close(err_pipe[1]);
-    in_ = Fd(in_pipe[1]);
-    out_ = Fd(out_pipe[0]);
-    err_ = Fd(err_pipe[0]);
-    if (rc != 0) {
-        close_link();
-        fail(fmt::format("cannot start /bin/sh: {}", std::strerror(rc)), now_ms);
+    ShellCommand started;
+    if (!start_shell_command(std::string(std::string_view(source_).substr(kExecPrefix.size())), started, &why)) {
+        fail(why, now_ms);
         return false;
     }
-    child_ = pid;
-    set_nonblocking(in_.get());
-    set_nonblocking(out_.get());
-    set_nonblocking(err_.get());
+    child_ = started.pid;
+    in_ = std::move(started.in);
+    out_ = std::move(started.out);
+    err_ = std::move(started.err);
     stderr_tail_.clear();
     return true;
 }
@@ -330,21 +279,7 @@ void DaemonLink::close_link() {
     out_.reset();
     err_.reset();
     buffer_.clear();
-    if (child_ <= 0) return;
-    // EOF first; then SIGTERM, then SIGKILL to the command's own process group, which it leads.
-    const pid_t group = child_;
-    for (int signal_to_send : {0, SIGTERM, SIGKILL}) {
-        if (signal_to_send) kill(-group, signal_to_send);
-        for (int i = 0; i < 50; ++i) {
-            if (waitpid(child_, nullptr, WNOHANG) == child_) {
-                child_ = -1;
-                return;
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        }
-    }
-    waitpid(child_, nullptr, 0);
-    child_ = -1;
+    end_shell_command(child_);
 }
 
 // ---- DaemonLinks ------------------------------------------------------------------
@@ -356,6 +291,28 @@ DaemonLinks::DaemonLinks(const std::vector<std::string>& sources) {
 DaemonLinks::~DaemonLinks() {
     // Every command gets its EOF at once, so they wind down together, not one after another.
     for (auto& link : links_) link->end_input();
+}
+
+DaemonLinks::Change DaemonLinks::set_sources(const std::vector<std::string>& sources) {
+    Change change;
+    std::vector<std::unique_ptr<DaemonLink>> kept;
+    for (const auto& source : sources) {
+        if (std::any_of(kept.begin(), kept.end(), [&](const auto& l) { return l->source() == source; })) continue;
+        auto it = std::find_if(links_.begin(), links_.end(), [&](const auto& l) { return l && l->source() == source; });
+        if (it != links_.end()) {
+            kept.push_back(std::move(*it));  // its connection and latest answer go on
+        } else {
+            kept.push_back(std::make_unique<DaemonLink>(source));
+            ++change.added;
+        }
+    }
+    for (auto& gone : links_)
+        if (gone) {
+            gone->end_input();
+            ++change.removed;
+        }
+    links_ = std::move(kept);  // the links left behind close as they are destroyed
+    return change;
 }
 
 void DaemonLinks::request_all() {

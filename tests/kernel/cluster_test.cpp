@@ -457,6 +457,53 @@ TEST_CASE("kubectl tcpwhy: pods, top, export and report over every DaemonSet pod
     CHECK(one.code == 0);
     CHECK(one.out.find("tcpwhy top  node node-b  kernel ") == 0);
 
+    // Live in a terminal, the pods are listed again (`kubectl tcpwhy connects`, every
+    // --connect-every s): a node that joins the cluster comes into the view, one that leaves goes.
+    {
+        const std::string all_pods = slurp(pods);
+        std::ofstream(log, std::ios::trunc).close();
+        std::ofstream(pods, std::ios::trunc) << fmt::format("node-a tcpwhy-aaaaa Running {}\n", a.pid());
+        const std::string tmux = fmt::format("tmux -L tcpwhy-kubectl-{} -f /dev/null", getpid());
+        auto wait_screen = [&](const std::string& needle) {
+            std::string text;
+            for (int i = 0; i < 200; ++i) {
+                text = shell(tmux + " capture-pane -p -t top").second;
+                if (text.find(needle) != std::string::npos) break;
+                sleep_ms(100);
+            }
+            return text;
+        };
+        REQUIRE(shell(fmt::format("{} new-session -d -s top -x 200 -y 40 {}", tmux,
+                                  shell_quoted(fmt::format("cd {} && env {} LANG=C.UTF-8 kubectl tcpwhy --socket "
+                                                           "{}/tcpwhy.sock top --interval 0.5 --connect-every 1; "
+                                                           "sleep 30",
+                                                           dir.path.string(), env, in_pod.string()))))
+                    .first == 0);
+        std::string text = wait_screen("tcpwhy top  node node-a");
+        INFO(text);
+        CHECK(text.find("tcpwhy top  node node-a") == 0);
+        std::ofstream(pods, std::ios::app) << fmt::format("node-b tcpwhy-bbbbb Running {}\n", b.pid());
+        text = wait_screen("tcpwhy top  2 nodes (node-a, node-b)");
+        INFO(text);
+        CHECK(text.find("tcpwhy top  2 nodes (node-a, node-b)") == 0);
+        CHECK(text.find("nodes: 1 added, 0 gone (--connect-from)") != std::string::npos);
+        for (const char* node : {"node-a", "node-b"})
+            CHECK(std::regex_search(text, std::regex(fmt::format(R"(\n{} +{} +- +{} )", node, net.pod.name(), kPort))));
+        std::ofstream(pods, std::ios::trunc) << fmt::format("node-b tcpwhy-bbbbb Running {}\n", b.pid());
+        text = wait_screen("tcpwhy top  node node-b");
+        INFO(text);
+        CHECK(text.find("tcpwhy top  node node-b") == 0);
+        shell(tmux + " send-keys -t top q");
+        shell(tmux + " kill-server");
+        // listed at the start, and again through the plugin's own `connects` while the view ran
+        std::string listed_calls = slurp(log);
+        size_t listings = 0;
+        for (size_t at = listed_calls.find(" get pods "); at != std::string::npos; at = listed_calls.find(" get pods ", at + 1))
+            ++listings;
+        CHECK(listings >= 3);
+        std::ofstream(pods, std::ios::trunc) << all_pods;
+    }
+
     // export: a file per node, named after the node, streamed without -i (export reads no stdin).
     std::ofstream(log, std::ios::trunc).close();
     auto exported = kubectl_tcpwhy("export --since 10m -o incident");

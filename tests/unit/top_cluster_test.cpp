@@ -19,6 +19,7 @@
 #include "tcpwhy/fd.h"
 #include "tcpwhy/top/daemon_client.h"
 #include "tcpwhy/top/merge.h"
+#include "tcpwhy/top/source_list.h"
 #include "tcpwhy/top/view_model.h"
 
 using namespace tcpwhy;
@@ -255,6 +256,79 @@ TEST_CASE("daemon links: a kept connection per daemon, answers waited for togeth
     none.wait(100);
     REQUIRE(none.all_settled());
     CHECK(none.answers()[0].problem == (dir / "absent.sock").string() + ": cannot connect: No such file or directory");
+    fs::remove_all(dir);
+}
+
+TEST_CASE("daemon links follow a listing command: nodes join and leave, a failed listing keeps them") {
+    signal(SIGPIPE, SIG_IGN);
+    fs::path dir = fs::temp_directory_path() / fmt::format("tcpwhy-listing-{}", getpid());
+    fs::create_directories(dir);
+    std::string a_path = (dir / "a.sock").string(), b_path = (dir / "b.sock").string();
+    FakeDaemon a(a_path, to_json(node_view("node-a", 90'000'000'000'000, 6)));
+    FakeDaemon b(b_path, to_json(node_view("node-b", 3'000'000'000'000, 4)));
+    fs::path listing = dir / "nodes", said = dir / "said";
+    // The stand-in for `kubectl tcpwhy connects`: the sources in a file, or a failure with what it said.
+    std::string command = fmt::format("if [ -s {1} ]; then cat {1} >&2; exit 1; fi; cat {0}", listing.string(),
+                                      said.string());
+    auto nodes_in_view = [&](DaemonLinks& links) {
+        links.request_all();
+        for (int i = 0; i < 100 && !links.all_settled(); ++i) links.wait(100);
+        std::vector<std::string> nodes;
+        for (const auto& answer : links.answers())
+            nodes.push_back(answer.snapshot ? answer.snapshot->header.node : "(none: " + answer.problem + ")");
+        return nodes;
+    };
+    // The next list a run gives; with expect_failure, nothing once a run failed.
+    auto next_list = [&](SourceList& lister, bool expect_failure = false) -> std::optional<std::vector<std::string>> {
+        for (int i = 0; i < 500; ++i) {
+            if (auto sources = lister.poll(monotonic_ms())) return sources;
+            if (expect_failure && !lister.problem().empty()) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        return std::nullopt;
+    };
+
+    std::ofstream(listing) << a_path << "\n";
+    SourceList lister(command, 1);  // a run whenever the last one is over
+    DaemonLinks links({});
+    auto first = lister.run_now(5000);
+    INFO(lister.problem());
+    REQUIRE(first);
+    CHECK(*first == std::vector<std::string>{a_path});
+    links.set_sources(*first);
+    CHECK(nodes_in_view(links) == std::vector<std::string>{"node-a"});
+
+    // A node joins (blank lines and trailing spaces are nothing): both read, node-a on its kept connection.
+    std::ofstream(listing) << a_path << "\n\n" << b_path << "  \n";
+    std::optional<std::vector<std::string>> second;
+    for (int i = 0; i < 20 && (!second || second->size() < 2); ++i) second = next_list(lister);
+    REQUIRE(second);
+    auto joined = links.set_sources(*second);
+    CHECK(joined.added == 1);
+    CHECK(joined.removed == 0);
+    CHECK(nodes_in_view(links) == std::vector<std::string>{"node-a", "node-b"});
+    CHECK(a.connections == 1);
+
+    // The listing fails: no new list, the reason in one line naming the command, the nodes kept.
+    std::ofstream(said) << "error: You must be logged in to the server (Unauthorized)\n";
+    CHECK_FALSE(next_list(lister, true));
+    CHECK(lister.problem() == fmt::format("--connect-from '{}': error: You must be logged in to the server "
+                                          "(Unauthorized) (exited with status 1); the nodes read stay as they were",
+                                          command));
+    CHECK(nodes_in_view(links) == std::vector<std::string>{"node-a", "node-b"});
+
+    // It lists again: node-a has left the cluster.
+    fs::remove(said);
+    std::ofstream(listing) << b_path << "\n";
+    std::optional<std::vector<std::string>> third;
+    for (int i = 0; i < 20 && (!third || third->size() != 1); ++i) third = next_list(lister);
+    REQUIRE(third);
+    CHECK(lister.problem().empty());
+    auto left = links.set_sources(*third);
+    CHECK(left.added == 0);
+    CHECK(left.removed == 1);
+    CHECK(nodes_in_view(links) == std::vector<std::string>{"node-b"});
+    CHECK(b.connections == 1);
     fs::remove_all(dir);
 }
 

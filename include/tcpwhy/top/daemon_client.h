@@ -84,6 +84,12 @@ class DaemonLinks {
 public:
     explicit DaemonLinks(const std::vector<std::string>& sources);
     ~DaemonLinks();
+    // The sources from now on, in this order: a link kept keeps its connection and its latest
+    // answer; a new one is connected at the next request; one left out is closed.
+    struct Change {
+        size_t added = 0, removed = 0;
+    };
+    Change set_sources(const std::vector<std::string>& sources);
     // Asks every daemon that is not still answering the last request.
     void request_all();
     // Waits up to wait_ms for answers (returns sooner once every request is settled).
