@@ -124,6 +124,20 @@ private:
     std::thread thread_;
 };
 
+// Two daemons on sockets in a scratch directory of their own: node-a's view and node-b's.
+struct TwoDaemons {
+    explicit TwoDaemons(const std::string& name)
+        : dir(fs::temp_directory_path() / fmt::format("tcpwhy-{}-{}", name, getpid())),
+          a_path((fs::create_directories(dir), dir / "a.sock").string()),
+          b_path((dir / "b.sock").string()),
+          a(a_path, to_json(node_view("node-a", 90'000'000'000'000, 6))),
+          b(b_path, to_json(node_view("node-b", 3'000'000'000'000, 4))) {}
+    ~TwoDaemons() { fs::remove_all(dir); }
+    fs::path dir;
+    std::string a_path, b_path;
+    FakeDaemon a, b;
+};
+
 }  // namespace
 
 TEST_CASE("top of several nodes: one row per node and backend, even where netns and port repeat") {
@@ -217,11 +231,10 @@ TEST_CASE("top of several nodes: a node that does not answer is named, the other
 TEST_CASE("daemon links: a kept connection per daemon, answers waited for together, a command as transport") {
     // As tcpwhy's main() does: a transport command that has exited is a failed write, not SIGPIPE.
     signal(SIGPIPE, SIG_IGN);
-    fs::path dir = fs::temp_directory_path() / fmt::format("tcpwhy-links-{}", getpid());
-    fs::create_directories(dir);
-    std::string a_path = (dir / "a.sock").string(), b_path = (dir / "b.sock").string();
-    FakeDaemon a(a_path, to_json(node_view("node-a", 90'000'000'000'000, 6)));
-    FakeDaemon b(b_path, to_json(node_view("node-b", 3'000'000'000'000, 4)));
+    TwoDaemons daemons("links");
+    const fs::path& dir = daemons.dir;
+    const std::string &a_path = daemons.a_path, &b_path = daemons.b_path;
+    FakeDaemon& a = daemons.a;
     // A command that speaks the protocol on stdin/stdout, as `kubectl exec -i POD -- tcpwhy relay` does.
     std::string answer_file = (dir / "c.json").string();
     std::ofstream(answer_file) << to_json(node_view("node-c", 7'000'000'000'000, 2)) << "\n";
@@ -256,16 +269,14 @@ TEST_CASE("daemon links: a kept connection per daemon, answers waited for togeth
     none.wait(100);
     REQUIRE(none.all_settled());
     CHECK(none.answers()[0].problem == (dir / "absent.sock").string() + ": cannot connect: No such file or directory");
-    fs::remove_all(dir);
 }
 
 TEST_CASE("daemon links follow a listing command: nodes join and leave, a failed listing keeps them") {
     signal(SIGPIPE, SIG_IGN);
-    fs::path dir = fs::temp_directory_path() / fmt::format("tcpwhy-listing-{}", getpid());
-    fs::create_directories(dir);
-    std::string a_path = (dir / "a.sock").string(), b_path = (dir / "b.sock").string();
-    FakeDaemon a(a_path, to_json(node_view("node-a", 90'000'000'000'000, 6)));
-    FakeDaemon b(b_path, to_json(node_view("node-b", 3'000'000'000'000, 4)));
+    TwoDaemons daemons("listing");
+    const fs::path& dir = daemons.dir;
+    const std::string &a_path = daemons.a_path, &b_path = daemons.b_path;
+    FakeDaemon &a = daemons.a, &b = daemons.b;
     fs::path listing = dir / "nodes", said = dir / "said";
     // The stand-in for `kubectl tcpwhy connects`: the sources in a file, or a failure with what it said.
     std::string command = fmt::format("if [ -s {1} ]; then cat {1} >&2; exit 1; fi; cat {0}", listing.string(),
@@ -329,7 +340,6 @@ TEST_CASE("daemon links follow a listing command: nodes join and leave, a failed
     CHECK(left.removed == 1);
     CHECK(nodes_in_view(links) == std::vector<std::string>{"node-b"});
     CHECK(b.connections == 1);
-    fs::remove_all(dir);
 }
 
 TEST_CASE("relay: stdin to the daemon's socket, the socket to stdout, the end of stdin passed on") {
