@@ -33,12 +33,6 @@ constexpr int64_t kFirstBackoffMs = 1000;
 constexpr int64_t kMaxBackoffMs = 30000;
 constexpr size_t kStderrTail = 4096;
 
-int64_t now_ms() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000 + ts.tv_nsec / 1'000'000;
-}
-
 // The daemon's answer line: a snapshot, or {"error": "..."} for what it cannot do.
 std::optional<Snapshot> parse_answer(std::string_view answer, std::string* why) {
     auto reply = nlohmann::json::parse(answer, nullptr, false);
@@ -73,6 +67,12 @@ Fd connect_socket(const std::string& path, std::string* why) {
 }
 
 }  // namespace
+
+int64_t monotonic_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1'000'000;
+}
 
 std::optional<Snapshot> fetch_snapshot(const std::string& socket_path, int timeout_ms, std::string* error) {
     auto fail = [&](std::string why) -> std::optional<Snapshot> {
@@ -316,7 +316,7 @@ DaemonLinks::Change DaemonLinks::set_sources(const std::vector<std::string>& sou
 }
 
 void DaemonLinks::request_all() {
-    int64_t now = now_ms();
+    int64_t now = monotonic_ms();
     for (auto& link : links_) link->request(now);
 }
 
@@ -325,9 +325,9 @@ bool DaemonLinks::all_settled() const {
 }
 
 void DaemonLinks::wait(int wait_ms) {
-    const int64_t until = now_ms() + wait_ms;
+    const int64_t until = monotonic_ms() + wait_ms;
     while (true) {
-        int64_t now = now_ms();
+        int64_t now = monotonic_ms();
         for (auto& link : links_) link->check_deadline(now);
         if (all_settled() || now >= until) return;
         std::vector<pollfd> fds;
@@ -346,7 +346,7 @@ void DaemonLinks::wait(int wait_ms) {
         int ready = poll(fds.data(), fds.size(), static_cast<int>(std::clamp<int64_t>(next_deadline - now, 0, 100)));
         if (ready < 0 && errno != EINTR) return;
         if (ready <= 0) continue;
-        now = now_ms();
+        now = monotonic_ms();
         for (size_t i = 0; i < fds.size(); ++i) {
             if (!fds[i].revents) continue;
             auto [link, is_stderr] = owners[i];

@@ -1,7 +1,6 @@
 #include "tcpwhy/top/source_list.h"
 
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "shell_command.h"
+#include "tcpwhy/top/daemon_client.h"
 
 namespace tcpwhy::top {
 namespace {
@@ -43,15 +43,11 @@ bool drain(Fd& fd, std::string& into, size_t max, bool keep_tail) {
 
 }  // namespace
 
-int64_t monotonic_ms() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000 + ts.tv_nsec / 1'000'000;
-}
-
 SourceList::SourceList(std::string command, int64_t every_ms) : command_(std::move(command)), every_ms_(every_ms) {}
 
-SourceList::~SourceList() {
+SourceList::~SourceList() { end_run(); }
+
+void SourceList::end_run() {
     out_.reset();
     err_.reset();
     end_shell_command(child_);
@@ -129,9 +125,7 @@ std::optional<std::vector<std::string>> SourceList::poll(int64_t now_ms) {
         return finish(status);
     }
     if (now_ms >= deadline_ms_) {
-        out_.reset();
-        err_.reset();
-        end_shell_command(child_);
+        end_run();
         fail(fmt::format("no list within {} s", kRunTimeoutMs / 1000));
     }
     return std::nullopt;

@@ -26,6 +26,9 @@ std::optional<Snapshot> fetch_snapshot(const std::string& socket_path, int timeo
 
 inline constexpr std::string_view kExecPrefix = "exec:";
 
+// Milliseconds on CLOCK_MONOTONIC: the clock of every now_ms below (and of poll()'s waits).
+int64_t monotonic_ms();
+
 // One daemon, the connection kept open from one snapshot to the next (a daemon answers any
 // number of requests on a connection; a command such as kubectl exec is worth starting once).
 class DaemonLink {

@@ -22,7 +22,8 @@ public:
     SourceList(const SourceList&) = delete;
     SourceList& operator=(const SourceList&) = delete;
 
-    // Starts a run when one is due and reads what the running one wrote, without waiting.
+    // Starts a run when one is due and reads what the running one wrote, without waiting
+    // (now_ms: monotonic_ms(), daemon_client.h).
     // A new list once a run exited 0 (the same list again too); nullopt otherwise.
     std::optional<std::vector<std::string>> poll(int64_t now_ms);
     // Runs it now and waits for it, at most timeout_ms: for a single snapshot.
@@ -33,6 +34,7 @@ public:
 
 private:
     void start(int64_t now_ms);
+    void end_run();  // closes its pipes and ends it, if one is going
     void read_output();
     std::optional<std::vector<std::string>> finish(int status);
     void fail(const std::string& why);
@@ -47,8 +49,5 @@ private:
     std::string problem_;
     bool listed_once_ = false;  // a failure after a list leaves the nodes of that list in the view
 };
-
-// Milliseconds on CLOCK_MONOTONIC, the clock poll() takes.
-int64_t monotonic_ms();
 
 }  // namespace tcpwhy::top
