@@ -24,10 +24,11 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Fills e from a socket; false for the states neither listing reports. */
-static __always_inline bool fill_existing(struct tcpwhy_event *e, struct sock_common *skc)
+/* Fills e from a socket; false for the states neither listing reports. tp: the socket as a full
+ * TCP socket, NULL when it is not one; every read through it or skc is a probe read. */
+static __always_inline bool fill_existing(struct tcpwhy_event *e, struct sock_common *skc, struct tcp_sock *tp,
+					  __u64 cookie)
 {
-	struct tcp_sock *tp;
 	__u8 state;
 
 	state = BPF_CORE_READ(skc, skc_state);
@@ -39,7 +40,7 @@ static __always_inline bool fill_existing(struct tcpwhy_event *e, struct sock_co
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = TCPWHY_EV_EXISTING;
 	e->ts_ns = bpf_ktime_get_ns();
-	e->cookie = bpf_get_socket_cookie(skc);
+	e->cookie = cookie;
 	e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	e->family = BPF_CORE_READ(skc, skc_family);
 	if (e->family == AF_INET) {
@@ -53,7 +54,6 @@ static __always_inline bool fill_existing(struct tcpwhy_event *e, struct sock_co
 	e->lport = BPF_CORE_READ(skc, skc_num);
 	e->rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
 	e->existing.state = state;
-	tp = bpf_skc_to_tcp_sock(skc);
 	if (tp) { /* full sockets only */
 		__u32 now = jiffies_now();
 		e->existing.sock_ino = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_socket, file, f_inode, i_ino);
@@ -74,7 +74,7 @@ int list_tcp_sockets(struct bpf_iter__tcp *ctx)
 	struct sock_common *skc = ctx->sk_common;
 	struct tcpwhy_event e;
 
-	if (!skc || !fill_existing(&e, skc))
+	if (!skc || !fill_existing(&e, skc, bpf_skc_to_tcp_sock(skc), bpf_get_socket_cookie(skc)))
 		return 0;
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
 	return 0;
@@ -90,6 +90,7 @@ int list_held_tcp_sockets(struct bpf_iter__task_file *ctx)
 	struct tcpwhy_event e;
 	struct socket *sock;
 	struct sock *sk;
+	__u64 cookie;
 
 	if (!task || !file)
 		return 0;
@@ -101,7 +102,15 @@ int list_held_tcp_sockets(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (sk->__sk_common.skc_family != AF_INET && sk->__sk_common.skc_family != AF_INET6)
 		return 0;
-	if (!fill_existing(&e, &sk->__sk_common))
+	/*
+	 * The verifier of 6.18.44 treats sock->sk here as untrusted, and the socket helpers
+	 * (bpf_get_socket_cookie, bpf_skc_to_tcp_sock) refuse it, so the program did not load:
+	 * the socket is read with probe reads instead. A socket a file holds is a full one, and
+	 * TCP by the check above. Its cookie is the one the kernel handed out, 0 if nobody asked
+	 * for one yet (userspace keeps one copy of each socket by its inode).
+	 */
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	if (!fill_existing(&e, &sk->__sk_common, (struct tcp_sock *)sk, cookie))
 		return 0;
 	e.pid = task->tgid;
 	BPF_CORE_READ_STR_INTO(&e.comm, task, group_leader, comm);

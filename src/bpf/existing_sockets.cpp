@@ -171,9 +171,10 @@ ExistingSockets HeldSockets::list() const {
     auto raws = read_iterator(bpf_link__fd(impl_->link.get()), "held sockets", &error);
     if (!error.empty()) throw std::runtime_error(error);
     ExistingSockets result;
-    std::set<uint64_t> seen;  // a socket several processes hold (fork) is one socket
+    std::set<uint64_t> seen;  // a socket several processes hold (fork) is one socket: one inode
     for (const auto& raw : raws)
-        if (seen.insert(raw.cookie).second) result.events.push_back(decode_event(raw, {}));
+        if (seen.insert(raw.existing.sock_ino ? raw.existing.sock_ino : raw.cookie).second)
+            result.events.push_back(decode_event(raw, {}));
     return result;
 }
 
