@@ -49,6 +49,14 @@ struct {
 	__type(value, struct tcpwhy_tally_value);
 } tally SEC(".maps");
 
+/* Each CPU's first backends, by a hash of their key (abi.h: tcpwhy_tally_slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TCPWHY_TALLY_DIRECT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tcpwhy_tally_slot);
+} tally_direct SEC(".maps");
+
 /* Tally updates that found the map full (the records were sent instead). Read by userspace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -66,6 +74,29 @@ struct {
 	__type(key, struct tcpwhy_listener_key);
 	__type(value, __s32);
 } listeners SEC(".maps");
+
+/* Bumped after every change to the listener mirror, here and by userspace's seed: an answer a CPU
+ * keeps from the mirror is good while this is what it was before that answer was looked up. */
+__u32 listeners_gen = 0;
+
+/* A CPU's latest answers from the mirror for ports in it, by a hash of (netns, port): the ports
+ * that accept are asked at every open and end. A port not in it (a connect()'s ephemeral one, new
+ * at every connection) is not kept, so as not to push those out. */
+#define LISTENER_ANSWER_SLOTS 64
+enum port_role { PORT_NOT_LISTENING, PORT_LISTENING, PORT_STOPPED_LISTENING };
+struct listener_answer {
+	__u32 netns; /* 0: empty */
+	__u16 port;
+	__u16 role;  /* enum port_role */
+	__u32 gen;   /* listeners_gen before the lookup */
+	__u32 pad;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LISTENER_ANSWER_SLOTS);
+	__type(key, __u32);
+	__type(value, struct listener_answer);
+} listener_answers SEC(".maps");
 
 /* The session's load-balancer ranges, filled by userspace before the programs attach. */
 struct {
@@ -187,21 +218,34 @@ static __always_inline __u8 peer_is_lb(const struct sock_common *c)
 	return lb_any_non_loopback && (bpf_ntohl(v4) >> 24) != 127;
 }
 
-/*
- * Submits an event about a connection, saying which side its local port is on when tallying:
- * the correlator meets most connections first at their end, and there the mirror, not a guess
- * from the port numbers, keys it as its tallies are keyed.
- */
-static __always_inline void submit_connection_event(struct tcpwhy_event *e)
+static __always_inline __u32 slot_hash(__u64 bits, __u32 slots_log2)
 {
-	struct tcpwhy_listener_key lk = { .netns = e->netns, .port = e->lport };
+	return (__u32)((bits * 0x9E3779B97F4A7C15ULL) >> (64 - slots_log2));
+}
 
-	if (tallying() && e->lport) {
-		e->flags |= TCPWHY_F_DIRECTION_KNOWN;
-		if (!bpf_map_lookup_elem(&listeners, &lk))
-			e->flags |= TCPWHY_F_OUTBOUND;
+/* What the mirror says of (netns, port) now, from this CPU's answers while the mirror has not
+ * changed since, else from the mirror. */
+static __always_inline enum port_role listener_role(__u32 netns, __u16 port)
+{
+	struct tcpwhy_listener_key k = { .netns = netns, .port = port };
+	__u32 gen = listeners_gen, i = slot_hash(((__u64)netns << 16) | port, 6);
+	struct listener_answer *a = bpf_map_lookup_elem(&listener_answers, &i);
+	enum port_role role;
+	__s32 *n;
+
+	if (a && a->netns == netns && a->port == port && a->gen == gen)
+		return a->role;
+	n = bpf_map_lookup_elem(&listeners, &k);
+	if (!n)
+		return PORT_NOT_LISTENING;
+	role = *n > 0 ? PORT_LISTENING : PORT_STOPPED_LISTENING;
+	if (a) {
+		a->netns = netns;
+		a->port = port;
+		a->role = role;
+		a->gen = gen;
 	}
-	submit_event(e);
+	return role;
 }
 
 /* The listener mirror: count a listener up or down. */
@@ -211,12 +255,11 @@ static __always_inline void mirror_listener(__u32 netns, __u16 port, bool up)
 	__s32 one = 1, *n;
 
 	n = bpf_map_lookup_elem(&listeners, &k);
-	if (n) {
+	if (n)
 		__sync_fetch_and_add(n, up ? 1 : -1);
-		return;
-	}
-	if (up)
+	else if (up)
 		bpf_map_update_elem(&listeners, &k, &one, BPF_NOEXIST);
+	__sync_fetch_and_add(&listeners_gen, 1);
 }
 
 /* An accepted connection proves its port listens: a listener the seed missed is learned here. */
@@ -225,15 +268,43 @@ static __always_inline void mirror_accepting(__u32 netns, __u16 port)
 	struct tcpwhy_listener_key k = { .netns = netns, .port = port };
 	__s32 one = 1;
 
-	if (!bpf_map_lookup_elem(&listeners, &k))
-		bpf_map_update_elem(&listeners, &k, &one, BPF_NOEXIST);
+	if (listener_role(netns, port) != PORT_NOT_LISTENING)
+		return;
+	bpf_map_update_elem(&listeners, &k, &one, BPF_NOEXIST);
+	__sync_fetch_and_add(&listeners_gen, 1);
+}
+
+/*
+ * Submits an event about a connection, saying which side its local port is on when tallying:
+ * the correlator meets most connections first at their end, and there the mirror, not a guess
+ * from the port numbers, keys it as its tallies are keyed.
+ */
+static __always_inline void submit_connection_event(struct tcpwhy_event *e)
+{
+	if (tallying() && e->lport) {
+		e->flags |= TCPWHY_F_DIRECTION_KNOWN;
+		if (listener_role(e->netns, e->lport) == PORT_NOT_LISTENING)
+			e->flags |= TCPWHY_F_OUTBOUND;
+	}
+	submit_event(e);
 }
 
 static __always_inline struct tcpwhy_tally_value *tally_slot(const struct tcpwhy_tally_key *k)
 {
-	struct tcpwhy_tally_value *v = bpf_map_lookup_elem(&tally, k);
+	__u64 bits = ((__u64)k->netns << 32) | ((__u32)k->port << 16) | ((__u32)k->outbound << 8) | k->lb;
+	__u32 i = slot_hash(bits, 6);
+	struct tcpwhy_tally_slot *s = bpf_map_lookup_elem(&tally_direct, &i);
+	struct tcpwhy_tally_value *v;
 	struct tcpwhy_tally_value zero;
 
+	if (s) {
+		if (!s->key.netns) /* free on this CPU: the backend takes it */
+			s->key = *k;
+		if (s->key.netns == k->netns && s->key.port == k->port && s->key.outbound == k->outbound &&
+		    s->key.lb == k->lb)
+			return &s->value;
+	}
+	v = bpf_map_lookup_elem(&tally, k);
 	if (v)
 		return v;
 	__builtin_memset(&zero, 0, sizeof(zero));
@@ -287,12 +358,11 @@ static __always_inline bool tally_end(const struct tcp_sock *tp, int oldstate)
 	const struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	const struct sock_common *c = &sk->__sk_common;
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct tcpwhy_listener_key lk = {};
 	struct tcpwhy_tally_key k = {};
 	struct tcpwhy_tally_value *v;
 	__u32 now = jiffies_now(), idle_rx, idle_tx, gap;
 	__u64 bytes_tx = tp->bytes_acked;
-	__s32 *listening;
+	__u16 lport;
 	__u32 pid;
 
 	if (data_unread(tp->rcv_nxt, tp->copied_seq, oldstate))
@@ -309,16 +379,17 @@ static __always_inline bool tally_end(const struct tcp_sock *tp, int oldstate)
 	k.netns = c->skc_net.net->ns.inum;
 	if (netns_draining(k.netns))
 		return false;
-	lk.netns = k.netns;
-	lk.port = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
-	listening = bpf_map_lookup_elem(&listeners, &lk);
-	if (listening) {
-		if (*listening <= 0)
-			return false; /* the port stopped listening: a rollout's or a crash's end */
-		k.port = lk.port;
-	} else {
+	lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	switch (listener_role(k.netns, lport)) {
+	case PORT_NOT_LISTENING:
 		k.outbound = 1;
 		k.port = bpf_ntohs(c->skc_dport);
+		break;
+	case PORT_STOPPED_LISTENING:
+		return false; /* the port stopped listening: a rollout's or a crash's end */
+	case PORT_LISTENING:
+		k.port = lport;
+		break;
 	}
 	k.lb = peer_is_lb(c);
 	v = tally_slot(&k);
@@ -357,9 +428,7 @@ static __always_inline bool close_will_be_tallied(const struct sock *sk, int sta
 {
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
 	__u32 now = jiffies_now(), idle_rx, idle_tx, gap;
-	struct tcpwhy_listener_key lk = {};
 	struct task_struct *task;
-	__s32 *listening;
 	__u32 netns;
 
 	if (!tallying())
@@ -380,10 +449,8 @@ static __always_inline bool close_will_be_tallied(const struct sock *sk, int sta
 	netns = sk_netns(sk);
 	if (netns_draining(netns))
 		return false;
-	lk.netns = netns;
-	lk.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	listening = bpf_map_lookup_elem(&listeners, &lk);
-	return !listening || *listening > 0;
+	return listener_role(netns, bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport))) !=
+	       PORT_STOPPED_LISTENING;
 }
 
 #endif /* TCPWHY_LIB_TALLY_BPF_H */

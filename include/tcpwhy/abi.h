@@ -16,7 +16,7 @@
 #include <linux/types.h>
 #endif
 
-#define TCPWHY_ABI_VERSION 5
+#define TCPWHY_ABI_VERSION 6
 #define TCPWHY_COMM_LEN 16
 
 enum tcpwhy_event_type {
@@ -233,6 +233,18 @@ struct tcpwhy_tally_value {
 	__u32 opts_seen;           /* opts holds the options of the first ordinary close on this CPU */
 	char comm[TCPWHY_COMM_LEN];
 	struct tcpwhy_sockopts opts;
+};
+
+/*
+ * The first backends each CPU meets, by a hash of their key (TCPWHY_TALLY_DIRECT_SLOTS slots, a
+ * per-CPU array): finding a backend there is an index, not a hash-table walk. A backend whose
+ * slot another already holds on that CPU is counted in the tally hash map instead. Cumulative
+ * like it: userspace adds the two. key.netns 0: the slot is free (no namespace has inode 0).
+ */
+#define TCPWHY_TALLY_DIRECT_SLOTS 64
+struct tcpwhy_tally_slot {
+	struct tcpwhy_tally_key key;
+	struct tcpwhy_tally_value value;
 };
 
 /* The kernel's mirror of the listening sockets: (netns, port) -> how many listen there now. */

@@ -151,10 +151,42 @@ struct Tracer::Impl {
         return bits;
     }
 
-    // Sums every backend's per-CPU counters and hands on what grew since the last read, as one
-    // `tally` event per backend. The owner is the one the newest CPU wrote; the options the first
-    // seen. A map read per backend, once a second.
+    static void add_counts(tcpwhy_tally_value& total, const tcpwhy_tally_value& v) {
+        total.opened += v.opened;
+        total.closed_local_first += v.closed_local_first;
+        total.closed_remote_first += v.closed_remote_first;
+        total.local_idle_ms += v.local_idle_ms;
+        total.bytes_rx += v.bytes_rx;
+        total.bytes_tx += v.bytes_tx;
+        if (v.pid && v.owner_ts_ns >= total.owner_ts_ns) {
+            total.owner_ts_ns = v.owner_ts_ns;
+            total.pid = v.pid;
+            total.cgroup_id = v.cgroup_id;
+            std::memcpy(total.comm, v.comm, sizeof(total.comm));
+        }
+        if (v.opts_seen && !total.opts_seen) {
+            total.opts = v.opts;
+            total.opts_seen = 1;
+        }
+    }
+
+    // Sums every backend's per-CPU counters, from the direct slots and the hash map alike, and
+    // hands on what grew since the last read, as one `tally` event per backend. The owner is the
+    // one the newest CPU wrote; the options the first seen. Once a second.
     void read_tallies(uint64_t now_ns) {
+        std::unordered_map<uint64_t, std::pair<tcpwhy_tally_key, tcpwhy_tally_value>> totals;
+        auto add = [&](const tcpwhy_tally_key& key, const tcpwhy_tally_value& v) {
+            auto& [k, total] = totals[key_bits(key)];
+            k = key;
+            add_counts(total, v);
+        };
+        int direct_fd = bpf_map__fd(skel->maps.tally_direct);
+        std::vector<tcpwhy_tally_slot> slots(static_cast<size_t>(ncpus));
+        for (uint32_t i = 0; i < TCPWHY_TALLY_DIRECT_SLOTS; ++i) {
+            if (bpf_map_lookup_elem(direct_fd, &i, slots.data())) continue;
+            for (const auto& slot : slots)
+                if (slot.key.netns) add(slot.key, slot.value);
+        }
         int fd = bpf_map__fd(skel->maps.tally);
         std::vector<tcpwhy_tally_value> per_cpu(static_cast<size_t>(ncpus));
         tcpwhy_tally_key key{}, next{};
@@ -163,26 +195,11 @@ struct Tracer::Impl {
             key = next;
             prev = &key;
             if (bpf_map_lookup_elem(fd, &key, per_cpu.data())) continue;
-            tcpwhy_tally_value total{};
-            for (const auto& v : per_cpu) {
-                total.opened += v.opened;
-                total.closed_local_first += v.closed_local_first;
-                total.closed_remote_first += v.closed_remote_first;
-                total.local_idle_ms += v.local_idle_ms;
-                total.bytes_rx += v.bytes_rx;
-                total.bytes_tx += v.bytes_tx;
-                if (v.pid && v.owner_ts_ns >= total.owner_ts_ns) {
-                    total.owner_ts_ns = v.owner_ts_ns;
-                    total.pid = v.pid;
-                    total.cgroup_id = v.cgroup_id;
-                    std::memcpy(total.comm, v.comm, sizeof(total.comm));
-                }
-                if (v.opts_seen && !total.opts_seen) {
-                    total.opts = v.opts;
-                    total.opts_seen = 1;
-                }
-            }
-            tcpwhy_tally_value& sent = tally_sent[key_bits(key)];
+            for (const auto& v : per_cpu) add(key, v);
+        }
+        for (const auto& [bits, entry] : totals) {
+            const auto& [k, total] = entry;
+            tcpwhy_tally_value& sent = tally_sent[bits];
             tcpwhy_tally_value delta = total;
             delta.opened -= sent.opened;
             delta.closed_local_first -= sent.closed_local_first;
@@ -194,7 +211,7 @@ struct Tracer::Impl {
             if (!delta.opened && !delta.closed_local_first && !delta.closed_remote_first) continue;
             ++tally_events;
             if (sink) {
-                Event event = decode_tally(key, delta, now_ns);
+                Event event = decode_tally(k, delta, now_ns);
                 (*sink)(event);
             }
         }
@@ -598,6 +615,8 @@ ExistingSockets Tracer::list_existing(bool with_owners) {
             tcpwhy_listener_key key{static_cast<uint32_t>(bits >> 16), static_cast<uint16_t>(bits & 0xffff), 0};
             bpf_map_update_elem(fd, &key, &n, BPF_NOEXIST);
         }
+        // The CPUs' answers from the mirror (lib/tally.bpf.h, listener_role) are stale now.
+        __atomic_fetch_add(&impl_->skel->bss->listeners_gen, 1, __ATOMIC_SEQ_CST);
     }
     return existing;
 }

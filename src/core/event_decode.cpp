@@ -29,6 +29,7 @@ static_assert(sizeof(tcpwhy_tally_key) == 8 && offsetof(tcpwhy_tally_key, outbou
 static_assert(sizeof(tcpwhy_tally_value) == 144);
 static_assert(offsetof(tcpwhy_tally_value, pid) == 64 && offsetof(tcpwhy_tally_value, comm) == 72);
 static_assert(offsetof(tcpwhy_tally_value, opts) == 88);
+static_assert(sizeof(tcpwhy_tally_slot) == 152 && offsetof(tcpwhy_tally_slot, value) == 8);
 static_assert(sizeof(tcpwhy_listener_key) == 8);
 static_assert(sizeof(tcpwhy_lb_key) == 24 && offsetof(tcpwhy_lb_key, addr) == 5);
 

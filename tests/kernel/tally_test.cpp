@@ -275,3 +275,53 @@ TEST_CASE("tally: a connection first seen at its end is keyed by the kernel's li
     CHECK_FALSE(keys.contains({kCallerPort, false}));
     CHECK_FALSE(keys.contains({kCallerPort, true}));
 }
+
+// Each CPU counts its first backends in direct slots (a per-CPU array) and the rest in the tally
+// hash map: 2 x 100 backends on one CPU cannot all have a slot, and every one is counted once.
+TEST_CASE("tally: more backends than a CPU's direct slots are all counted, the rest in the hash map") {
+    TCPWHY_REQUIRE_ROOT();
+    constexpr uint16_t kFirstPort = 20000;
+    constexpr int kBackends = 100;
+    static_assert(2 * kBackends > TCPWHY_TALLY_DIRECT_SLOTS);
+    LbAndPod net;
+    const uint32_t pod = net.pod.inode(), lb = net.lb.inode();
+    cpu_set_t one_cpu, before;
+    sched_getaffinity(0, sizeof(before), &before);
+    CPU_ZERO(&one_cpu);
+    CPU_SET(0, &one_cpu);
+    sched_setaffinity(0, sizeof(one_cpu), &one_cpu);  // the opens and ends on as few CPUs as may be
+    EventCollector events([&](const Event& e) { return e.netns == pod || e.netns == lb; }, tallying());
+    REQUIRE(events.tracer().tallies());
+    std::vector<Fd> listeners;
+    for (int i = 0; i < kBackends; ++i) {
+        const uint16_t port = static_cast<uint16_t>(kFirstPort + i);
+        listeners.push_back(net.pod.enter([port] { return tcp_listen_v4(LbAndPod::kPodAddr, port); }));
+    }
+    for (int i = 0; i < kBackends; ++i) {
+        const uint16_t port = static_cast<uint16_t>(kFirstPort + i);
+        Fd client = net.lb.enter([port] { return tcp_connect_v4(LbAndPod::kPodAddr, port); });
+        serve_and_close(client, accept_one(listeners[static_cast<size_t>(i)]));
+    }
+    sched_setaffinity(0, sizeof(before), &before);
+    sleep_ms(1500);  // a tally read after the last end
+
+    std::map<std::pair<uint16_t, bool>, std::pair<uint64_t, uint64_t>> counted;  // (port, outbound) -> opens, ends
+    for (const Event& e : events.matching([](const Event& e) { return e.type == EventType::tally; })) {
+        const bool outbound = e.direction == Direction::outbound;
+        auto& [opens, ends] = counted[{outbound ? e.rport : e.lport, outbound}];
+        opens += e.tally.opened;
+        ends += e.tally.closed_local_first + e.tally.closed_remote_first;
+    }
+    std::string wrong;
+    for (int i = 0; i < kBackends; ++i) {
+        const uint16_t port = static_cast<uint16_t>(kFirstPort + i);
+        for (bool outbound : {false, true}) {
+            auto [opens, ends] = counted[{port, outbound}];
+            if (opens != 1 || ends != 1)
+                wrong += fmt::format("{} {}: {} opens, {} ends\n", port, outbound ? "outbound" : "inbound", opens, ends);
+        }
+    }
+    INFO(wrong);
+    CHECK(wrong.empty());
+    CHECK(events.tracer().counters().tally_full == 0);
+}
