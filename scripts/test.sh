@@ -57,7 +57,11 @@ if [ "$(id -u)" -eq 0 ]; then
             "~export:*" "~daemon: under a small*" "~daemon: a full archive*" "~archive floor*"
             "~daemon and export: bad input*")
   bash tests/vm/run-kernel-tests.sh -- "${vm_tests[@]}"
-  bash tests/vm/run-kernel-tests.sh --kernel-suite bookworm-backports -- "${vm_tests[@]}"
+  # 6.12 is there for its attach paths (fentry and kprobes after the 6.10 reset changes) and each
+  # cause's kernel evidence; the daemon's load, unload and restart, the privilege drop and the
+  # pod naming ask nothing of a kernel that 6.1 and 6.18 do not already answer (CI stays < 30 min).
+  bash tests/vm/run-kernel-tests.sh --kernel-suite bookworm-backports -- "${vm_tests[@]}" \
+    "~daemon: *" "~privileges: *" "~trace and report name the pod*" "~bad input*" "~trace --json and -o*"
   # Below the minimum (Debian 11's 5.10): doctor, trace and daemon refuse in one clear line, exit 1,
   # load nothing (about 30 s).
   bash tests/vm/run-kernel-tests.sh --kernel-suite bullseye --command "bash $PWD/tests/vm/below-minimum.sh"
