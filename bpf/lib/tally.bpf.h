@@ -218,9 +218,14 @@ static __always_inline __u8 peer_is_lb(const struct sock_common *c)
 	return lb_any_non_loopback && (bpf_ntohl(v4) >> 24) != 127;
 }
 
-static __always_inline __u32 slot_hash(__u64 bits, __u32 slots_log2)
+_Static_assert((TCPWHY_TALLY_DIRECT_SLOTS & (TCPWHY_TALLY_DIRECT_SLOTS - 1)) == 0, "a power of two");
+_Static_assert((LISTENER_ANSWER_SLOTS & (LISTENER_ANSWER_SLOTS - 1)) == 0, "a power of two");
+
+/* The slot of a 64-bit key in an array of `slots` (a power of two): the top bits of a
+ * multiplicative hash, so that the shift follows the array's size. */
+static __always_inline __u32 slot_hash(__u64 bits, const __u32 slots)
 {
-	return (__u32)((bits * 0x9E3779B97F4A7C15ULL) >> (64 - slots_log2));
+	return (__u32)((bits * 0x9E3779B97F4A7C15ULL) >> (64 - __builtin_ctz(slots)));
 }
 
 /* What the mirror says of (netns, port) now, from this CPU's answers while the mirror has not
@@ -228,7 +233,7 @@ static __always_inline __u32 slot_hash(__u64 bits, __u32 slots_log2)
 static __always_inline enum port_role listener_role(__u32 netns, __u16 port)
 {
 	struct tcpwhy_listener_key k = { .netns = netns, .port = port };
-	__u32 gen = listeners_gen, i = slot_hash(((__u64)netns << 16) | port, 6);
+	__u32 gen = listeners_gen, i = slot_hash(((__u64)netns << 16) | port, LISTENER_ANSWER_SLOTS);
 	struct listener_answer *a = bpf_map_lookup_elem(&listener_answers, &i);
 	enum port_role role;
 	__s32 *n;
@@ -292,7 +297,7 @@ static __always_inline void submit_connection_event(struct tcpwhy_event *e)
 static __always_inline struct tcpwhy_tally_value *tally_slot(const struct tcpwhy_tally_key *k)
 {
 	__u64 bits = ((__u64)k->netns << 32) | ((__u32)k->port << 16) | ((__u32)k->outbound << 8) | k->lb;
-	__u32 i = slot_hash(bits, 6);
+	__u32 i = slot_hash(bits, TCPWHY_TALLY_DIRECT_SLOTS);
 	struct tcpwhy_tally_slot *s = bpf_map_lookup_elem(&tally_direct, &i);
 	struct tcpwhy_tally_value *v;
 	struct tcpwhy_tally_value zero;
